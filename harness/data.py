@@ -1,0 +1,163 @@
+"""Datasets: MNIST and CIFAR-10 as validated uint8 npz files, seeded stratified subsets, and
+whole splits held on the target device as float tensors (no DataLoader in the training loop).
+
+Where the data lives: an explicit option > $HARNESS_DATA_DIR > ~/.cache/harness/data.
+A missing file is downloaded through torchvision and written as the same npz; offline, the
+error names the directory, the file expected and how to provide it.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class DataError(RuntimeError):
+    """A dataset is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    train_shape: tuple  # shape of x_train, the number of rows included
+    test_shape: tuple
+    mean: tuple  # per-channel, in [0, 1] units
+    std: tuple
+
+
+# MNIST: the paper says only "converted to tensors" (torchvision ToTensor), i.e. pixels scaled to
+# [0, 1]; that is the reading taken (mean 0, std 1 leaves it unchanged).
+# CIFAR-10: "normalized using per-channel means and standard deviations" with the usual values.
+DATASETS = {
+    "mnist": DatasetInfo((60000, 28, 28), (10000, 28, 28), (0.0,), (1.0,)),
+    "cifar10": DatasetInfo((50000, 32, 32, 3), (10000, 32, 32, 3),
+                           (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+NUM_CLASSES = 10
+
+
+def data_dir(option: str | os.PathLike | None = None) -> Path:
+    if option:
+        return Path(option).expanduser()
+    if os.environ.get("HARNESS_DATA_DIR"):
+        return Path(os.environ["HARNESS_DATA_DIR"]).expanduser()
+    return Path("~/.cache/harness/data").expanduser()
+
+
+def _info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def validate(name: str, arrays: dict, path: Path) -> None:
+    info = _info(name)
+    expect = {"x_train": info.train_shape, "y_train": info.train_shape[:1],
+              "x_test": info.test_shape, "y_test": info.test_shape[:1]}
+    for key, shape in expect.items():
+        if key not in arrays:
+            raise DataError(f"{path}: array {key!r} missing (has {sorted(arrays)})")
+        a = arrays[key]
+        if a.dtype != np.uint8:
+            raise DataError(f"{path}: {key} has dtype {a.dtype}, expected uint8")
+        if tuple(a.shape) != tuple(shape):
+            raise DataError(f"{path}: {key} has shape {tuple(a.shape)}, expected {tuple(shape)}")
+    for key in ("y_train", "y_test"):
+        if arrays[key].max() >= NUM_CLASSES:
+            raise DataError(f"{path}: {key} has label {int(arrays[key].max())}, expected 0..9")
+
+
+def _download(name: str, path: Path) -> None:
+    import torchvision
+
+    cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        splits = [cls(tmp, train=t, download=True) for t in (True, False)]
+    arrays = {}
+    for split, ds in zip(("train", "test"), splits):
+        arrays[f"x_{split}"] = np.asarray(ds.data, dtype=np.uint8)
+        arrays[f"y_{split}"] = np.asarray(ds.targets, dtype=np.uint8)
+    validate(name, arrays, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_arrays(name: str, root: str | os.PathLike | None = None, download: bool = True) -> dict:
+    """The four uint8 arrays of a dataset, validated."""
+    _info(name)
+    path = data_dir(root) / f"{name}.npz"
+    if not path.exists():
+        error = None
+        if download:
+            try:
+                _download(name, path)
+            except Exception as e:  # offline, or torchvision's mirror is down
+                error = e
+        if not path.exists():
+            raise DataError(
+                f"dataset {name!r} not found: expected {path} in data directory {path.parent}. "
+                f"Provide it with --data-dir DIR or HARNESS_DATA_DIR=DIR, where DIR holds {name}.npz "
+                f"(uint8 arrays x_train, y_train, x_test, y_test)"
+                + (f"; download failed: {error}" if error else ""))
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:
+        raise DataError(f"{path}: cannot read as npz: {e}") from e
+    validate(name, arrays, path)
+    return arrays
+
+
+def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of n rows with class proportions kept (largest remainder), drawn by a seeded
+    permutation within each class; sorted, so the result does not depend on draw order."""
+    labels = np.asarray(labels)
+    if n > len(labels):
+        raise DataError(f"subset of {n} asked from {len(labels)} rows")
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * n / len(labels)
+    take = np.floor(quota).astype(int)
+    rest = n - take.sum()
+    take[np.argsort(-(quota - take), kind="stable")[:rest]] += 1
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(picked))
+
+
+@dataclass
+class Split:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def _to_tensor(name: str, x: np.ndarray, device, dtype=torch.float32) -> torch.Tensor:
+    info = _info(name)
+    t = torch.from_numpy(x).to(device=device, dtype=dtype).div_(255.0)
+    if t.ndim == 4:  # NHWC -> NCHW
+        t = t.permute(0, 3, 1, 2).contiguous()
+    else:
+        t = t.unsqueeze(1)
+    mean = torch.tensor(info.mean, device=device, dtype=dtype).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, device=device, dtype=dtype).view(1, -1, 1, 1)
+    return (t - mean) / std
+
+
+def load_split(name: str, train_subset: int | None = None, test_subset: int | None = None,
+               subset_seed: int = 0, root=None, device="cpu") -> Split:
+    """Normalised float32 tensors on `device`: images as N x C x H x W, labels as int64."""
+    a = load_arrays(name, root)
+    itr = slice(None) if not train_subset else stratified_subset(a["y_train"], train_subset, subset_seed)
+    ite = slice(None) if not test_subset else stratified_subset(a["y_test"], test_subset, subset_seed)
+    return Split(
+        _to_tensor(name, a["x_train"][itr], device),
+        torch.from_numpy(a["y_train"][itr].astype(np.int64)).to(device),
+        _to_tensor(name, a["x_test"][ite], device),
+        torch.from_numpy(a["y_test"][ite].astype(np.int64)).to(device),
+    )

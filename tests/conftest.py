@@ -1,0 +1,29 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.data import Split
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def real_data_dir() -> Path:
+    return Path(os.environ.get("HARNESS_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def data_dir():
+    d = real_data_dir()
+    if not (d / "mnist.npz").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide the datasets: {d}/mnist.npz missing")
+        pytest.skip(f"real datasets not found in {d}")
+    return d
+
+
+def synthetic_split(n=256, shape=(1, 28, 28), seed=0, n_test=64) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g),
+                 torch.randn(n_test, *shape, generator=g), torch.randint(0, 10, (n_test,), generator=g))

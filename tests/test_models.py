@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+from harness import models
+
+
+@pytest.mark.parametrize("family,width", [(f, w) for f, d in models.PAPER_PARAM_COUNTS.items() for w in d])
+def test_parameter_counts_match_the_paper_to_the_unit(family, width):
+    model = models.build(family, width)
+    assert models.count_params(model) == models.PAPER_PARAM_COUNTS[family][width]
+
+
+def test_all_sixteen_tabled_widths_are_covered():
+    assert len(models.PAPER_PARAM_COUNTS["mlp"]) == 10 and len(models.PAPER_PARAM_COUNTS["cnn"]) == 6
+
+
+def test_cnn_count_formula_and_output_shapes():
+    for c in (1, 3, 5):
+        assert models.count_params(models.CNN(c)) == 279 * c * c + 16425 * c + 2826
+    assert models.CNN(4)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert models.MLP(8)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_prunable_weights_exclude_biases_and_batchnorm():
+    names = list(models.prunable(models.CNN(4)))
+    assert len(names) == 8 and all(n.endswith(".weight") for n in names)
+    assert names[-1] == "classifier.3.weight"
+    assert list(models.prunable(models.CNN(4), include_output=False))[-1] == "classifier.1.weight"
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        models.build("resnet", 8)
