@@ -1,0 +1,121 @@
+"""Run cache: one folder per run, named by a stable hash of its fully resolved configuration.
+
+Key: sha256 of canonical JSON of {schema, config fields that differ from their defaults, extra}.
+Leaving defaults out means a new field added with a default does not change old keys (as in
+open_lth); bump SCHEMA when a default's *meaning* changes so that old runs are not reused.
+
+Layout: <root>/runs/<key>/tensors.pt (state dicts, masks) and metrics.json (small, readable).
+Each file is written to a temporary name and renamed into place, tensors first and metrics.json
+last: metrics.json is the completion marker, so a run killed half-way leaves no entry a reader
+would take, and a rerun trains it again. Tensors load with torch.load(weights_only=True).
+A per-key file lock makes parallel workers (pytest-xdist) wait for one another instead of
+training the same run twice.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+SCHEMA = 1
+
+
+def default_root(option=None) -> Path:
+    if option:
+        return Path(option).expanduser()
+    return Path(os.environ.get("HARNESS_CACHE_DIR", "~/.cache/harness/runs")).expanduser()
+
+
+def _canonical(value):
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def non_default_fields(config) -> dict:
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.default is dataclasses.MISSING or value != f.default:
+            out[f.name] = value
+    return out
+
+
+def run_key(config, extra: dict | None = None) -> str:
+    payload = {"schema": SCHEMA, "config": non_default_fields(config)}
+    if extra:
+        payload["extra"] = extra
+    text = json.dumps(_canonical(payload), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class RunCache:
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def dir(self, key: str) -> Path:
+        return self.root / "runs" / key
+
+    def has(self, key: str) -> bool:
+        return (self.dir(key) / "metrics.json").exists()
+
+    def load_metrics(self, key: str) -> dict | None:
+        path = self.dir(key) / "metrics.json"
+        if not path.exists():
+            return None
+        return json.loads(path.read_text())
+
+    def load_tensors(self, key: str) -> dict:
+        path = self.dir(key) / "tensors.pt"
+        if not path.exists():
+            return {}
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def save(self, key: str, metrics: dict, tensors: dict | None = None) -> None:
+        d = self.dir(key)
+        if tensors:
+            _atomic_write(d / "tensors.pt", lambda f: torch.save(tensors, f))
+        text = json.dumps(metrics, indent=1, sort_keys=True, default=float).encode()
+        _atomic_write(d / "metrics.json", lambda f: f.write(text))
+
+    def invalidate(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir(key) / "metrics.json").unlink()
+
+    @contextlib.contextmanager
+    def lock(self, key: str):
+        path = self.root / "locks" / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,353 @@
+"""Claim files: TOML under claims/, one per paper section, parsed and validated here.
+
+A file holds experiments (what to train and measure) and claims (what the paper says about the
+measurements). Every error names the file, the claim or experiment, and the field, and is raised
+at collection time, before anything trains. Schema (see claims/*.toml for real ones):
+
+    section = "V-A"                     # the paper's section
+    title = "Double descent"
+
+    [experiments.NAME]
+    procedure = "train"                 # count | train | ticket
+    dataset = "mnist"                   # mnist | cifar10
+    model = "mlp"                       # mlp | cnn
+    measure = ["movement"]              # instruments run on every trained model
+    base = {epochs = 60, lr = 0.01}     # RunConfig fields shared by every run
+    grid = {width = [8, 16]}            # product over these RunConfig fields
+    configs = [{batch_size = 32, lr = 0.005}]   # explicit points, each crossed with the grid
+    instruments = {hessian = {samples = 1000}}  # options per instrument
+    ticket = {fractions = [0.7, 0.5]}   # lottery-ticket options (procedure = "ticket")
+    plot = {x = "width", y = ["train_acc", "test_acc"], logx = true}
+    notes = "..."                       # readings taken for lost numbers, shown in the report
+    [experiments.NAME.smoke]            # per tier: seeds (required) and overrides of
+    seeds = [0, 1]                      #   base/instruments/ticket (merged), grid/configs (replaced)
+    [experiments.NAME.full]
+    seeds = [0, 1, 2, 3, 4]
+
+    [[claims]]
+    id = "mlp-interpolation"
+    statement = "The MLP first reaches 100% train accuracy at width 32"
+    paper = "100.0% train accuracy at w=32"
+    paper_value = 100.0                 # optional number
+    experiment = "NAME"
+    check = {type = "value", metric = "train_acc", where = {width = 32}}
+    disagreements = ["..."]             # the paper's internal disagreements that touch it
+    reading = "..."                     # the reading taken where the paper is ambiguous
+    [claims.smoke]                      # a tier present = the claim runs in that tier
+    check = {where = {width = 32}}      # optional overrides, merged into check
+    expect = {min = 99.5, why = "..."}  # expectation; `why` is required
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .data import DATASETS
+from .models import MODELS
+from .train import RunConfig
+
+TIERS = ("smoke", "full")
+PROCEDURES = ("count", "train", "ticket")
+INSTRUMENTS = ("hessian", "perturbation", "movement")
+HARNESS_SET = {"dataset", "model", "seed", "device"}  # RunConfig fields the harness fills in
+RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+CONFIG_FIELDS = set(RUN_FIELDS) - HARNESS_SET
+TICKET_FIELDS = {"remaining", "variant"}
+TICKET_DEFAULTS = {"fractions": [0.7, 0.5, 0.3, 0.2, 0.1, 0.05], "retrain_epochs": 0,
+                   "scope": "global", "include_output": True,
+                   "controls": ["reinit", "random", "init_magnitude"], "control_fractions": [0.1],
+                   "reinit_seed_offset": 1000}
+INSTRUMENT_DEFAULTS = {
+    "hessian": {"samples": 1000, "iters": 30, "tol": 0.0, "chunk": 250, "seed": 0, "dtype": "float32"},
+    "perturbation": {"samples": 1000, "sigmas": [1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2],
+                     "draws": 5, "seed": 0},
+    "movement": {},
+}
+
+CHECK_FIELDS = {
+    "value": {"metric", "where"},
+    "all": {"metric", "where"},
+    "ratio": {"metric", "a", "b"},
+    "difference": {"metric", "a", "b"},
+    "monotonic": {"metric", "over", "where"},
+    "loglog_slope": {"metric", "over", "where"},
+    "welch": {"metric", "a", "b"},
+}
+CHECK_REQUIRED = {"value": {"metric"}, "all": {"metric"}, "ratio": {"metric", "a", "b"},
+                  "difference": {"metric", "a", "b"}, "monotonic": {"metric", "over"},
+                  "loglog_slope": {"metric", "over"}, "welch": {"metric", "a", "b"}}
+EXPECT_FIELDS = {
+    "value": {"target", "abs_tol", "rel_tol", "min", "max"},
+    "all": {"min", "max"},
+    "ratio": {"target", "abs_tol", "rel_tol", "min", "max"},
+    "difference": {"target", "abs_tol", "rel_tol", "min", "max"},
+    "monotonic": {"direction", "strict", "slack"},
+    "loglog_slope": {"target", "abs_tol", "rel_tol", "min", "max"},
+    "welch": {"significant", "direction", "alpha"},
+}
+
+
+def perturb_metric(sigma) -> str:
+    """Metric name of the mean relative training-loss change at noise level sigma."""
+    return f"perturb_{float(sigma):g}"
+
+
+class SpecError(ValueError):
+    """A claim file is malformed; the message names the file, the item and the field."""
+
+
+@dataclass
+class Experiment:
+    name: str
+    file: str
+    procedure: str
+    dataset: str
+    model: str
+    measure: list
+    base: dict
+    grid: dict
+    configs: list
+    instruments: dict
+    ticket: dict
+    plot: dict
+    notes: str
+    tiers: dict  # tier -> {"seeds": [...], overrides}
+
+    def resolved(self, tier: str) -> dict:
+        """The experiment as it runs in `tier`: seeds, base, grid, configs, instruments, ticket."""
+        t = self.tiers[tier]
+        instruments = {k: {**INSTRUMENT_DEFAULTS[k], **self.instruments.get(k, {}),
+                           **t.get("instruments", {}).get(k, {})} for k in self.measure}
+        return {
+            "seeds": list(t["seeds"]),
+            "base": {**self.base, **t.get("base", {})},
+            "grid": t.get("grid", self.grid),
+            "configs": t.get("configs", self.configs),
+            "instruments": instruments,
+            "ticket": {**TICKET_DEFAULTS, **self.ticket, **t.get("ticket", {})},
+        }
+
+    def metrics(self, tier: str) -> set:
+        if self.procedure == "count":
+            return {"params"}
+        out = {"params", "train_acc", "test_acc", "train_loss", "test_loss", "gen_gap", "steps",
+               "wall_s", "epochs_run"}
+        opts = self.resolved(tier)["instruments"]
+        if "hessian" in opts:
+            out |= {"hessian_top", "hessian_residual"}
+        if "perturbation" in opts:
+            out |= {perturb_metric(s) for s in opts["perturbation"]["sigmas"]}
+        if "movement" in opts:
+            out.add("movement")
+        return out
+
+    def fields(self) -> set:
+        return CONFIG_FIELDS | (TICKET_FIELDS if self.procedure == "ticket" else set())
+
+
+@dataclass
+class Claim:
+    id: str
+    file: str
+    section: str
+    statement: str
+    paper: str
+    paper_value: typing.Any
+    experiment: str
+    check: dict
+    tiers: dict  # tier -> {"check": merged check, "expect": {...}}
+    disagreements: list = field(default_factory=list)
+    reading: str = ""
+
+
+@dataclass
+class ClaimFile:
+    path: str
+    section: str
+    title: str
+    experiments: dict
+    claims: list
+
+
+def _err(path, where, fld, msg):
+    return SpecError(f"{path}: {where}: field {fld!r}: {msg}")
+
+
+def _keys(table, allowed, required, path, where, prefix=""):
+    if not isinstance(table, dict):
+        raise _err(path, where, prefix.rstrip(".") or "(table)", f"expected a table, got {type(table).__name__}")
+    for k in table:
+        if k not in allowed:
+            raise _err(path, where, prefix + k, f"unknown key; allowed: {sorted(allowed)}")
+    for k in required:
+        if k not in table:
+            raise _err(path, where, prefix + k, "missing")
+
+
+def _typed(value, expected, path, where, fld):
+    ok = {str: isinstance(value, str), bool: isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          list: isinstance(value, list), dict: isinstance(value, dict)}[expected]
+    if not ok:
+        raise _err(path, where, fld, f"expected {expected.__name__}, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def _run_fields(table, path, where, prefix, as_lists=False):
+    for k, v in table.items():
+        if k not in CONFIG_FIELDS:
+            raise _err(path, where, prefix + k, f"not a run setting; allowed: {sorted(CONFIG_FIELDS)}")
+        ftype = RUN_FIELDS[k].type
+        expected = {"int": int, "float": float, "str": str, "bool": bool}[ftype if isinstance(ftype, str) else ftype.__name__]
+        values = v if as_lists else [v]
+        if as_lists:
+            _typed(v, list, path, where, prefix + k)
+        for x in values:
+            _typed(x, expected, path, where, prefix + k)
+
+
+def _parse_experiment(name, t, path) -> Experiment:
+    where = f"experiment {name!r}"
+    allowed = {"procedure", "dataset", "model", "measure", "base", "grid", "configs", "instruments",
+               "ticket", "plot", "notes", *TIERS}
+    _keys(t, allowed, {"procedure", "dataset", "model"}, path, where)
+    if t["procedure"] not in PROCEDURES:
+        raise _err(path, where, "procedure", f"unknown procedure {t['procedure']!r}; known: {list(PROCEDURES)}")
+    if t["dataset"] not in DATASETS:
+        raise _err(path, where, "dataset", f"unknown dataset {t['dataset']!r}; known: {sorted(DATASETS)}")
+    if t["model"] not in MODELS:
+        raise _err(path, where, "model", f"unknown model {t['model']!r}; known: {sorted(MODELS)}")
+    measure = _typed(t.get("measure", []), list, path, where, "measure")
+    for m in measure:
+        if m not in INSTRUMENTS:
+            raise _err(path, where, "measure", f"unknown instrument {m!r}; known: {list(INSTRUMENTS)}")
+
+    def check_instruments(table, prefix):
+        _keys(table, set(INSTRUMENTS), set(), path, where, prefix)
+        for inst, opts in table.items():
+            _keys(opts, set(INSTRUMENT_DEFAULTS[inst]), set(), path, where, f"{prefix}{inst}.")
+
+    def check_body(table, prefix):
+        if "base" in table:
+            _run_fields(_typed(table["base"], dict, path, where, prefix + "base"), path, where, prefix + "base.")
+        if "grid" in table:
+            _run_fields(_typed(table["grid"], dict, path, where, prefix + "grid"), path, where, prefix + "grid.", True)
+        for i, c in enumerate(_typed(table.get("configs", []), list, path, where, prefix + "configs")):
+            _run_fields(_typed(c, dict, path, where, f"{prefix}configs[{i}]"), path, where, f"{prefix}configs[{i}].")
+        if "instruments" in table:
+            check_instruments(table["instruments"], prefix + "instruments.")
+        if "ticket" in table:
+            _keys(table["ticket"], set(TICKET_DEFAULTS), set(), path, where, prefix + "ticket.")
+
+    check_body(t, "")
+    tiers = {}
+    for tier in TIERS:
+        if tier in t:
+            _keys(t[tier], {"seeds", "base", "grid", "configs", "instruments", "ticket"}, {"seeds"},
+                  path, where, f"{tier}.")
+            seeds = _typed(t[tier]["seeds"], list, path, where, f"{tier}.seeds")
+            if not seeds or not all(isinstance(s, int) for s in seeds):
+                raise _err(path, where, f"{tier}.seeds", "expected a non-empty list of integers")
+            check_body(t[tier], f"{tier}.")
+            tiers[tier] = t[tier]
+    plot = t.get("plot", {})
+    if plot:
+        _keys(plot, {"x", "y", "logx", "logy", "by"}, {"x", "y"}, path, where, "plot.")
+    return Experiment(name, str(path), t["procedure"], t["dataset"], t["model"], measure,
+                      t.get("base", {}), t.get("grid", {}), t.get("configs", []),
+                      t.get("instruments", {}), t.get("ticket", {}), plot, t.get("notes", ""), tiers)
+
+
+def _check_where(w, exp, path, where, fld):
+    _typed(w, dict, path, where, fld)
+    for k in w:
+        if k not in exp.fields():
+            raise _err(path, where, f"{fld}.{k}", f"not a field of experiment {exp.name!r}'s runs; "
+                                                  f"known: {sorted(exp.fields())}")
+
+
+def _parse_claim(t, experiments, path, section) -> Claim:
+    cid = t.get("id") if isinstance(t, dict) else None
+    where = f"claim {cid!r}"
+    allowed = {"id", "section", "statement", "paper", "paper_value", "experiment", "check",
+               "disagreements", "reading", *TIERS}
+    _keys(t, allowed, {"id", "statement", "paper", "experiment", "check"}, path, where)
+    for f in ("id", "statement", "paper", "experiment"):
+        _typed(t[f], str, path, where, f)
+    if t["experiment"] not in experiments:
+        raise _err(path, where, "experiment", f"unknown experiment {t['experiment']!r}; "
+                                              f"this file declares {sorted(experiments)}")
+    exp = experiments[t["experiment"]]
+    check = _typed(t["check"], dict, path, where, "check")
+    ctype = check.get("type")
+    if ctype not in CHECK_FIELDS:
+        raise _err(path, where, "check.type", f"unknown check {ctype!r}; known: {sorted(CHECK_FIELDS)}")
+    tiers = {}
+    for tier in TIERS:
+        if tier not in t:
+            continue
+        _keys(t[tier], {"check", "expect"}, {"expect"}, path, where, f"{tier}.")
+        merged = {**check, **t[tier].get("check", {})}
+        _keys(merged, CHECK_FIELDS[ctype] | {"type"}, CHECK_REQUIRED[ctype], path, where, f"{tier}.check.")
+        if tier not in exp.tiers:
+            raise _err(path, where, tier, f"experiment {exp.name!r} has no {tier!r} tier")
+        known = exp.metrics(tier)
+        if merged["metric"] not in known:
+            raise _err(path, where, "check.metric", f"unknown metric {merged['metric']!r} for experiment "
+                                                    f"{exp.name!r}; known: {sorted(known)}")
+        for w in ("where", "a", "b"):
+            if w in merged:
+                _check_where(merged[w], exp, path, where, f"check.{w}")
+        if "over" in merged and merged["over"] not in exp.fields():
+            raise _err(path, where, "check.over", f"{merged['over']!r} is not a field of the runs")
+        expect = t[tier]["expect"]
+        _keys(expect, EXPECT_FIELDS[ctype] | {"why"}, {"why"}, path, where, f"{tier}.expect.")
+        _typed(expect["why"], str, path, where, f"{tier}.expect.why")
+        for k in ("target", "abs_tol", "rel_tol", "min", "max", "slack", "alpha"):
+            if k in expect:
+                _typed(expect[k], float, path, where, f"{tier}.expect.{k}")
+        if ctype in ("value", "ratio", "difference", "loglog_slope", "all"):
+            if not ({"target", "min", "max"} & set(expect)):
+                raise _err(path, where, f"{tier}.expect", "give target (with abs_tol or rel_tol) or min/max")
+            if "target" in expect and not ({"abs_tol", "rel_tol"} & set(expect)):
+                raise _err(path, where, f"{tier}.expect.abs_tol", "a target needs abs_tol or rel_tol")
+        if ctype == "monotonic" and expect.get("direction") not in ("increasing", "decreasing"):
+            raise _err(path, where, f"{tier}.expect.direction", "expected 'increasing' or 'decreasing'")
+        if ctype == "welch":
+            _typed(expect.get("significant"), bool, path, where, f"{tier}.expect.significant")
+            if expect.get("direction", "greater") not in ("greater", "less"):
+                raise _err(path, where, f"{tier}.expect.direction", "expected 'greater' or 'less'")
+        tiers[tier] = {"check": merged, "expect": expect}
+    if not tiers:
+        raise _err(path, where, "smoke/full", "a claim needs at least one tier table")
+    return Claim(t["id"], str(path), t.get("section", section), t["statement"], t["paper"],
+                 t.get("paper_value"), t["experiment"], check, tiers,
+                 list(t.get("disagreements", [])), t.get("reading", ""))
+
+
+def load(path) -> ClaimFile:
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: malformed TOML: {e}") from e
+    _keys(doc, {"section", "title", "experiments", "claims"}, {"section", "title"}, path, "file")
+    experiments = {name: _parse_experiment(name, t, path)
+                   for name, t in _typed(doc.get("experiments", {}), dict, path, "file", "experiments").items()}
+    claims, seen = [], set()
+    for t in _typed(doc.get("claims", []), list, path, "file", "claims"):
+        c = _parse_claim(t, experiments, path, doc["section"])
+        if c.id in seen:
+            raise _err(path, f"claim {c.id!r}", "id", "duplicate id in this file")
+        seen.add(c.id)
+        claims.append(c)
+    return ClaimFile(str(path), doc["section"], doc["title"], experiments, claims)
