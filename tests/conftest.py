@@ -27,3 +27,5 @@ def synthetic_split(n=256, shape=(1, 28, 28), seed=0, n_test=64) -> Split:
     g = torch.Generator().manual_seed(seed)
     return Split(torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g),
                  torch.randn(n_test, *shape, generator=g), torch.randint(0, 10, (n_test,), generator=g))
+
+pytest_plugins = ["pytester"]

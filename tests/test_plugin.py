@@ -1,0 +1,142 @@
+"""The pytest plugin end to end, in a scratch directory (pytester), on real MNIST."""
+import json
+
+import pytest
+
+CLAIMS = """
+section = "T"
+title = "Plugin test"
+
+[experiments.tiny]
+procedure = "train"
+dataset = "mnist"
+model = "mlp"
+base = {{train_subset = 512, test_subset = 256, epochs = 4, batch_size = 16, lr = 0.05}}
+grid = {{width = [16]}}
+plot = {{x = "width", y = ["train_acc", "test_acc"]}}
+smoke = {{seeds = [0, 1]}}
+
+[experiments.count]
+procedure = "count"
+dataset = "mnist"
+model = "mlp"
+grid = {{width = [8]}}
+smoke = {{seeds = [0]}}
+full = {{seeds = [0]}}
+
+[[claims]]
+id = "learns"
+statement = "{statement}"
+paper = "more than chance"
+experiment = "tiny"
+check = {{type = "value", metric = "train_acc", where = {{width = 16}}}}
+disagreements = ["a disagreement to show"]
+[claims.smoke]
+expect = {{min = {threshold}, why = "chance is 10%"}}
+
+[[claims]]
+id = "count"
+statement = "count"
+paper = "6,514"
+experiment = "count"
+check = {{type = "value", metric = "params", where = {{width = 8}}}}
+[claims.smoke]
+expect = {{target = 6514.0, abs_tol = 0.0, why = "exact"}}
+[claims.full]
+expect = {{target = 6514.0, abs_tol = 0.0, why = "exact"}}
+"""
+
+
+@pytest.fixture
+def project(pytester, data_dir, tmp_path):
+    def make(threshold=30.0, statement="the MLP learns <b>something</b>"):
+        pytester.mkdir("claims") if not (pytester.path / "claims").exists() else None
+        (pytester.path / "claims" / "t.toml").write_text(CLAIMS.format(threshold=threshold, statement=statement))
+        return ["--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
+                "--report", str(tmp_path / "report"), "-p", "no:cacheprovider"]
+    return make
+
+
+def test_claims_are_collected_with_tier_markers(pytester, project):
+    args = project()
+    r = pytester.runpytest_subprocess("claims", "--collect-only", "-q", *args)
+    out = r.stdout.str()
+    assert "claims/t.toml::learns[smoke]" in out and "claims/t.toml::count[full]" in out
+    r = pytester.runpytest_subprocess("claims", "--collect-only", "-q", "-m", "full", *args)
+    assert "count[full]" in r.stdout.str() and "learns[smoke]" not in r.stdout.str()
+
+
+def test_smoke_run_writes_report_and_second_run_hits_the_cache(pytester, project, tmp_path):
+    args = project()
+    r = pytester.runpytest_subprocess("claims", "-m", "smoke", *args)
+    r.assert_outcomes(passed=2)
+    doc = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert {c["id"] for c in doc["claims"]} == {"learns", "count"}
+    learns = next(c for c in doc["claims"] if c["id"] == "learns")
+    assert learns["measured"]["n"] == 2 and learns["verdict"] == "pass"
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "learns" in html and "count" in html and "<svg" in html
+    assert "&lt;b&gt;something&lt;/b&gt;" in html and "<b>something</b>" not in html  # autoescaped
+    assert "a disagreement to show" in html
+    runs = sorted((tmp_path / "cache" / "runs").glob("*/metrics.json"))
+    mtimes = [p.stat().st_mtime_ns for p in runs]
+    assert len(runs) == 2
+    r = pytester.runpytest_subprocess("claims", "-m", "smoke", *args)
+    r.assert_outcomes(passed=2)
+    assert [p.stat().st_mtime_ns for p in runs] == mtimes  # nothing retrained
+
+
+def test_failing_claim_shows_paper_measured_expectation_and_why(pytester, project):
+    args = project(threshold=101.0)
+    r = pytester.runpytest_subprocess("claims", "-m", "smoke", "-k", "learns", *args)
+    r.assert_outcomes(failed=1)
+    out = r.stdout.str()
+    for s in ("FAIL", "paper:    more than chance", "train_acc =", ">= 101", "why:      chance is 10%",
+              "paper disagreement: a disagreement to show"):
+        assert s in out, s
+
+
+def test_bad_claim_file_is_a_collection_error_naming_file_claim_field(pytester, project):
+    args = project()
+    text = (pytester.path / "claims" / "t.toml").read_text().replace('metric = "params"', 'metric = "flops"')
+    (pytester.path / "claims" / "t.toml").write_text(text)
+    r = pytester.runpytest_subprocess("claims", *args)
+    out = r.stdout.str()
+    assert r.ret != 0 and "t.toml" in out and "claim 'count'" in out and "'check.metric'" in out
+
+
+def test_missing_dataset_is_a_clear_claim_error(pytester, project, tmp_path):
+    args = project()
+    args[1] = str(tmp_path / "nowhere")
+    r = pytester.runpytest_subprocess("claims", "-m", "smoke", "-k", "learns", *args)
+    r.assert_outcomes(failed=1)
+    assert "nowhere/mnist.npz" in r.stdout.str()
+
+
+def test_gpu_without_cuda_is_a_usage_error(pytester, project):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    r = pytester.runpytest_subprocess("claims", "--gpu", *project())
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--gpu was given but CUDA is not available" in r.stderr.str()
+
+
+def test_report_rerenders_from_cache_without_training(pytester, project, tmp_path):
+    import subprocess
+    import sys
+    args = project()
+    pytester.runpytest_subprocess("claims", "-m", "smoke", *args).assert_outcomes(passed=2)
+    out = tmp_path / "rerender"
+    p = subprocess.run([sys.executable, "-m", "harness", "report", "--claims", str(pytester.path / "claims"),
+                        "--cache-dir", str(tmp_path / "cache"), "--data-dir", args[1], "--tier", "smoke",
+                        "--out", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads((out / "results.json").read_text())
+    assert {c["verdict"] for c in doc["claims"]} == {"pass"}
+    p = subprocess.run([sys.executable, "-m", "harness", "report", "--claims", str(pytester.path / "claims"),
+                        "--cache-dir", str(tmp_path / "empty"), "--data-dir", args[1], "--tier", "smoke",
+                        "--out", str(out)], capture_output=True, text=True)
+    doc = json.loads((out / "results.json").read_text())
+    learns = next(c for c in doc["claims"] if c["id"] == "learns")
+    assert learns["verdict"] == "error" and "not in the cache" in learns["detail"]
