@@ -17,14 +17,14 @@ def main(argv=None) -> int:
     r = sub.add_parser("report", help="re-render the report from cached runs, without training")
     r.add_argument("--claims", default="claims", help="folder of claim TOML files")
     r.add_argument("--tier", choices=spec.TIERS, action="append", help="tier(s) to include (default: both)")
-    r.add_argument("--cache-dir", default=None)
+    r.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
     r.add_argument("--data-dir", default=None)
     r.add_argument("--device", default="cpu", help="device the cached runs were trained on (cpu or cuda)")
     r.add_argument("--out", default="build/report")
     args = p.parse_args(argv)
 
     start = time.time()
-    ctx = experiments.Context(device=args.device, data_dir=args.data_dir, cache_root=args.cache_dir,
+    ctx = experiments.Context(device=args.device, data_dir=args.data_dir, cache_root=args.run_cache,
                               allow_train=False)
     results = []
     for path in sorted(Path(args.claims).glob("*.toml")):
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
         for claim in cf.claims:
             for tier in claim.tiers:
                 if args.tier is None or tier in args.tier:
-                    results.append(claim_result(claim, tier, cf.experiments[claim.experiment], cf, ctx))
+                    results.append(claim_result(claim, tier, claim.experiment, cf, ctx))
     json_path, html_path = report.write(results, args.out, time.time() - start, args.device)
     print(f"{len(results)} claims; report: {html_path}; results: {json_path}")
     return 0

@@ -28,7 +28,10 @@ class SelectionError(ValueError):
 def _matches(config: dict, where: dict) -> bool:
     for k, v in where.items():
         c = config.get(k)
-        if isinstance(v, (int, float)) and isinstance(c, (int, float)) and not isinstance(v, bool):
+        if isinstance(v, list):  # membership: where = {width = [32, 64]}
+            if not any(_matches({k: c}, {k: x}) for x in v):
+                return False
+        elif isinstance(v, (int, float)) and isinstance(c, (int, float)) and not isinstance(v, bool):
             if not math.isclose(c, v, rel_tol=1e-9, abs_tol=1e-12):
                 return False
         elif c != v:

@@ -2,7 +2,7 @@
 test item `claims/FILE.toml::CLAIM_ID[TIER]`, marked `smoke` or `full`, and every session that ran
 claims writes results.json and report.html.
 
-Options: --gpu, --data-dir, --cache-dir, --report DIR, --refresh. Under pytest-xdist, items are
+Options: --gpu, --data-dir, --run-cache DIR, --report DIR, --refresh. Under pytest-xdist, items are
 grouped by experiment (`xdist_group`, use `--dist loadgroup`) and the run cache's per-run lock
 keeps two workers from training the same run.
 """
@@ -28,7 +28,7 @@ def pytest_addoption(parser):
     g.addoption("--gpu", action="store_true", help="train on CUDA (error if CUDA is unavailable)")
     g.addoption("--data-dir", default=None, help="folder with mnist.npz / cifar10.npz "
                                                  "(default: $HARNESS_DATA_DIR, else ~/.cache/harness/data)")
-    g.addoption("--cache-dir", default=None, help="run cache (default: $HARNESS_CACHE_DIR, "
+    g.addoption("--run-cache", default=None, help="run cache folder (default: $HARNESS_CACHE_DIR, "
                                                   "else ~/.cache/harness/runs)")
     g.addoption("--report", default="build/report", help="folder for report.html and results.json")
     g.addoption("--refresh", action="store_true", help="ignore cached runs and train again")
@@ -44,7 +44,7 @@ def pytest_configure(config):
                                     "(torch.cuda.is_available() is False); drop --gpu to run on the CPU")
     config._harness_ctx = experiments.Context(
         device="cuda" if config.getoption("--gpu") else "cpu",
-        data_dir=config.getoption("--data-dir"), cache_root=config.getoption("--cache-dir"),
+        data_dir=config.getoption("--data-dir"), cache_root=config.getoption("--run-cache"),
         refresh=config.getoption("--refresh"))
     config._harness_results = []
     config._harness_start = time.time()
@@ -64,7 +64,7 @@ class ClaimsFile(pytest.File):
         except spec.SpecError as e:
             raise self.CollectError(str(e)) from None
         for claim in cf.claims:
-            exp = cf.experiments[claim.experiment]
+            exp = claim.experiment
             for tier in claim.tiers:
                 yield ClaimItem.from_parent(self, name=f"{claim.id}[{tier}]", claim=claim, tier=tier,
                                             experiment=exp, claim_file=cf)

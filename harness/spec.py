@@ -29,7 +29,7 @@ at collection time, before anything trains. Schema (see claims/*.toml for real o
     statement = "The MLP first reaches 100% train accuracy at width 32"
     paper = "100.0% train accuracy at w=32"
     paper_value = 100.0                 # optional number
-    experiment = "NAME"
+    experiment = "NAME"                 # or "OTHER.toml:NAME", an experiment of another file
     check = {type = "value", metric = "train_acc", where = {width = 32}}
     disagreements = ["..."]             # the paper's internal disagreements that touch it
     reading = "..."                     # the reading taken where the paper is ambiguous
@@ -161,7 +161,7 @@ class Claim:
     statement: str
     paper: str
     paper_value: typing.Any
-    experiment: str
+    experiment: Experiment
     check: dict
     tiers: dict  # tier -> {"check": merged check, "expect": {...}}
     disagreements: list = field(default_factory=list)
@@ -275,6 +275,22 @@ def _check_where(w, exp, path, where, fld):
                                                   f"known: {sorted(exp.fields())}")
 
 
+def _experiment_ref(ref, experiments, path, where) -> Experiment:
+    """An experiment of this file by name, or of a sibling file as 'FILE.toml:NAME' (its runs, and
+    so its cache entries, are shared: nothing trains twice)."""
+    if ":" in ref:
+        other, name = ref.split(":", 1)
+        other_path = Path(path).parent / other
+        if not other_path.exists():
+            raise _err(path, where, "experiment", f"{ref!r}: no file {other_path}")
+        experiments = load(other_path, with_claims=False).experiments
+    else:
+        name = ref
+    if name not in experiments:
+        raise _err(path, where, "experiment", f"unknown experiment {ref!r}; known: {sorted(experiments)}")
+    return experiments[name]
+
+
 def _parse_claim(t, experiments, path, section) -> Claim:
     cid = t.get("id") if isinstance(t, dict) else None
     where = f"claim {cid!r}"
@@ -283,10 +299,7 @@ def _parse_claim(t, experiments, path, section) -> Claim:
     _keys(t, allowed, {"id", "statement", "paper", "experiment", "check"}, path, where)
     for f in ("id", "statement", "paper", "experiment"):
         _typed(t[f], str, path, where, f)
-    if t["experiment"] not in experiments:
-        raise _err(path, where, "experiment", f"unknown experiment {t['experiment']!r}; "
-                                              f"this file declares {sorted(experiments)}")
-    exp = experiments[t["experiment"]]
+    exp = _experiment_ref(t["experiment"], experiments, path, where)
     check = _typed(t["check"], dict, path, where, "check")
     ctype = check.get("type")
     if ctype not in CHECK_FIELDS:
@@ -296,7 +309,10 @@ def _parse_claim(t, experiments, path, section) -> Claim:
         if tier not in t:
             continue
         _keys(t[tier], {"check", "expect"}, {"expect"}, path, where, f"{tier}.")
-        merged = {**check, **t[tier].get("check", {})}
+        merged = {**check, **_typed(t[tier].get("check", {}), dict, path, where, f"{tier}.check")}
+        ctype = merged.get("type")
+        if ctype not in CHECK_FIELDS:
+            raise _err(path, where, f"{tier}.check.type", f"unknown check {ctype!r}; known: {sorted(CHECK_FIELDS)}")
         _keys(merged, CHECK_FIELDS[ctype] | {"type"}, CHECK_REQUIRED[ctype], path, where, f"{tier}.check.")
         if tier not in exp.tiers:
             raise _err(path, where, tier, f"experiment {exp.name!r} has no {tier!r} tier")
@@ -330,11 +346,11 @@ def _parse_claim(t, experiments, path, section) -> Claim:
     if not tiers:
         raise _err(path, where, "smoke/full", "a claim needs at least one tier table")
     return Claim(t["id"], str(path), t.get("section", section), t["statement"], t["paper"],
-                 t.get("paper_value"), t["experiment"], check, tiers,
+                 t.get("paper_value"), exp, check, tiers,
                  list(t.get("disagreements", [])), t.get("reading", ""))
 
 
-def load(path) -> ClaimFile:
+def load(path, with_claims: bool = True) -> ClaimFile:
     path = Path(path)
     try:
         doc = tomllib.loads(path.read_text())
@@ -344,7 +360,7 @@ def load(path) -> ClaimFile:
     experiments = {name: _parse_experiment(name, t, path)
                    for name, t in _typed(doc.get("experiments", {}), dict, path, "file", "experiments").items()}
     claims, seen = [], set()
-    for t in _typed(doc.get("claims", []), list, path, "file", "claims"):
+    for t in _typed(doc.get("claims", []) if with_claims else [], list, path, "file", "claims"):
         c = _parse_claim(t, experiments, path, doc["section"])
         if c.id in seen:
             raise _err(path, f"claim {c.id!r}", "id", "duplicate id in this file")

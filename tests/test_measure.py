@@ -104,9 +104,10 @@ def test_hessian_top_eigenvalue_matches_full_hessian(build):
     model.train()  # the instrument must use eval mode (running stats) whatever the caller's mode
     snap = _snapshot(model)
     reference = _largest_magnitude_eig(model, x, y)
-    res = measure.hessian_top_eigenvalue(model, x, y, iters=200, chunk=16, dtype=torch.float64)
+    res = measure.hessian_top_eigenvalue(model, x, y, iters=500, tol=1e-12, chunk=16,
+                                         dtype=torch.float64)  # two chunks
     assert abs(res["value"] - reference) / abs(reference) <= 1e-4
-    assert res["iterations"] == 200 and res["residual"] < 1e-3
+    assert res["iterations"] < 500 and res["residual"] < 1e-3
     assert res["bn_mode"] == "eval" and res["n_samples"] == len(x)
     _assert_unchanged(model, snap)
 

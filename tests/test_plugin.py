@@ -52,8 +52,8 @@ def project(pytester, data_dir, tmp_path):
     def make(threshold=30.0, statement="the MLP learns <b>something</b>"):
         pytester.mkdir("claims") if not (pytester.path / "claims").exists() else None
         (pytester.path / "claims" / "t.toml").write_text(CLAIMS.format(threshold=threshold, statement=statement))
-        return ["--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
-                "--report", str(tmp_path / "report"), "-p", "no:cacheprovider"]
+        return ["--data-dir", str(data_dir), "--run-cache", str(tmp_path / "cache"),
+                "--report", str(tmp_path / "report")]
     return make
 
 
@@ -129,13 +129,13 @@ def test_report_rerenders_from_cache_without_training(pytester, project, tmp_pat
     pytester.runpytest_subprocess("claims", "-m", "smoke", *args).assert_outcomes(passed=2)
     out = tmp_path / "rerender"
     p = subprocess.run([sys.executable, "-m", "harness", "report", "--claims", str(pytester.path / "claims"),
-                        "--cache-dir", str(tmp_path / "cache"), "--data-dir", args[1], "--tier", "smoke",
+                        "--run-cache", str(tmp_path / "cache"), "--data-dir", args[1], "--tier", "smoke",
                         "--out", str(out)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     doc = json.loads((out / "results.json").read_text())
     assert {c["verdict"] for c in doc["claims"]} == {"pass"}
     p = subprocess.run([sys.executable, "-m", "harness", "report", "--claims", str(pytester.path / "claims"),
-                        "--cache-dir", str(tmp_path / "empty"), "--data-dir", args[1], "--tier", "smoke",
+                        "--run-cache", str(tmp_path / "empty"), "--data-dir", args[1], "--tier", "smoke",
                         "--out", str(out)], capture_output=True, text=True)
     doc = json.loads((out / "results.json").read_text())
     learns = next(c for c in doc["claims"] if c["id"] == "learns")

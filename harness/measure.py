@@ -1,0 +1,220 @@
+"""Measuring instruments: sharpness of the loss surface and distance travelled in weight space.
+
+hessian_top_eigenvalue
+    Top eigenvalue of the Hessian of the mean training cross-entropy with respect to *all*
+    parameters (model.parameters()), estimated by power iteration on exact Hessian-vector
+    products (double backward through autograd). Choices:
+    - BatchNorm in eval mode: the loss is a deterministic function of the weights, with the
+      running statistics held fixed (batch statistics would make the "loss" depend on how the
+      data are chunked). Reported as bn_mode = "eval".
+    - The loss is the mean over all `n_samples` rows, accumulated over fixed chunks of `chunk`
+      rows (each chunk's mean weighted by its size / N), so memory is bounded by one chunk's
+      double-backward graph; the Hessian-vector product is summed the same way.
+    - The work is done on a deep copy converted to `dtype` (float32 by default; float64 for
+      reference checks), so the caller's model (weights, buffers, train/eval mode) is untouched.
+    - Start vector: standard normal from a CPU generator seeded with `seed`, normalised.
+    - Power iteration converges to the eigenvalue of largest *magnitude*. Near a minimum that is
+      the top (positive) curvature; if a negative eigenvalue dominates in magnitude, the returned
+      value is that negative number. With two eigenvalues of equal magnitude and opposite sign
+      it does not converge; the `residual` ||Hv - lambda v|| / |lambda| at the final vector tells
+      how far from an eigenpair the estimate is.
+
+perturbation_sharpness
+    Relative increase of the mean cross-entropy under isotropic Gaussian weight noise:
+    (L(theta + eps) - L(theta)) / L(theta), eps ~ N(0, sigma^2 I) added to every parameter
+    (not to BatchNorm buffers), BatchNorm in eval mode, `draws` seeded draws per sigma. Draw d
+    uses the same noise direction at every sigma (common random numbers, seeded by (seed, d) on
+    a CPU generator, so results do not depend on the device): the curve over sigma then shows
+    the loss along fixed directions, and two models are probed along the same directions. Works on a deep copy: the caller's model stays bit-for-bit identical.
+
+relative_movement
+    ||theta_T - theta_0|| / ||theta_0|| over parameters (buffers excluded by default), in total
+    (all named tensors concatenated) and per tensor, accumulated in float64.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .train import derive_seed
+
+DEFAULT_SIGMAS = (1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2)
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def param_names(model) -> list[str]:
+    """Names of the model's parameters (not buffers), for `relative_movement(..., names=...)`."""
+    return [n for n, _ in model.named_parameters()]
+
+
+def _dtype(dtype) -> torch.dtype:
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+def _eval_copy(model, dtype=None):
+    """A deep copy in eval mode (optionally converted to `dtype`), with gradients enabled."""
+    work = copy.deepcopy(model)
+    if dtype is not None:
+        work = work.to(dtype)
+    work.eval()
+    for p in work.parameters():
+        p.grad = None
+        p.requires_grad_(True)
+    return work
+
+
+def mean_loss(model, x, y, chunk: int = 250) -> torch.Tensor:
+    """Mean cross-entropy over all of (x, y), summed over chunks of `chunk` rows, each chunk's
+    mean weighted by its size / N. Differentiable; the model is used as it is (mode, dtype)."""
+    n = len(x)
+    total = 0.0
+    for i in range(0, n, chunk):
+        xb, yb = x[i:i + chunk], y[i:i + chunk]
+        total = total + F.cross_entropy(model(xb), yb) * (len(xb) / n)
+    return total
+
+
+def make_hvp(model, x, y, chunk: int = 250) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The Hessian-vector product of `mean_loss` with respect to all model parameters, as a
+    function of a flat vector (parameters concatenated in model.parameters() order). Each call
+    recomputes the graph chunk by chunk, so memory stays bounded by one chunk."""
+    params = list(model.parameters())
+    n = len(x)
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        vs = [t.view_as(p) for t, p in zip(torch.split(v, [p.numel() for p in params]), params)]
+        out = [torch.zeros_like(p) for p in params]
+        with torch.enable_grad():
+            for i in range(0, n, chunk):
+                xb, yb = x[i:i + chunk], y[i:i + chunk]
+                loss = F.cross_entropy(model(xb), yb) * (len(xb) / n)
+                grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+                pairs = [(g, u) for g, u in zip(grads, vs) if g is not None]
+                if not pairs:
+                    continue
+                dot = sum((g * u).sum() for g, u in pairs)
+                hv = torch.autograd.grad(dot, params, allow_unused=True)
+                for o, h in zip(out, hv):
+                    if h is not None:
+                        o.add_(h)
+        return torch.cat([o.reshape(-1) for o in out])
+
+    return hvp
+
+
+def power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], template, iters: int = 30,
+                    tol: float = 0.0, seed: int = 0) -> dict:
+    """Largest-magnitude eigenvalue of a symmetric linear operator given by `matvec`.
+
+    `template` is a vector (its size, dtype and device are used) or an int dimension (float64 on
+    the CPU). Start: standard normal from a CPU generator seeded with `seed`, normalised. Each
+    iteration: Hv = matvec(v), lambda = v.Hv (Rayleigh quotient), then v <- Hv / ||Hv||. Stops
+    after `iters` products, or earlier when tol > 0 and |lambda_k - lambda_{k-1}| / |lambda_k| <
+    tol. Returns value, residual ||Hv - lambda v|| / |lambda| for the final v (the vector whose
+    Rayleigh quotient is `value`), iterations (products computed) and vector.
+    """
+    if iters < 1:
+        raise ValueError(f"iters={iters}: need at least one iteration")
+    if isinstance(template, int):
+        dim, dtype, device = template, torch.float64, torch.device("cpu")
+    else:
+        dim, dtype, device = template.numel(), template.dtype, template.device
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    v = torch.randn(dim, generator=gen, dtype=dtype).to(device)
+    v /= v.norm()
+    lam, prev, residual, k = 0.0, None, float("nan"), 0
+    for k in range(1, iters + 1):
+        hv = matvec(v)
+        lam = torch.dot(v, hv).item()
+        err = (hv - lam * v).norm().item()
+        residual = err / abs(lam) if lam != 0 else (0.0 if err == 0 else math.inf)
+        norm = hv.norm()
+        if norm.item() == 0:  # v is in the null space: the operator is zero along it
+            break
+        if tol > 0 and prev is not None and lam != 0 and abs(lam - prev) / abs(lam) < tol:
+            break
+        if k < iters:
+            v = hv / norm
+        prev = lam
+    return {"value": lam, "residual": residual, "iterations": k, "vector": v}
+
+
+def hessian_top_eigenvalue(model, x, y, iters: int = 30, tol: float = 0.0, chunk: int = 250,
+                           dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
+    """Top (largest-magnitude) eigenvalue of the Hessian of the mean cross-entropy on (x, y)
+    with respect to all parameters; BatchNorm in eval mode. See the module docstring."""
+    dtype = _dtype(dtype)
+    work = _eval_copy(model, dtype)
+    device = next(work.parameters()).device
+    x = x.to(device=device, dtype=dtype)
+    y = y.to(device)
+    dim = sum(p.numel() for p in work.parameters())
+    template = torch.empty(dim, dtype=dtype, device=device)
+    res = power_iteration(make_hvp(work, x, y, chunk), template, iters=iters, tol=tol, seed=seed)
+    return {"value": float(res["value"]), "residual": float(res["residual"]),
+            "iterations": int(res["iterations"]), "bn_mode": "eval", "n_samples": len(x)}
+
+
+@torch.no_grad()
+def _eval_loss(model, x, y, chunk: int) -> float:
+    """Mean cross-entropy, float64 accumulation over chunks (model already in eval mode)."""
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    for i in range(0, len(x), chunk):
+        out = model(x[i:i + chunk])
+        total += F.cross_entropy(out.float(), y[i:i + chunk], reduction="sum").double()
+    return total.item() / len(x)
+
+
+def perturbation_sharpness(model, x, y, sigmas=DEFAULT_SIGMAS, draws: int = 5, seed: int = 0,
+                           chunk: int = 1000) -> dict:
+    """Relative loss change (L - L0) / L0 under N(0, sigma^2) noise on every parameter, for
+    each sigma and `draws` seeded draws; BatchNorm in eval mode. See the module docstring."""
+    if draws < 1:
+        raise ValueError(f"draws={draws}: need at least one draw")
+    work = _eval_copy(model)
+    params = [p for _, p in work.named_parameters()]
+    base = [p.detach().clone() for p in params]
+    device = params[0].device
+    x, y = x.to(device), y.to(device)
+    l0 = _eval_loss(work, x, y, chunk)
+    out = {}
+    with torch.no_grad():
+        for sigma in sigmas:
+            sigma = float(sigma)
+            values = []
+            for d in range(draws):
+                gen = torch.Generator(device="cpu").manual_seed(derive_seed(seed, f"perturb:{d}"))
+                for p, b in zip(params, base):
+                    noise = torch.randn(p.shape, generator=gen, dtype=p.dtype).to(device)
+                    p.copy_(b + sigma * noise)
+                values.append((_eval_loss(work, x, y, chunk) - l0) / l0)
+            t = torch.tensor(values, dtype=torch.float64)
+            std = t.std(correction=1).item() if draws > 1 else 0.0
+            out[repr(sigma)] = {"mean": t.mean().item(), "std": std, "values": values}
+    return {"base_loss": l0, "bn_mode": "eval", "sigmas": out}
+
+
+def relative_movement(theta0: dict, thetaT: dict, names=None) -> dict:
+    """||thetaT - theta0|| / ||theta0|| over the tensors in `names` (default: the floating-point
+    entries of theta0 that are not BatchNorm buffers), in total and per tensor, in float64.
+    A tensor with zero norm at theta0 gives inf (moved) or nan (did not move)."""
+    if names is None:
+        names = [k for k, v in theta0.items()
+                 if torch.is_floating_point(v) and not k.endswith(BUFFER_SUFFIXES)]
+
+    def ratio(num, den):
+        return num / den if den > 0 else (math.nan if num == 0 else math.inf)
+
+    per_layer, num_sq, den_sq = {}, 0.0, 0.0
+    for k in names:
+        a = theta0[k].detach().to(torch.float64)
+        b = thetaT[k].detach().to(device=a.device, dtype=torch.float64)
+        n2, d2 = (b - a).pow(2).sum().item(), a.pow(2).sum().item()
+        per_layer[k] = ratio(math.sqrt(n2), math.sqrt(d2))
+        num_sq += n2
+        den_sq += d2
+    return {"total": ratio(math.sqrt(num_sq), math.sqrt(den_sq)), "per_layer": per_layer}
