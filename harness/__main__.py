@@ -1,5 +1,8 @@
-"""Command line: `python -m harness report` re-evaluates every claim from the run cache (no
-training; claims whose runs are missing are reported as errors) and re-renders the report."""
+"""Command line.
+
+`python -m harness report` re-evaluates every claim from the run cache (no training; claims whose
+runs are missing are reported as errors) and re-renders the report.
+`python -m harness bench` times the training step, eager one-at-a-time vs seed-batched."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +24,16 @@ def main(argv=None) -> int:
     r.add_argument("--data-dir", default=None)
     r.add_argument("--device", default="cpu", help="device the cached runs were trained on (cpu or cuda)")
     r.add_argument("--out", default="build/report")
+    b = sub.add_parser("bench", help="training-step speed: eager one-at-a-time vs seed-batched")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--seeds", type=int, default=5)
+    b.add_argument("--steps", type=int, default=30)
+    b.add_argument("--quick", action="store_true", help="small models (for a CPU)")
     args = p.parse_args(argv)
+    if args.command == "bench":
+        from . import bench
+        bench.main(args.device, args.seeds, args.steps, args.quick)
+        return 0
 
     start = time.time()
     ctx = experiments.Context(device=args.device, data_dir=args.data_dir, cache_root=args.run_cache,

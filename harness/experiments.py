@@ -6,10 +6,13 @@ Row: {"config": {run settings that vary, plus remaining/variant for tickets}, "s
 
 Training results and each instrument's measurement are cached separately (an instrument added
 later does not retrain). The lottery-ticket procedure chains runs: every pruning round's key
-includes its parent's key, so the whole chain is content-addressed.
+includes its parent's key, so the whole chain is content-addressed. The seeds of one
+configuration form a group that trains together when Context.batch_seeds is set; a group's
+missing runs are trained, cached ones are reused, so an interrupted experiment resumes.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -22,7 +25,7 @@ from . import cache as cache_mod
 from . import data as data_mod
 from . import measure, models, prune
 from .spec import Experiment, perturb_metric
-from .train import RunConfig, model_from_state, train
+from .train import RunConfig, model_from_state, train, train_seeds
 
 
 class NotCached(RuntimeError):
@@ -36,6 +39,7 @@ class Context:
     cache_root: str | None = None
     refresh: bool = False
     allow_train: bool = True
+    batch_seeds: bool = False  # train the seeds of a configuration together (train.train_seeds)
     log: object = None
     _splits: dict = field(default_factory=dict)
     _tables: dict = field(default_factory=dict)
@@ -75,27 +79,52 @@ def _varying(cfg: RunConfig) -> dict:
     return d
 
 
-def _train_cached(ctx: Context, cfg: RunConfig, extra=None, masks=None, init_state=None) -> tuple:
-    """(key, metrics, tensors-loader) for one training run, trained at most once."""
-    key = cache_mod.run_key(cfg, extra)
-    with ctx.cache.lock(key):
-        if ctx.refresh and key not in ctx._refreshed:
-            ctx.cache.invalidate(key)
-            ctx._refreshed.add(key)
-        if not ctx.cache.has(key):
-            if not ctx.allow_train:
-                raise NotCached(f"run {key} ({_varying(cfg)}, seed {cfg.seed}) is not in the cache")
-            ctx.say(f"train {cfg.model} width={cfg.width} bs={cfg.batch_size} seed={cfg.seed} {extra or ''}")
-            res = train(cfg, ctx.split(cfg), masks=masks, init_state=init_state)
-            metrics = {"config": cfg.to_dict(), "extra": extra, "final": res.final,
-                       "history": res.history, "diverged": res.diverged, "steps": res.steps,
-                       "wall_s": res.wall_s, "torch": torch.__version__}
-            tensors = {"theta0": res.theta0, "thetaT": res.thetaT}
-            if masks:
-                tensors["masks"] = {k: v.bool() for k, v in masks.items()}
-            ctx.cache.save(key, metrics, tensors)
-        metrics = ctx.cache.load_metrics(key)
-    return key, metrics
+@dataclass
+class Job:
+    """One training run: its config, cache extra (lottery lineage), mask and initial state."""
+    cfg: RunConfig
+    extra: dict | None = None
+    masks: dict | None = None
+    init_state: dict | None = None
+
+    @property
+    def key(self) -> str:
+        return cache_mod.run_key(self.cfg, self.extra)
+
+
+def _train_group(ctx: Context, jobs: list) -> list:
+    """(key, metrics) for runs that differ only in seed; the ones not cached yet are trained, as
+    one seed-batched network when ctx.batch_seeds is set, else one at a time."""
+    keys = [j.key for j in jobs]
+    with contextlib.ExitStack() as locks:
+        for key in sorted(set(keys)):  # sorted: two workers never wait on each other in a cycle
+            locks.enter_context(ctx.cache.lock(key))
+        if ctx.refresh:
+            for key in set(keys) - ctx._refreshed:
+                ctx.cache.invalidate(key)
+                ctx._refreshed.add(key)
+        todo = [j for j in jobs if not ctx.cache.has(j.key)]
+        if todo and not ctx.allow_train:
+            j = todo[0]
+            raise NotCached(f"run {j.key} ({_varying(j.cfg)}, seed {j.cfg.seed}) is not in the cache")
+        if todo:
+            ctx.say(f"train {len(todo)} run(s): {_varying(todo[0].cfg)} {todo[0].extra or ''}")
+            split = ctx.split(todo[0].cfg)
+            if ctx.batch_seeds and len(todo) > 1:
+                results = train_seeds([j.cfg for j in todo], split, [j.masks for j in todo],
+                                      [j.init_state for j in todo])
+            else:
+                results = [train(j.cfg, split, masks=j.masks, init_state=j.init_state) for j in todo]
+            for j, res in zip(todo, results):
+                metrics = {"config": j.cfg.to_dict(), "extra": j.extra, "final": res.final,
+                           "history": res.history, "diverged": res.diverged, "steps": res.steps,
+                           "wall_s": res.wall_s, "torch": torch.__version__,
+                           "trainer": "seed-batched" if ctx.batch_seeds and len(todo) > 1 else "single"}
+                tensors = {"theta0": res.theta0, "thetaT": res.thetaT}
+                if j.masks:
+                    tensors["masks"] = {k: v.bool() for k, v in j.masks.items()}
+                ctx.cache.save(j.key, metrics, tensors)
+        return [(key, ctx.cache.load_metrics(key)) for key in keys]
 
 
 def _measure_cached(ctx: Context, run_key: str, cfg: RunConfig, instrument: str, opts: dict) -> dict:
@@ -154,43 +183,62 @@ def _row(ctx, exp, r, cfg, key, metrics, fields=None) -> dict:
             "diverged": bool(metrics["diverged"]), "metrics": row_metrics}
 
 
-def _ticket_rows(ctx, exp, r, cfg) -> list:
-    """Iterative magnitude pruning for one seed: dense run, then one round per remaining fraction,
-    each pruned from the previous round's trained weights, rewound to the dense theta_0 and
-    retrained with the mask enforced; plus the controls at the chosen fractions."""
+def _ticket_rows(ctx, exp, r, cfgs) -> list:
+    """Iterative magnitude pruning for a group of seeds: dense runs, then one round per remaining
+    fraction, each pruned from the previous round's trained weights, rewound to the dense theta_0
+    and retrained with the mask enforced; plus the controls at the chosen fractions. Each round
+    trains all seeds together (one group)."""
     t = r["ticket"]
-    retrain = dataclasses.replace(cfg, epochs=t["retrain_epochs"] or cfg.epochs)
-    key, metrics = _train_cached(ctx, cfg)
-    rows = [_row(ctx, exp, r, cfg, key, metrics, {"remaining": 1.0, "variant": "dense"})]
-    theta0 = ctx.cache.load_tensors(key)["theta0"]
-    template = models.build(cfg.model, cfg.width)
-    names = list(models.prunable(template, t["include_output"]))
-    parent, trained, mask = key, ctx.cache.load_tensors(key)["thetaT"], None
+    names = list(models.prunable(models.build(cfgs[0].model, cfgs[0].width), t["include_output"]))
+    retrain = [dataclasses.replace(c, epochs=t["retrain_epochs"] or c.epochs) for c in cfgs]
+    rows = []
+
+    def group(variant, f, jobs):
+        out = _train_group(ctx, jobs)
+        fields = {"remaining": f, "variant": variant}
+        if variant == "reinit":  # one configuration across seeds: init_seed = seed + offset
+            fields["init_seed"] = f"seed+{t['reinit_seed_offset']}"
+        rows.extend(_row(ctx, exp, r, j.cfg, k, m, fields) for j, (k, m) in zip(jobs, out))
+        return [k for k, _ in out]
+
+    parents = group("dense", 1.0, [Job(c) for c in cfgs])
+    theta0 = [ctx.cache.load_tensors(k)["theta0"] for k in parents]
+    masks = [None] * len(cfgs)
     for f in t["fractions"]:
-        mask = prune.magnitude_mask({n: trained[n] for n in names}, f, current=mask, scope=t["scope"])
-        extra = {"parent": parent, "remaining": f, "variant": "ticket", "scope": t["scope"],
-                 "include_output": t["include_output"]}
-        k, m = _train_cached(ctx, retrain, extra, masks=mask, init_state=prune.apply_mask(theta0, mask))
-        rows.append(_row(ctx, exp, r, retrain, k, m, {"remaining": f, "variant": "ticket"}))
-        parent, trained = k, ctx.cache.load_tensors(k)["thetaT"]
+        trained = [ctx.cache.load_tensors(k)["thetaT"] for k in parents]
+        masks = [prune.magnitude_mask({n: w[n] for n in names}, f, current=m, scope=t["scope"])
+                 for w, m in zip(trained, masks)]
+        extras = [{"parent": p, "remaining": f, "variant": "ticket", "scope": t["scope"],
+                   "include_output": t["include_output"]} for p in parents]
+        parents = group("ticket", f, [Job(c, e, m, prune.apply_mask(th, m))
+                                      for c, e, m, th in zip(retrain, extras, masks, theta0)])
         if not any(math.isclose(f, c) for c in t["control_fractions"]):
             continue
         for control in t["controls"]:
-            ccfg, cmask, init = retrain, mask, None
-            if control == "reinit":  # the paper's control: same mask, a fresh random initialisation
-                ccfg = dataclasses.replace(retrain, init_seed=cfg.seed + t["reinit_seed_offset"])
-            elif control == "random":  # review: random pruning at the same per-layer sparsity
-                cmask = prune.random_mask(mask, seed=cfg.seed)
-                init = prune.apply_mask(theta0, cmask)
-            elif control == "init_magnitude":  # review: one-shot magnitude pruning at initialisation
-                cmask = prune.magnitude_mask({n: theta0[n] for n in names}, f, scope=t["scope"])
-                init = prune.apply_mask(theta0, cmask)
-            else:
-                raise ValueError(f"{exp.file}: experiment {exp.name!r}: field 'ticket.controls': "
-                                 f"unknown control {control!r}")
-            ck, cm = _train_cached(ctx, ccfg, {**extra, "variant": control}, masks=cmask, init_state=init)
-            rows.append(_row(ctx, exp, r, ccfg, ck, cm, {"remaining": f, "variant": control}))
+            jobs = []
+            for c, e, m, th in zip(retrain, extras, masks, theta0):
+                e = {**e, "variant": control}
+                if control == "reinit":  # the paper's control: same mask, a fresh random initialisation
+                    jobs.append(Job(dataclasses.replace(c, init_seed=c.seed + t["reinit_seed_offset"]), e, m))
+                elif control == "random":  # review: random pruning at the same per-layer sparsity
+                    cm = prune.random_mask(m, seed=c.seed)
+                    jobs.append(Job(c, e, cm, prune.apply_mask(th, cm)))
+                elif control == "init_magnitude":  # review: one-shot magnitude pruning at initialisation
+                    cm = prune.magnitude_mask({n: th[n] for n in names}, f, scope=t["scope"])
+                    jobs.append(Job(c, e, cm, prune.apply_mask(th, cm)))
+                else:
+                    raise ValueError(f"{exp.file}: experiment {exp.name!r}: field 'ticket.controls': "
+                                     f"unknown control {control!r}")
+            group(control, f, jobs)
     return rows
+
+
+def seed_groups(cfgs: list) -> list:
+    """Runs grouped by everything but the seed, in order."""
+    groups = {}
+    for c in cfgs:
+        groups.setdefault(dataclasses.replace(c, seed=0), []).append(c)
+    return list(groups.values())
 
 
 def run(exp: Experiment, tier: str, ctx: Context) -> list[dict]:
@@ -201,16 +249,17 @@ def run(exp: Experiment, tier: str, ctx: Context) -> list[dict]:
     start = time.perf_counter()
     r = exp.resolved(tier)
     rows = []
-    for cfg in expand(exp, tier, ctx.device):
+    for cfgs in seed_groups(expand(exp, tier, ctx.device)):
         if exp.procedure == "count":
-            n = models.count_params(models.build(cfg.model, cfg.width))
-            rows.append({"config": _varying(cfg), "seed": cfg.seed, "key": None, "diverged": False,
-                         "metrics": {"params": n}})
+            for cfg in cfgs:
+                n = models.count_params(models.build(cfg.model, cfg.width))
+                rows.append({"config": _varying(cfg), "seed": cfg.seed, "key": None, "diverged": False,
+                             "metrics": {"params": n}})
         elif exp.procedure == "train":
-            key, metrics = _train_cached(ctx, cfg)
-            rows.append(_row(ctx, exp, r, cfg, key, metrics))
+            for cfg, (key, metrics) in zip(cfgs, _train_group(ctx, [Job(c) for c in cfgs])):
+                rows.append(_row(ctx, exp, r, cfg, key, metrics))
         else:
-            rows.extend(_ticket_rows(ctx, exp, r, cfg))
+            rows.extend(_ticket_rows(ctx, exp, r, cfgs))
     ctx.run_seconds[exp.name] = time.perf_counter() - start
     ctx._tables[memo] = rows
     return rows

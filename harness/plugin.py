@@ -2,7 +2,7 @@
 test item `claims/FILE.toml::CLAIM_ID[TIER]`, marked `smoke` or `full`, and every session that ran
 claims writes results.json and report.html.
 
-Options: --gpu, --data-dir, --run-cache DIR, --report DIR, --refresh. Under pytest-xdist, items are
+Options: --gpu, --data-dir, --run-cache DIR, --report DIR, --refresh, --seed-batching. Under pytest-xdist, items are
 grouped by experiment (`xdist_group`, use `--dist loadgroup`) and the run cache's per-run lock
 keeps two workers from training the same run.
 """
@@ -32,6 +32,9 @@ def pytest_addoption(parser):
                                                   "else ~/.cache/harness/runs)")
     g.addoption("--report", default="build/report", help="folder for report.html and results.json")
     g.addoption("--refresh", action="store_true", help="ignore cached runs and train again")
+    g.addoption("--seed-batching", choices=("auto", "on", "off"), default="auto",
+                help="train the seeds of a configuration together as one vmapped network "
+                     "(auto: on with --gpu, off on the CPU)")
 
 
 def pytest_configure(config):
@@ -45,7 +48,8 @@ def pytest_configure(config):
     config._harness_ctx = experiments.Context(
         device="cuda" if config.getoption("--gpu") else "cpu",
         data_dir=config.getoption("--data-dir"), cache_root=config.getoption("--run-cache"),
-        refresh=config.getoption("--refresh"))
+        refresh=config.getoption("--refresh"),
+        batch_seeds={"on": True, "off": False, "auto": config.getoption("--gpu")}[config.getoption("--seed-batching")])
     config._harness_results = []
     config._harness_start = time.time()
     config.pluginmanager.register(_Collector(config), "harness-collector")

@@ -11,6 +11,8 @@ precision (bf16 autocast) is an explicit opt-in recorded in the config.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import math
 import time
@@ -18,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state
 
 from . import models
 from .data import Split
@@ -81,20 +84,82 @@ def cpu_state(model) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+class Eager:
+    """One model, called directly: the plain one-at-a-time PyTorch path. Tensors carry a leading
+    model axis of size 1 so that the training loop is the same for both paths."""
+
+    def __init__(self, models_, device):
+        (self.model,) = models_
+        self.model.to(device)
+        self.params = dict(self.model.named_parameters())
+
+    def train(self, on: bool):
+        self.model.train(on)
+
+    def __call__(self, xb):  # [1, b, ...] -> [1, b, classes]
+        return self.model(xb[0]).unsqueeze(0)
+
+    def eval_forward(self, x):  # [b, ...] -> [1, b, classes]
+        return self.model(x).unsqueeze(0)
+
+    def states(self) -> list:
+        return [cpu_state(self.model)]
+
+
+class Stacked:
+    """S models of one architecture trained as one vmapped network (torch.func): each keeps its
+    own weights, BatchNorm buffers and mini-batches; SGD and Adam act elementwise, so each model's
+    update is the one it would get alone."""
+
+    def __init__(self, models_, device):
+        params, buffers = stack_module_state(models_)
+        self.params = {k: v.detach().to(device).requires_grad_() for k, v in params.items()}
+        self.buffers = {k: v.detach().to(device) for k, v in buffers.items()}
+        self.keys = list(models_[0].state_dict())
+        self.base = copy.deepcopy(models_[0]).to("meta")
+
+        def call(p, b, x):
+            return functional_call(self.base, (p, b), (x,))
+        self._train = torch.vmap(call)
+        self._eval = torch.vmap(call, in_dims=(0, 0, None))
+
+    def train(self, on: bool):
+        self.base.train(on)
+
+    def __call__(self, xb):  # [S, b, ...] -> [S, b, classes]
+        return self._train(self.params, self.buffers, xb)
+
+    def eval_forward(self, x):  # [b, ...] -> [S, b, classes]
+        return self._eval(self.params, self.buffers, x)
+
+    def states(self) -> list:
+        merged = {**self.params, **self.buffers}
+        n = next(iter(self.params.values())).shape[0]
+        return [{k: merged[k][i].detach().to("cpu", copy=True) for k in self.keys} for i in range(n)]
+
+
 @torch.no_grad()
-def evaluate(model, x, y, chunk: int = 1000, amp: bool = False) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy in %) in eval mode; one host sync at the end."""
-    was_training = model.training
-    model.eval()
-    loss = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+def _evaluate(net, x, y, chunk: int = 1000, amp: bool = False) -> tuple:
+    """Per model: (mean cross-entropy list, accuracy-in-% list), eval mode, one host sync."""
+    net.train(False)
+    loss, correct = 0, 0
     for i in range(0, len(x), chunk):
         with _autocast(x.device, amp):
-            out = model(x[i:i + chunk])
-        loss += F.cross_entropy(out.float(), y[i:i + chunk], reduction="sum").double()
-        correct += (out.argmax(1) == y[i:i + chunk]).sum()
+            out = net.eval_forward(x[i:i + chunk]).float()
+        yb = y[i:i + chunk]
+        loss = loss + F.cross_entropy(out.flatten(0, 1), yb.repeat(len(out)), reduction="none") \
+            .view(len(out), -1).double().sum(1)
+        correct = correct + (out.argmax(-1) == yb).sum(1)
+    return (loss / len(x)).tolist(), (100.0 * correct.double() / len(x)).tolist()
+
+
+def evaluate(model, x, y, chunk: int = 1000, amp: bool = False) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy in %) of one model in eval mode; its mode is restored."""
+    was_training = model.training
+    net = Eager([model], x.device)
+    (loss,), (acc,) = _evaluate(net, x, y, chunk, amp)
     model.train(was_training)
-    return loss.item() / len(x), 100.0 * correct.item() / len(x)
+    return loss, acc
 
 
 def _autocast(device, amp):
@@ -109,79 +174,123 @@ def _optimizer(cfg: RunConfig, params):
 
 def train(cfg: RunConfig, split: Split, masks: dict | None = None, init_state: dict | None = None,
           progress=None) -> TrainResult:
-    """Train one model. `init_state` replaces the seeded initialisation (lottery-ticket rewinding);
-    `masks` maps parameter names to 0/1 tensors that are enforced throughout."""
+    """Train one model, one at a time. `init_state` replaces the seeded initialisation
+    (lottery-ticket rewinding); `masks` maps parameter names to 0/1 tensors enforced throughout."""
+    return _fit([cfg], split, [masks], [init_state], Eager, progress)[0]
+
+
+def train_seeds(cfgs: list, split: Split, masks: list | None = None, init_states: list | None = None,
+                progress=None) -> list:
+    """Train several runs that differ only in seed (and init_seed) together, as one vmapped
+    network; same results as `train` on each, up to float rounding (tests/test_batched.py)."""
+    ref = dataclasses.replace(cfgs[0], seed=0, init_seed=-1)
+    for c in cfgs:
+        if dataclasses.replace(c, seed=0, init_seed=-1) != ref:
+            raise ValueError(f"train_seeds: runs differ in more than the seed: {c} vs {cfgs[0]}")
+    n = len(cfgs)
+    return _fit(cfgs, split, masks or [None] * n, init_states or [None] * n, Stacked, progress)
+
+
+def step(net, opt, xb, yb, masks: dict, amp: bool = False) -> tuple:
+    """One optimiser step for every model of `net` on its own mini-batch (xb: [models, b, ...]).
+    Masked weights get zero gradient and are re-zeroed after the step. Returns (logits, losses)."""
+    with _autocast(xb.device, amp):
+        out = net(xb)
+    losses = F.cross_entropy(out.flatten(0, 1).float(), yb.flatten(), reduction="none") \
+        .view(len(out), -1).mean(1)
+    opt.zero_grad(set_to_none=True)
+    losses.sum().backward()
+    for k, m in masks.items():
+        net.params[k].grad.mul_(m)
+    opt.step()
+    if masks:
+        with torch.no_grad():
+            for k, m in masks.items():
+                net.params[k].mul_(m)
+    return out, losses
+
+
+def _fit(cfgs, split, masks, init_states, net_class, progress) -> list:
+    cfg, n_models = cfgs[0], len(cfgs)
     device = torch.device(cfg.device)
     start = time.perf_counter()
-    model = init_model(cfg)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    model.to(device)
-    params = dict(model.named_parameters())
-    masks = {k: m.to(device=device, dtype=params[k].dtype) for k, m in (masks or {}).items()}
+    models_ = []
+    for c, state in zip(cfgs, init_states):
+        m = init_model(c)
+        if state is not None:
+            m.load_state_dict(state)
+        models_.append(m)
+    names = sorted(masks[0] or {})
+    if any(sorted(m or {}) != names for m in masks):
+        raise ValueError("every model of a group needs masks for the same parameters")
+    net = net_class(models_, device)
+    stacked = {k: torch.stack([m[k] for m in masks]).to(device=device, dtype=net.params[k].dtype)
+               for k in names}
+    if net_class is Eager:
+        stacked = {k: v[0] for k, v in stacked.items()}
     with torch.no_grad():
-        for k, m in masks.items():
-            params[k].mul_(m)
-    theta0 = cpu_state(model)
+        for k, m in stacked.items():
+            net.params[k].mul_(m)
+    theta0 = net.states()
 
-    opt = _optimizer(cfg, model.parameters())
+    opt = _optimizer(cfg, list(net.params.values()))
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
              if cfg.schedule == "cosine" else None)
     x, y = split.x_train, split.y_train
     n = len(x)
     bs = cfg.batch_size or n
-    order = torch.Generator().manual_seed(derive_seed(cfg.seed, "batch-order"))
-    history, steps, diverged = [], 0, False
+    orders = [torch.Generator().manual_seed(derive_seed(c.seed, "batch-order")) for c in cfgs]
+    histories = [[] for _ in cfgs]
+    diverged = [False] * n_models
+    steps = 0
     for epoch in range(cfg.epochs):
-        model.train()
-        perm = torch.randperm(n, generator=order).to(device)
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
+        net.train(True)
+        perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
+        loss_sum = torch.zeros(n_models, device=device, dtype=torch.float64)
+        correct = torch.zeros(n_models, device=device, dtype=torch.int64)
         seen = 0
         for i in range(0, n, bs):
-            idx = perm[i:i + bs]
-            if len(idx) < 2 and n > 1:  # BatchNorm cannot train on a batch of one
+            idx = perm[:, i:i + bs]
+            if idx.shape[1] < 2 and n > 1:  # BatchNorm cannot train on a batch of one
                 continue
             xb, yb = x[idx], y[idx]
-            with _autocast(device, cfg.amp):
-                out = model(xb)
-            loss = F.cross_entropy(out.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for k, m in masks.items():
-                params[k].grad.mul_(m)
-            opt.step()
-            if masks:
-                with torch.no_grad():
-                    for k, m in masks.items():
-                        params[k].mul_(m)
+            out, losses = step(net, opt, xb, yb, stacked, cfg.amp)
             steps += 1
-            seen += len(idx)
-            loss_sum += loss.detach().double() * len(idx)
-            correct += (out.detach().argmax(1) == yb).sum()
+            seen += idx.shape[1]
+            loss_sum += losses.detach().double() * idx.shape[1]
+            correct += (out.detach().argmax(-1) == yb).sum(1)
         if sched is not None:
             sched.step()
-        train_loss = loss_sum.item() / seen
-        record = {"epoch": epoch + 1, "train_loss": train_loss,
-                  "train_acc": 100.0 * correct.item() / seen}
-        if not math.isfinite(train_loss):
-            diverged = True
-            history.append(record)
+        train_loss = (loss_sum / seen).tolist()
+        train_acc = (100.0 * correct.double() / seen).tolist()
+        test_loss, test_acc = _evaluate(net, split.x_test, split.y_test, amp=cfg.amp)
+        for j in range(n_models):
+            if diverged[j]:
+                continue
+            record = {"epoch": epoch + 1, "train_loss": train_loss[j], "train_acc": train_acc[j]}
+            if not math.isfinite(train_loss[j]):
+                diverged[j] = True  # a non-finite loss stops this model's record
+            else:
+                record["test_loss"], record["test_acc"] = test_loss[j], test_acc[j]
+                if progress:
+                    progress(record)
+            histories[j].append(record)
+        if all(diverged):
             break
-        record["test_loss"], record["test_acc"] = evaluate(model, split.x_test, split.y_test, amp=cfg.amp)
-        history.append(record)
-        if progress:
-            progress(record)
 
-    if diverged:
-        final = {k: float("nan") for k in ("train_loss", "train_acc", "test_loss", "test_acc", "gen_gap")}
-    else:
-        tr_loss, tr_acc = evaluate(model, x, y, amp=cfg.amp)
-        te_loss, te_acc = evaluate(model, split.x_test, split.y_test, amp=cfg.amp)
-        final = {"train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss,
-                 "test_acc": te_acc, "gen_gap": tr_acc - te_acc}
-    return TrainResult(final=final, history=history, diverged=diverged, steps=steps,
-                       wall_s=time.perf_counter() - start, theta0=theta0, thetaT=cpu_state(model))
+    tr_loss, tr_acc = _evaluate(net, x, y, amp=cfg.amp)
+    te_loss, te_acc = _evaluate(net, split.x_test, split.y_test, amp=cfg.amp)
+    wall = (time.perf_counter() - start) / n_models
+    results = []
+    for j, thetaT in enumerate(net.states()):
+        if diverged[j]:
+            final = {k: float("nan") for k in ("train_loss", "train_acc", "test_loss", "test_acc", "gen_gap")}
+        else:
+            final = {"train_loss": tr_loss[j], "train_acc": tr_acc[j], "test_loss": te_loss[j],
+                     "test_acc": te_acc[j], "gen_gap": tr_acc[j] - te_acc[j]}
+        results.append(TrainResult(final=final, history=histories[j], diverged=diverged[j], steps=steps,
+                                   wall_s=wall, theta0=theta0[j], thetaT=thetaT))
+    return results
 
 
 def model_from_state(cfg: RunConfig, state: dict, device=None) -> torch.nn.Module:

@@ -1,0 +1,88 @@
+"""Experiments end to end on real MNIST at toy scale: expansion, caching, instruments, and the
+lottery-ticket chain with its controls (masks counted weight by weight)."""
+import textwrap
+
+import pytest
+import torch
+
+from harness import experiments, models, prune, spec
+
+TOML = """
+section = "T"
+title = "t"
+
+[experiments.tk]
+procedure = "ticket"
+dataset = "mnist"
+model = "mlp"
+measure = ["hessian", "perturbation", "movement"]
+base = {train_subset = 256, test_subset = 256, width = 16, epochs = 2, batch_size = 32, lr = 0.05}
+instruments = {hessian = {samples = 64, iters = 5}, perturbation = {samples = 64, draws = 2, sigmas = [0.01]}}
+ticket = {fractions = [0.5, 0.2], retrain_epochs = 2, control_fractions = [0.2]}
+smoke = {seeds = [0, 1]}
+"""
+
+
+def _setup(tmp_path, data_dir, batch_seeds=False):
+    p = tmp_path / "t.toml"
+    p.write_text(textwrap.dedent(TOML))
+    exp = spec.load(p).experiments["tk"]
+    ctx = experiments.Context(data_dir=str(data_dir), cache_root=str(tmp_path / "cache"),
+                              batch_seeds=batch_seeds)
+    return exp, ctx
+
+
+@pytest.mark.parametrize("batch_seeds", [False, True])
+def test_ticket_chain_controls_and_instruments(tmp_path, data_dir, batch_seeds):
+    exp, ctx = _setup(tmp_path, data_dir, batch_seeds)
+    rows = experiments.run(exp, "smoke", ctx)
+    variants = [(r["config"]["variant"], r["config"]["remaining"]) for r in rows if r["seed"] == 0]
+    assert variants == [("dense", 1.0), ("ticket", 0.5), ("ticket", 0.2), ("reinit", 0.2),
+                        ("random", 0.2), ("init_magnitude", 0.2)]
+    assert len(rows) == 12
+    reinit = [r for r in rows if r["config"]["variant"] == "reinit"]
+    assert len({str(r["config"]) for r in reinit}) == 1  # one configuration over seeds
+    trainer = "seed-batched" if batch_seeds else "single"
+    assert {ctx.cache.load_metrics(r["key"])["trainer"] for r in rows} == {trainer}
+    for r in rows:
+        assert {"hessian_top", "perturb_0.01", "movement", "test_acc"} <= set(r["metrics"])
+
+    cache = ctx.cache
+    by = {(r["seed"], r["config"]["variant"], r["config"]["remaining"]): r for r in rows}
+    dense = cache.load_tensors(by[(0, "dense", 1.0)]["key"])
+    names = list(models.prunable(models.build("mlp", 16)))
+    total = sum(dense["theta0"][n].numel() for n in names)
+    prev = None
+    for f in (0.5, 0.2):
+        t = cache.load_tensors(by[(0, "ticket", f)]["key"])
+        masks = t["masks"]
+        assert sum(int(m.sum()) for m in masks.values()) == round(total * f)  # weight by weight
+        for n, m in masks.items():
+            assert torch.equal(t["theta0"][n][m], dense["theta0"][n][m])  # rewound bit for bit
+            assert torch.all(t["theta0"][n][~m] == 0) and torch.all(t["thetaT"][n][~m] == 0)
+            if prev is not None:
+                assert not (m & ~prev[n]).any()  # iterative: pruned weights stay pruned
+        prev = masks
+
+    ticket = cache.load_tensors(by[(0, "ticket", 0.2)]["key"])
+    reinit = cache.load_tensors(by[(0, "reinit", 0.2)]["key"])
+    random = cache.load_tensors(by[(0, "random", 0.2)]["key"])
+    at_init = cache.load_tensors(by[(0, "init_magnitude", 0.2)]["key"])
+    n = names[1]
+    assert all(torch.equal(reinit["masks"][k], ticket["masks"][k]) for k in names)  # same mask
+    assert not torch.equal(reinit["theta0"][n], ticket["theta0"][n])  # fresh init
+    assert not torch.equal(random["masks"][n], ticket["masks"][n])  # another mask ...
+    assert all(int(random["masks"][k].sum()) == int(ticket["masks"][k].sum()) for k in names)  # same sparsity
+    assert not torch.equal(at_init["masks"][n], ticket["masks"][n])
+    assert abs(prune.remaining_fraction(at_init["masks"]) - 0.2) < 1e-4
+    assert torch.equal(at_init["theta0"][n][at_init["masks"][n]], dense["theta0"][n][at_init["masks"][n]])
+
+
+def test_second_run_is_served_from_the_cache(tmp_path, data_dir, monkeypatch):
+    exp, ctx = _setup(tmp_path, data_dir)
+    first = experiments.run(exp, "smoke", ctx)
+    calls = []
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(experiments, "_measure", lambda *a, **k: calls.append(1))
+    fresh = experiments.Context(data_dir=ctx.data_dir, cache_root=ctx.cache_root)
+    assert experiments.run(exp, "smoke", fresh) == first and calls == []
