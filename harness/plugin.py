@@ -9,12 +9,18 @@ keeps two workers from training the same run.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import pytest
 
 from . import checks, experiments, report, spec
 from .data import DataError
+
+
+def _progress(msg):
+    """Progress of long runs with -v, past pytest's output capture."""
+    print(f"[harness {time.strftime('%H:%M:%S')}] {msg}", file=sys.__stderr__, flush=True)
 
 
 class ClaimFailed(Exception):
@@ -49,7 +55,8 @@ def pytest_configure(config):
         device="cuda" if config.getoption("--gpu") else "cpu",
         data_dir=config.getoption("--data-dir"), cache_root=config.getoption("--run-cache"),
         refresh=config.getoption("--refresh"),
-        batch_seeds={"on": True, "off": False, "auto": config.getoption("--gpu")}[config.getoption("--seed-batching")])
+        batch_seeds={"on": True, "off": False, "auto": config.getoption("--gpu")}[config.getoption("--seed-batching")],
+        log=_progress if config.option.verbose > 0 else None)
     config._harness_results = []
     config._harness_start = time.time()
     config.pluginmanager.register(_Collector(config), "harness-collector")

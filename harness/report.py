@@ -24,7 +24,10 @@ def environment(device: str = "cpu") -> dict:
     env = {"python": platform.python_version(), "platform": platform.platform(),
            "torch": torch.__version__, "cuda": torch.version.cuda, "device": device,
            "cuda_available": torch.cuda.is_available(),
-           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+           "tf32_convolutions": torch.backends.cudnn.allow_tf32,
+           "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+           "cpu_threads": torch.get_num_threads()}
     try:
         env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                            cwd=TEMPLATES.parent, timeout=10).stdout.strip() or None

@@ -31,7 +31,7 @@ def _clean(values) -> np.ndarray:
 
 
 def _bootstrap(samples, statistic) -> tuple:
-    if any(len(s) < 2 for s in samples) or any(np.all(s == s[0]) for s in samples if len(s)):
+    if any(len(s) < 2 for s in samples) or all(np.all(s == s[0]) for s in samples):
         point = statistic(*samples)
         return (float(point), float(point))
     res = sps.bootstrap(samples, statistic, n_resamples=N_RESAMPLES, confidence_level=CONFIDENCE,

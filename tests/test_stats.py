@@ -32,6 +32,11 @@ def test_ratio_and_difference_with_bootstrap_ci():
     assert d.value == pytest.approx(np.mean(A) - np.mean(B)) and d.ci[0] > 0
 
 
+def test_a_constant_group_does_not_collapse_a_two_group_ci():
+    d = stats.difference([39.9, 39.9], [27.4, 31.8])
+    assert d.ci[0] < d.value < d.ci[1]
+
+
 def test_degenerate_inputs():
     assert stats.summarize([3.0]).ci == (3.0, 3.0)
     assert stats.summarize([2.0, 2.0]).ci == (2.0, 2.0)
