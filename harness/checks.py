@@ -86,16 +86,21 @@ def _in_band(value, expect) -> tuple:
 def _describe_band(expect) -> str:
     lo, hi = _band(expect)
     if "target" in expect:
-        return f"{expect['target']:g} within [{lo:g}, {hi:g}]"
+        t = expect["target"]
+        if lo == hi:
+            return f"= {t:.10g}"
+        if "rel_tol" in expect and "abs_tol" not in expect:
+            return f"{t:.10g} ± {100 * expect['rel_tol']:g}% [{lo:.4g}, {hi:.4g}]"
+        return f"{t:.10g} ± {hi - t:.4g}"
     if math.isinf(lo):
-        return f"<= {hi:g}"
+        return f"<= {hi:.10g}"
     if math.isinf(hi):
-        return f">= {lo:g}"
-    return f"in [{lo:g}, {hi:g}]"
+        return f">= {lo:.10g}"
+    return f"in [{lo:.10g}, {hi:.10g}]"
 
 
 def _fmt(e: stats.Estimate) -> str:
-    s = f"{e.value:.4g}"
+    s = f"{e.value:.6g}"
     if e.std == e.std and e.n > 1:
         s += f" ± {e.std:.2g}"
     return s + f" (95% CI [{e.ci[0]:.4g}, {e.ci[1]:.4g}], n={e.n})"
@@ -105,6 +110,18 @@ def _summary_table(gs, metric, rows) -> list:
     return [{"label": label(g[0]["config"], rows), "n": len(g), "diverged": _diverged(g, metric),
              **stats.summarize([v for v in _values(g, metric) if math.isfinite(v)]).to_dict()}
             for g in gs]
+
+
+def describe(check: dict, expect: dict) -> str:
+    """The expectation in a few words, e.g. '>= 99.95' or 'p < 0.05, a greater'."""
+    kind = check["type"]
+    if kind == "welch":
+        alpha = expect.get("alpha", 0.05)
+        return (f"p < {alpha:g}, a {expect.get('direction', 'greater')}" if expect["significant"]
+                else f"p >= {alpha:g}")
+    if kind == "monotonic":
+        return f"{expect['direction']}" + (" (strict)" if expect.get("strict") else f" (slack {expect.get('slack', 0.0):g})")
+    return _describe_band(expect)
 
 
 def evaluate(check: dict, expect: dict, rows: list) -> dict:

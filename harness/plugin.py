@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -84,10 +85,12 @@ class ClaimsFile(pytest.File):
 def claim_result(claim, tier, exp, cf, ctx) -> dict:
     """Run the claim's experiment (cached) and evaluate its check: the record the report shows."""
     t = claim.tiers[tier]
-    base = {"id": claim.id, "file": claim.file, "section": claim.section, "title": cf.title,
+    base = {"id": claim.id, "file": f"claims/{Path(claim.file).name}", "order": cf.claims.index(claim),
+            "section": claim.section, "title": cf.title,
             "tier": tier, "statement": claim.statement, "paper": claim.paper,
             "paper_value": claim.paper_value, "experiment": exp.name, "check": t["check"],
-            "expect": t["expect"], "why": t["expect"]["why"], "disagreements": claim.disagreements,
+            "expect": t["expect"], "expected": checks.describe(t["check"], t["expect"]),
+            "why": t["expect"]["why"], "disagreements": claim.disagreements,
             "reading": claim.reading, "experiment_notes": exp.notes}
     try:
         rows = experiments.run(exp, tier, ctx)

@@ -60,6 +60,7 @@ def experiment_series(exp, rows) -> dict:
 
 def plot_svg(spec: dict) -> str:
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -68,6 +69,9 @@ def plot_svg(spec: dict) -> str:
         ax.errorbar(s["x"], s["mean"], yerr=s["std"], marker="o", capsize=3, label=s["name"])
     if spec["logx"]:
         ax.set_xscale("log")
+        xs = sorted({x for s in spec["series"] for x in s["x"]})
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     if spec["logy"]:
         ax.set_yscale("log")
     ax.set_xlabel(spec["x"])
@@ -83,7 +87,7 @@ def plot_svg(spec: dict) -> str:
 
 
 def build(results: list, wall_s: float, device: str = "cpu") -> dict:
-    results = sorted(results, key=lambda r: (r["file"], r["tier"], r["id"]))
+    results = sorted(results, key=lambda r: (r["file"], r["tier"], r.get("order", 0), r["id"]))
     sections = defaultdict(Counter)
     for r in results:
         sections[f"{r['section']} {r['title']}"][r["verdict"]] += 1
