@@ -7,7 +7,8 @@ open_lth); bump SCHEMA when a default's *meaning* changes so that old runs are n
 Layout: <root>/runs/<key>/tensors.pt (state dicts, masks) and metrics.json (small, readable).
 Each file is written to a temporary name and renamed into place, tensors first and metrics.json
 last: metrics.json is the completion marker, so a run killed half-way leaves no entry a reader
-would take, and a rerun trains it again. Tensors load with torch.load(weights_only=True).
+would take. Runs in training keep a checkpoint in <root>/checkpoints/ (train.Checkpoint), so a
+rerun resumes a killed run from its last saved epoch. Tensors load with torch.load(weights_only=True).
 A per-key file lock makes parallel workers (pytest-xdist) wait for one another instead of
 training the same run twice.
 """
@@ -61,7 +62,7 @@ def run_key(config, extra: dict | None = None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -101,9 +102,14 @@ class RunCache:
     def save(self, key: str, metrics: dict, tensors: dict | None = None) -> None:
         d = self.dir(key)
         if tensors:
-            _atomic_write(d / "tensors.pt", lambda f: torch.save(tensors, f))
+            atomic_write(d / "tensors.pt", lambda f: torch.save(tensors, f))
         text = json.dumps(metrics, indent=1, sort_keys=True, default=float).encode()
-        _atomic_write(d / "metrics.json", lambda f: f.write(text))
+        atomic_write(d / "metrics.json", lambda f: f.write(text))
+
+    def checkpoint_path(self, keys: list) -> Path:
+        """Where a training group (runs trained together) keeps its mid-run checkpoint."""
+        name = hashlib.sha256(",".join(sorted(keys)).encode()).hexdigest()[:24]
+        return self.root / "checkpoints" / f"{name}.pt"
 
     def invalidate(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -25,7 +25,7 @@ from . import cache as cache_mod
 from . import data as data_mod
 from . import measure, models, prune
 from .spec import Experiment, perturb_metric
-from .train import RunConfig, model_from_state, train, train_seeds
+from .train import Checkpoint, RunConfig, model_from_state, train, train_seeds
 
 
 class NotCached(RuntimeError):
@@ -40,6 +40,7 @@ class Context:
     refresh: bool = False
     allow_train: bool = True
     batch_seeds: bool = False  # train the seeds of a configuration together (train.train_seeds)
+    checkpoint_every: float = 60.0  # seconds between mid-run checkpoints (at epoch ends)
     log: object = None
     _splits: dict = field(default_factory=dict)
     _tables: dict = field(default_factory=dict)
@@ -110,16 +111,24 @@ def _train_group(ctx: Context, jobs: list) -> list:
         if todo:
             ctx.say(f"train {len(todo)} run(s): {_varying(todo[0].cfg)} {todo[0].extra or ''}")
             split = ctx.split(todo[0].cfg)
-            if ctx.batch_seeds and len(todo) > 1:
+            together = ctx.batch_seeds and len(todo) > 1
+            groups = [todo] if together else [[j] for j in todo]
+            checkpoints = [Checkpoint(ctx.cache.checkpoint_path([j.key for j in g]), ctx.checkpoint_every)
+                           for g in groups]
+            if ctx.refresh:  # start over: no resuming from an old checkpoint either
+                for ck in checkpoints:
+                    ck.remove()
+            if together:
                 results = train_seeds([j.cfg for j in todo], split, [j.masks for j in todo],
-                                      [j.init_state for j in todo])
+                                      [j.init_state for j in todo], checkpoint=checkpoints[0])
             else:
-                results = [train(j.cfg, split, masks=j.masks, init_state=j.init_state) for j in todo]
+                results = [train(j.cfg, split, masks=j.masks, init_state=j.init_state, checkpoint=ck)
+                           for j, ck in zip(todo, checkpoints)]
             for j, res in zip(todo, results):
                 metrics = {"config": j.cfg.to_dict(), "extra": j.extra, "final": res.final,
                            "history": res.history, "diverged": res.diverged, "steps": res.steps,
                            "wall_s": res.wall_s, "torch": torch.__version__,
-                           "trainer": "seed-batched" if ctx.batch_seeds and len(todo) > 1 else "single"}
+                           "trainer": "seed-batched" if together else "single"}
                 tensors = {"theta0": res.theta0, "thetaT": res.thetaT}
                 if j.masks:
                     tensors["masks"] = {k: v.bool() for k, v in j.masks.items()}

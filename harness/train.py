@@ -17,12 +17,14 @@ import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state
 
 from . import models
+from .cache import atomic_write
 from .data import Split
 
 
@@ -105,6 +107,9 @@ class Eager:
     def states(self) -> list:
         return [cpu_state(self.model)]
 
+    def load_states(self, states: list):
+        self.model.load_state_dict(states[0])
+
 
 class Stacked:
     """S models of one architecture trained as one vmapped network (torch.func): each keeps its
@@ -136,6 +141,11 @@ class Stacked:
         merged = {**self.params, **self.buffers}
         n = next(iter(self.params.values())).shape[0]
         return [{k: merged[k][i].detach().to("cpu", copy=True) for k in self.keys} for i in range(n)]
+
+    def load_states(self, states: list):
+        with torch.no_grad():
+            for k, t in {**self.params, **self.buffers}.items():
+                t.copy_(torch.stack([s[k] for s in states]))
 
 
 @torch.no_grad()
@@ -173,14 +183,15 @@ def _optimizer(cfg: RunConfig, params):
 
 
 def train(cfg: RunConfig, split: Split, masks: dict | None = None, init_state: dict | None = None,
-          progress=None) -> TrainResult:
+          progress=None, checkpoint=None) -> TrainResult:
     """Train one model, one at a time. `init_state` replaces the seeded initialisation
-    (lottery-ticket rewinding); `masks` maps parameter names to 0/1 tensors enforced throughout."""
-    return _fit([cfg], split, [masks], [init_state], Eager, progress)[0]
+    (lottery-ticket rewinding); `masks` maps parameter names to 0/1 tensors enforced throughout.
+    `checkpoint`: a file to save progress to at epoch ends and resume from (see Checkpoint)."""
+    return _fit([cfg], split, [masks], [init_state], Eager, progress, checkpoint)[0]
 
 
 def train_seeds(cfgs: list, split: Split, masks: list | None = None, init_states: list | None = None,
-                progress=None) -> list:
+                progress=None, checkpoint=None) -> list:
     """Train several runs that differ only in seed (and init_seed) together, as one vmapped
     network; same results as `train` on each, up to float rounding (tests/test_batched.py)."""
     ref = dataclasses.replace(cfgs[0], seed=0, init_seed=-1)
@@ -188,7 +199,7 @@ def train_seeds(cfgs: list, split: Split, masks: list | None = None, init_states
         if dataclasses.replace(c, seed=0, init_seed=-1) != ref:
             raise ValueError(f"train_seeds: runs differ in more than the seed: {c} vs {cfgs[0]}")
     n = len(cfgs)
-    return _fit(cfgs, split, masks or [None] * n, init_states or [None] * n, Stacked, progress)
+    return _fit(cfgs, split, masks or [None] * n, init_states or [None] * n, Stacked, progress, checkpoint)
 
 
 def step(net, opt, xb, yb, masks: dict, amp: bool = False) -> tuple:
@@ -210,7 +221,27 @@ def step(net, opt, xb, yb, masks: dict, amp: bool = False) -> tuple:
     return out, losses
 
 
-def _fit(cfgs, split, masks, init_states, net_class, progress) -> list:
+@dataclass
+class Checkpoint:
+    """Mid-run progress of a training group, saved atomically at epoch ends (at most every
+    `every` seconds) so that a killed run resumes where it was: weights and buffers, optimiser and
+    schedule state, the batch-order generators, histories and the step count. Resuming gives the
+    same result as an uninterrupted run (bit for bit on the CPU; tests/test_train.py)."""
+    path: object
+    every: float = 60.0
+
+    def load(self):
+        p = Path(self.path)
+        return torch.load(p, map_location="cpu", weights_only=True) if p.exists() else None
+
+    def save(self, state: dict):
+        atomic_write(Path(self.path), lambda f: torch.save(state, f))
+
+    def remove(self):
+        Path(self.path).unlink(missing_ok=True)
+
+
+def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None) -> list:
     cfg, n_models = cfgs[0], len(cfgs)
     device = torch.device(cfg.device)
     start = time.perf_counter()
@@ -242,8 +273,21 @@ def _fit(cfgs, split, masks, init_states, net_class, progress) -> list:
     orders = [torch.Generator().manual_seed(derive_seed(c.seed, "batch-order")) for c in cfgs]
     histories = [[] for _ in cfgs]
     diverged = [False] * n_models
-    steps = 0
-    for epoch in range(cfg.epochs):
+    steps, first_epoch = 0, 0
+    if isinstance(checkpoint, (str, Path)):
+        checkpoint = Checkpoint(checkpoint)
+    saved = checkpoint.load() if checkpoint else None
+    if saved is not None:
+        net.load_states(saved["states"])
+        opt.load_state_dict(saved["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(saved["schedule"])
+        for g, st in zip(orders, saved["orders"]):
+            g.set_state(st)
+        theta0, histories, diverged = saved["theta0"], saved["histories"], saved["diverged"]
+        steps, first_epoch = saved["steps"], saved["epoch"]
+    last_save = time.perf_counter()
+    for epoch in range(first_epoch, cfg.epochs):
         net.train(True)
         perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
         loss_sum = torch.zeros(n_models, device=device, dtype=torch.float64)
@@ -264,6 +308,7 @@ def _fit(cfgs, split, masks, init_states, net_class, progress) -> list:
         train_loss = (loss_sum / seen).tolist()
         train_acc = (100.0 * correct.double() / seen).tolist()
         test_loss, test_acc = _evaluate(net, split.x_test, split.y_test, amp=cfg.amp)
+        new = []
         for j in range(n_models):
             if diverged[j]:
                 continue
@@ -272,9 +317,17 @@ def _fit(cfgs, split, masks, init_states, net_class, progress) -> list:
                 diverged[j] = True  # a non-finite loss stops this model's record
             else:
                 record["test_loss"], record["test_acc"] = test_loss[j], test_acc[j]
-                if progress:
-                    progress(record)
+                new.append(record)
             histories[j].append(record)
+        if checkpoint and epoch + 1 < cfg.epochs and time.perf_counter() - last_save >= checkpoint.every:
+            checkpoint.save({"states": net.states(), "optimizer": opt.state_dict(),
+                             "schedule": sched.state_dict() if sched is not None else None,
+                             "orders": [g.get_state() for g in orders], "theta0": theta0,
+                             "histories": histories, "diverged": diverged, "steps": steps,
+                             "epoch": epoch + 1})
+            last_save = time.perf_counter()
+        for record in new if progress else ():
+            progress(record)
         if all(diverged):
             break
 
@@ -290,6 +343,8 @@ def _fit(cfgs, split, masks, init_states, net_class, progress) -> list:
                      "test_acc": te_acc[j], "gen_gap": tr_acc[j] - te_acc[j]}
         results.append(TrainResult(final=final, history=histories[j], diverged=diverged[j], steps=steps,
                                    wall_s=wall, theta0=theta0[j], thetaT=thetaT))
+    if checkpoint:
+        checkpoint.remove()
     return results
 
 

@@ -65,3 +65,43 @@ def test_tiny_mlp_reaches_100_percent_train_accuracy_on_256_mnist_samples(data_d
                           epochs=30, lr=0.05)
     r = train.train(cfg, s)
     assert r.final["train_acc"] == 100.0, r.final
+
+
+def _interrupt_then_resume(tmp_path, run):
+    """Kill a run after epoch 2 (checkpoint at every epoch end), then rerun it from the checkpoint."""
+    ck = train.Checkpoint(tmp_path / "ck.pt", every=0)
+
+    def die(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt("killed")
+    try:
+        run(die, ck)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the run was not interrupted")
+    assert (tmp_path / "ck.pt").exists()
+    resumed = run(None, ck)
+    assert not (tmp_path / "ck.pt").exists()  # removed once the run completes
+    return resumed
+
+
+def test_a_killed_run_resumes_bit_identical(tmp_path):
+    s = synthetic_split()
+    cfg = dataclasses.replace(CFG, epochs=4)
+    full = train.train(cfg, s)
+    resumed = _interrupt_then_resume(tmp_path, lambda p, ck: train.train(cfg, s, progress=p, checkpoint=ck))
+    assert resumed.history == full.history and resumed.final == full.final and resumed.steps == full.steps
+    assert all(torch.equal(resumed.thetaT[k], full.thetaT[k]) for k in full.thetaT)
+    assert all(torch.equal(resumed.theta0[k], full.theta0[k]) for k in full.theta0)
+
+
+def test_a_killed_seed_batched_cnn_group_resumes_bit_identical(tmp_path):
+    s = synthetic_split(n=64, shape=(3, 32, 32), n_test=16)
+    cfgs = [train.RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=4, lr=0.01,
+                            optimizer="adam", seed=k) for k in range(2)]
+    full = train.train_seeds(cfgs, s)
+    resumed = _interrupt_then_resume(tmp_path, lambda p, ck: train.train_seeds(cfgs, s, progress=p, checkpoint=ck))
+    for a, b in zip(resumed, full):
+        assert a.history == b.history and a.final == b.final
+        assert all(torch.equal(a.thetaT[k], b.thetaT[k]) for k in b.thetaT)  # BN buffers included
