@@ -140,3 +140,36 @@ def test_report_rerenders_from_cache_without_training(pytester, project, tmp_pat
     doc = json.loads((out / "results.json").read_text())
     learns = next(c for c in doc["claims"] if c["id"] == "learns")
     assert learns["verdict"] == "error" and "not in the cache" in learns["detail"]
+
+
+DIVERGING = """
+section = "T"
+title = "Divergence"
+
+[experiments.blowup]
+procedure = "train"
+dataset = "mnist"
+model = "mlp"
+base = {train_subset = 256, test_subset = 256, width = 16, epochs = 2, batch_size = 32, lr = 1e6}
+smoke = {seeds = [0]}
+
+[[claims]]
+id = "blows-up"
+statement = "a run at lr 1e6"
+paper = "-"
+experiment = "blowup"
+check = {type = "value", metric = "train_acc", where = {width = 16}}
+[claims.smoke]
+expect = {max = 100.0, why = "any finite accuracy would pass; a diverged run must not"}
+"""
+
+
+def test_a_diverged_run_is_reported_as_diverged_not_passed(pytester, data_dir, tmp_path):
+    pytester.mkdir("claims")
+    (pytester.path / "claims" / "d.toml").write_text(DIVERGING)
+    r = pytester.runpytest_subprocess("claims", "--data-dir", str(data_dir), "--run-cache", str(tmp_path / "c"),
+                                      "--report", str(tmp_path / "r"))
+    r.assert_outcomes(failed=1)
+    assert "DIVERGED" in r.stdout.str()
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert doc["claims"][0]["verdict"] == "diverged" and doc["totals"] == {"diverged": 1}
