@@ -10,7 +10,6 @@ That is the reading taken; tests/test_models.py checks all 16 tabled counts.
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 MLP_WIDTHS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)

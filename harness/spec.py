@@ -246,7 +246,17 @@ def _parse_experiment(name, t, path) -> Experiment:
         if "instruments" in table:
             check_instruments(table["instruments"], prefix + "instruments.")
         if "ticket" in table:
-            _keys(table["ticket"], set(TICKET_DEFAULTS), set(), path, where, prefix + "ticket.")
+            t = table["ticket"]
+            _keys(t, set(TICKET_DEFAULTS), set(), path, where, prefix + "ticket.")
+            if t.get("scope", "global") not in ("global", "layer"):
+                raise _err(path, where, prefix + "ticket.scope", f"{t['scope']!r}: expected 'global' or 'layer'")
+            for c in t.get("controls", []):
+                if c not in TICKET_DEFAULTS["controls"]:
+                    raise _err(path, where, prefix + "ticket.controls",
+                               f"unknown control {c!r}; known: {TICKET_DEFAULTS['controls']}")
+            for f in t.get("fractions", []) + t.get("control_fractions", []):
+                if not (isinstance(f, (int, float)) and 0 < f <= 1):
+                    raise _err(path, where, prefix + "ticket.fractions", f"{f!r}: expected a number in (0, 1]")
 
     check_body(t, "")
     tiers = {}

@@ -77,6 +77,18 @@ def test_unknown_experiment_metric_check_and_where_field(tmp_path):
     bad(tmp_path, 'procedure = "train"', 'procedure = "finetune"', "experiment 'e'", "'procedure'")
 
 
+def test_ticket_options_are_checked(tmp_path):
+    text = GOOD.replace('procedure = "train"', 'procedure = "ticket"')
+    bad_text = text.replace("base = {epochs = 1}", 'base = {epochs = 1}\nticket = {controls = ["shuffle"]}')
+    p = tmp_path / "t.toml"
+    p.write_text(bad_text)
+    with pytest.raises(spec.SpecError, match=r"'ticket.controls': unknown control 'shuffle'"):
+        spec.load(p)
+    p.write_text(text.replace("base = {epochs = 1}", 'base = {epochs = 1}\nticket = {fractions = [0.5, 1.5]}'))
+    with pytest.raises(spec.SpecError, match=r"'ticket.fractions': 1.5"):
+        spec.load(p)
+
+
 def test_expectation_needs_a_why_and_a_band(tmp_path):
     bad(tmp_path, 'expect = {min = 90.0, why = "because"}', "expect = {min = 90.0}", "'smoke.expect.why'", "missing")
     bad(tmp_path, 'expect = {min = 90.0, why = "because"}', 'expect = {target = 90.0, why = "b"}', "abs_tol")
