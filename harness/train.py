@@ -163,15 +163,6 @@ def _evaluate(net, x, y, chunk: int = 1000, amp: bool = False) -> tuple:
     return (loss / len(x)).tolist(), (100.0 * correct.double() / len(x)).tolist()
 
 
-def evaluate(model, x, y, chunk: int = 1000, amp: bool = False) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy in %) of one model in eval mode; its mode is restored."""
-    was_training = model.training
-    net = Eager([model], x.device)
-    (loss,), (acc,) = _evaluate(net, x, y, chunk, amp)
-    model.train(was_training)
-    return loss, acc
-
-
 def _autocast(device, amp):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=amp)
 
