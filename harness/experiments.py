@@ -40,6 +40,7 @@ class Context:
     refresh: bool = False
     allow_train: bool = True
     batch_seeds: bool = False  # train the seeds of a configuration together (train.train_seeds)
+    cuda_graphs: bool = False  # replay the SGD step as a CUDA graph (train.GraphedStep)
     checkpoint_every: float = 60.0  # seconds between mid-run checkpoints (at epoch ends)
     log: object = None
     _splits: dict = field(default_factory=dict)
@@ -120,15 +121,18 @@ def _train_group(ctx: Context, jobs: list) -> list:
                     ck.remove()
             if together:
                 results = train_seeds([j.cfg for j in todo], split, [j.masks for j in todo],
-                                      [j.init_state for j in todo], checkpoint=checkpoints[0])
+                                      [j.init_state for j in todo], checkpoint=checkpoints[0],
+                                      graphed=ctx.cuda_graphs)
             else:
-                results = [train(j.cfg, split, masks=j.masks, init_state=j.init_state, checkpoint=ck)
-                           for j, ck in zip(todo, checkpoints)]
+                results = [train(j.cfg, split, masks=j.masks, init_state=j.init_state, checkpoint=ck,
+                                 graphed=ctx.cuda_graphs) for j, ck in zip(todo, checkpoints)]
             for j, res in zip(todo, results):
                 metrics = {"config": j.cfg.to_dict(), "extra": j.extra, "final": res.final,
                            "history": res.history, "diverged": res.diverged, "steps": res.steps,
                            "wall_s": res.wall_s, "torch": torch.__version__,
-                           "trainer": "seed-batched" if together else "single"}
+                           "trainer": "seed-batched" if together else "single",
+                           "cuda_graph": ctx.cuda_graphs and j.cfg.device == "cuda"
+                           and j.cfg.optimizer == "sgd" and not j.cfg.amp}
                 tensors = {"theta0": res.theta0, "thetaT": res.thetaT}
                 if j.masks:
                     tensors["masks"] = {k: v.bool() for k, v in j.masks.items()}

@@ -2,7 +2,7 @@
 test item `claims/FILE.toml::CLAIM_ID[TIER]`, marked `smoke` or `full`, and every session that ran
 claims writes results.json and report.html.
 
-Options: --gpu, --data-dir, --run-cache DIR, --report DIR, --refresh, --seed-batching. Under pytest-xdist, items are
+Options: --gpu, --data-dir, --run-cache DIR, --report DIR, --refresh, --seed-batching, --cuda-graphs. Under pytest-xdist, items are
 grouped by experiment (`xdist_group`, use `--dist loadgroup`) and the run cache's per-run lock
 keeps two workers from training the same run.
 """
@@ -42,6 +42,9 @@ def pytest_addoption(parser):
     g.addoption("--seed-batching", choices=("auto", "on", "off"), default="auto",
                 help="train the seeds of a configuration together as one vmapped network "
                      "(auto: on with --gpu, off on the CPU)")
+    g.addoption("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
+                help="capture the SGD training step once as a CUDA graph and replay it "
+                     "(auto: on with --gpu; it has no effect on the CPU)")
 
 
 def pytest_configure(config):
@@ -57,6 +60,7 @@ def pytest_configure(config):
         data_dir=config.getoption("--data-dir"), cache_root=config.getoption("--run-cache"),
         refresh=config.getoption("--refresh"),
         batch_seeds={"on": True, "off": False, "auto": config.getoption("--gpu")}[config.getoption("--seed-batching")],
+        cuda_graphs={"on": True, "off": False, "auto": config.getoption("--gpu")}[config.getoption("--cuda-graphs")],
         log=_progress if config.option.verbose > 0 else None)
     config._harness_results = []
     config._harness_start = time.time()

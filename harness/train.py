@@ -167,22 +167,69 @@ def _autocast(device, amp):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=amp)
 
 
-def _optimizer(cfg: RunConfig, params):
+def _optimizer(cfg: RunConfig, params, device="cpu"):
+    """Adam as PyTorch ships it; SGD fused (one kernel for all parameters) and reading its learning
+    rate from a float32 tensor on the device, which the schedule fills in place each epoch: the
+    step then never syncs with the host and a CUDA graph can capture it (see GraphedStep)."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=0.0)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=0.0)
+    lr = torch.tensor(cfg.lr, dtype=torch.float32, device=device)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=0.0, fused=True)
+
+
+def _lr_to_device(opt, device):
+    """A loaded optimiser state brings its tensor learning rate back on the CPU."""
+    for g in opt.param_groups:
+        for k in ("lr", "initial_lr"):
+            if isinstance(g.get(k), torch.Tensor):
+                g[k] = g[k].to(device)
+
+
+class GraphedStep:
+    """Runs `fn(idx)` (one training step on the mini-batch rows `idx`) for every full mini-batch,
+    captured once as a CUDA graph and replayed: a step's Python and kernel-launch cost is paid at
+    capture only. The indices pass through a static buffer; everything else the step touches
+    (weights, BatchNorm buffers, momentum, the learning-rate tensor, the accumulators) stays at
+    fixed addresses and is updated in place. As CUDA graphs require, the first `warmup` steps run
+    eagerly on a side stream (they are real steps, and they create the momentum buffers); the
+    next step is captured, then replayed, and so is every later one. On a CPU the step is called
+    directly, so the bookkeeping around it is the same on both devices."""
+
+    def __init__(self, fn, shape, device, warmup: int = 3):
+        self.fn, self.warmup, self.calls, self.graph = fn, warmup, 0, None
+        self.idx = torch.zeros(shape, dtype=torch.long, device=device)
+        self.cuda = torch.device(device).type == "cuda"
+
+    def __call__(self, idx):
+        self.idx.copy_(idx)
+        if not self.cuda:
+            self.fn(self.idx)
+        elif self.graph is None and self.calls < self.warmup:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.fn(self.idx)
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            if self.graph is None:
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    self.fn(self.idx)
+            self.graph.replay()
+        self.calls += 1
 
 
 def train(cfg: RunConfig, split: Split, masks: dict | None = None, init_state: dict | None = None,
-          progress=None, checkpoint=None) -> TrainResult:
+          progress=None, checkpoint=None, graphed: bool = False) -> TrainResult:
     """Train one model, one at a time. `init_state` replaces the seeded initialisation
     (lottery-ticket rewinding); `masks` maps parameter names to 0/1 tensors enforced throughout.
-    `checkpoint`: a file to save progress to at epoch ends and resume from (see Checkpoint)."""
-    return _fit([cfg], split, [masks], [init_state], Eager, progress, checkpoint)[0]
+    `checkpoint`: a file to save progress to at epoch ends and resume from (see Checkpoint).
+    `graphed`: replay the SGD step as a CUDA graph (see GraphedStep; ignored for Adam and amp)."""
+    return _fit([cfg], split, [masks], [init_state], Eager, progress, checkpoint, graphed)[0]
 
 
 def train_seeds(cfgs: list, split: Split, masks: list | None = None, init_states: list | None = None,
-                progress=None, checkpoint=None) -> list:
+                progress=None, checkpoint=None, graphed: bool = False) -> list:
     """Train several runs that differ only in seed (and init_seed) together, as one vmapped
     network; same results as `train` on each, up to float rounding (tests/test_batched.py)."""
     ref = dataclasses.replace(cfgs[0], seed=0, init_seed=-1)
@@ -190,7 +237,8 @@ def train_seeds(cfgs: list, split: Split, masks: list | None = None, init_states
         if dataclasses.replace(c, seed=0, init_seed=-1) != ref:
             raise ValueError(f"train_seeds: runs differ in more than the seed: {c} vs {cfgs[0]}")
     n = len(cfgs)
-    return _fit(cfgs, split, masks or [None] * n, init_states or [None] * n, Stacked, progress, checkpoint)
+    return _fit(cfgs, split, masks or [None] * n, init_states or [None] * n, Stacked, progress, checkpoint,
+                graphed)
 
 
 def step(net, opt, xb, yb, masks: dict, amp: bool = False) -> tuple:
@@ -232,7 +280,7 @@ class Checkpoint:
         Path(self.path).unlink(missing_ok=True)
 
 
-def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None) -> list:
+def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, graphed=False) -> list:
     cfg, n_models = cfgs[0], len(cfgs)
     device = torch.device(cfg.device)
     start = time.perf_counter()
@@ -255,7 +303,7 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None) 
             net.params[k].mul_(m)
     theta0 = net.states()
 
-    opt = _optimizer(cfg, list(net.params.values()))
+    opt = _optimizer(cfg, list(net.params.values()), device)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
              if cfg.schedule == "cosine" else None)
     x, y = split.x_train, split.y_train
@@ -271,29 +319,42 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None) 
     if saved is not None:
         net.load_states(saved["states"])
         opt.load_state_dict(saved["optimizer"])
+        _lr_to_device(opt, device)
         if sched is not None:
             sched.load_state_dict(saved["schedule"])
         for g, st in zip(orders, saved["orders"]):
             g.set_state(st)
         theta0, histories, diverged = saved["theta0"], saved["histories"], saved["diverged"]
         steps, first_epoch = saved["steps"], saved["epoch"]
+    # per-epoch sums, accumulated on the device in place (no host sync inside an epoch)
+    loss_sum = torch.zeros(n_models, device=device, dtype=torch.float64)
+    correct = torch.zeros(n_models, device=device, dtype=torch.int64)
+
+    def batch_step(idx):
+        xb, yb = x[idx], y[idx]
+        out, losses = step(net, opt, xb, yb, stacked, cfg.amp)
+        loss_sum.add_(losses.detach().double() * idx.shape[1])
+        correct.add_((out.detach().argmax(-1) == yb).sum(1))
+
+    graph = (GraphedStep(batch_step, (n_models, bs), device)
+             if graphed and cfg.optimizer == "sgd" and not cfg.amp else None)
     last_save = time.perf_counter()
     for epoch in range(first_epoch, cfg.epochs):
         net.train(True)
         perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
-        loss_sum = torch.zeros(n_models, device=device, dtype=torch.float64)
-        correct = torch.zeros(n_models, device=device, dtype=torch.int64)
+        loss_sum.zero_()
+        correct.zero_()
         seen = 0
         for i in range(0, n, bs):
             idx = perm[:, i:i + bs]
             if idx.shape[1] < 2 and n > 1:  # BatchNorm cannot train on a batch of one
                 continue
-            xb, yb = x[idx], y[idx]
-            out, losses = step(net, opt, xb, yb, stacked, cfg.amp)
+            if graph is not None and idx.shape[1] == bs:
+                graph(idx)
+            else:  # the last, shorter mini-batch of an epoch runs uncaptured
+                batch_step(idx)
             steps += 1
             seen += idx.shape[1]
-            loss_sum += losses.detach().double() * idx.shape[1]
-            correct += (out.detach().argmax(-1) == yb).sum(1)
         if sched is not None:
             sched.step()
         train_loss = (loss_sum / seen).tolist()

@@ -93,3 +93,13 @@ def test_groups_must_differ_only_in_seed():
     cfg = train.RunConfig(dataset="x", model="mlp", width=8)
     with pytest.raises(ValueError, match="differ in more than the seed"):
         train.train_seeds([cfg, dataclasses.replace(cfg, lr=0.5)], synthetic_split(n=32))
+
+
+def test_bench_times_both_paths_on_the_cpu(capsys):
+    from harness import bench
+    rows = bench.main("cpu", seeds=2, steps=1, quick=True)
+    assert [r["case"] for r in rows] == [f"{f} w={w} bs={b}" for f, w, b in bench.QUICK]
+    for r in rows:
+        assert r["eager"] > 0 and r["batched"] > 0 and r["batched_ratio"] > 0
+        assert r["graphed"] != r["graphed"]  # nan: the captured path is CUDA-only
+    assert "ratio" in capsys.readouterr().out

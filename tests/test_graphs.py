@@ -1,0 +1,137 @@
+"""The captured training step (train.GraphedStep) and the fused SGD it relies on.
+
+On a CPU the step is called directly, so these tests check the bookkeeping around it (static
+index buffer, in-place accumulators, the ragged last batch, the tensor learning rate). The tests
+marked `cuda` check the capture itself (replays really skip Python, and a graphed run matches an
+uncaptured one) and run only where a GPU is present: `pytest tests/test_graphs.py` on the GPU."""
+import dataclasses
+
+import pytest
+import torch
+
+from harness import models, prune, train
+from harness.data import Split
+from conftest import synthetic_split
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _graph_probe(device):
+    x = torch.arange(20, dtype=torch.float32, device=device)
+    acc = torch.zeros((), device=device)
+    python_calls = []
+
+    def fn(idx):
+        python_calls.append(1)
+        acc.add_(x[idx].sum())
+    g = train.GraphedStep(fn, (4,), device, warmup=2)
+    expected = 0.0
+    for k in range(6):
+        idx = torch.arange(k, k + 4, device=device)
+        g(idx)
+        expected += float(sum(range(k, k + 4)))
+    return g, acc.item(), expected, len(python_calls)
+
+
+def test_graphed_step_on_cpu_calls_the_step_every_time():
+    g, got, expected, calls = _graph_probe("cpu")
+    assert got == expected and calls == 6 and g.graph is None
+
+
+@cuda
+def test_graphed_step_replays_without_python_and_reads_new_indices():
+    g, got, expected, calls = _graph_probe("cuda")
+    assert g.graph is not None
+    assert calls == 3  # 2 warm-up steps + 1 capture; the other 3 steps were replays
+    assert got == expected  # every replay read the indices copied into the static buffer
+
+
+def test_fused_sgd_with_tensor_lr_is_torch_sgd():
+    """The fused, tensor-lr SGD is PyTorch's SGD with momentum: same trajectory under the cosine
+    schedule up to float rounding (the lr tensor is float32; the schedule's values then differ
+    from the float64 ones by <= 4e-7 relative)."""
+    cfg = train.RunConfig(dataset="x", model="mlp", width=8, lr=0.05, epochs=6)
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(50))
+    b = torch.nn.Parameter(a.detach().clone())
+    opt_a = train._optimizer(cfg, [a])
+    opt_b = torch.optim.SGD([b], lr=0.05, momentum=0.9, weight_decay=0.0, foreach=False)
+    sa = torch.optim.lr_scheduler.CosineAnnealingLR(opt_a, T_max=6)
+    sb = torch.optim.lr_scheduler.CosineAnnealingLR(opt_b, T_max=6)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(6):
+        for _ in range(5):
+            grad = torch.randn(50, generator=g)
+            a.grad, b.grad = grad.clone(), grad.clone()
+            opt_a.step()
+            opt_b.step()
+        sa.step()
+        sb.step()
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(a, torch.zeros(50))
+
+
+def _masked_cnn_group(device, n=100):
+    """3 seeds of a masked CNN, rewound inits, 3 epochs: 6 full batches of 16 and a ragged one of 4."""
+    split = synthetic_split(n=n, shape=(3, 32, 32), n_test=32)
+    split = Split(*(t.to(device) for t in dataclasses.astuple(split)))
+    cfg = train.RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=3, lr=0.001, device=device)
+    cfgs = [dataclasses.replace(cfg, seed=s) for s in range(3)]
+    masks, inits = [], []
+    for c in cfgs:
+        m = train.init_model(c)
+        mask = prune.magnitude_mask({k: w.detach() for k, w in models.prunable(m).items()}, 0.5, current=None)
+        masks.append(mask)
+        inits.append(prune.apply_mask(train.cpu_state(m), mask))
+    return cfgs, split, masks, inits
+
+
+def _same(a, b, exact):
+    for ra, rb in zip(a, b):
+        assert ra.steps == rb.steps and ra.diverged == rb.diverged
+        for k in rb.thetaT:
+            if exact:
+                assert torch.equal(ra.thetaT[k], rb.thetaT[k]), k
+            else:
+                assert torch.allclose(ra.thetaT[k].double(), rb.thetaT[k].double(), atol=1e-4), k
+        assert [h["train_loss"] for h in ra.history] == pytest.approx([h["train_loss"] for h in rb.history], rel=1e-4)
+
+
+def test_graphed_training_on_cpu_is_bit_identical_to_plain():
+    cfgs, split, masks, inits = _masked_cnn_group("cpu")
+    plain = train.train_seeds(cfgs, split, masks=masks, init_states=inits)
+    graphed = train.train_seeds(cfgs, split, masks=masks, init_states=inits, graphed=True)
+    _same(graphed, plain, exact=True)
+    assert plain[0].steps == 3 * 7
+
+
+@cuda
+@pytest.mark.parametrize("batched", [True, False])
+def test_graphed_training_on_cuda_matches_plain(batched):
+    cfgs, split, masks, inits = _masked_cnn_group("cuda")
+    if batched:
+        plain = train.train_seeds(cfgs, split, masks=masks, init_states=inits)
+        graphed = train.train_seeds(cfgs, split, masks=masks, init_states=inits, graphed=True)
+    else:
+        plain = [train.train(c, split, masks=m, init_state=s) for c, m, s in zip(cfgs, masks, inits)]
+        graphed = [train.train(c, split, masks=m, init_state=s, graphed=True) for c, m, s in zip(cfgs, masks, inits)]
+    _same(graphed, plain, exact=False)
+    for r, mk in zip(graphed, masks):
+        for k, m in mk.items():
+            assert torch.all(r.thetaT[k][~m] == 0)  # masks hold under replay
+
+
+@cuda
+def test_a_killed_graphed_cuda_run_resumes(tmp_path):
+    cfgs, split, masks, inits = _masked_cnn_group("cuda")
+    cfgs = [dataclasses.replace(c, epochs=4) for c in cfgs]
+    full = train.train_seeds(cfgs, split, masks=masks, init_states=inits, graphed=True)
+    ck = train.Checkpoint(tmp_path / "ck.pt", every=0)
+
+    def die(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train.train_seeds(cfgs, split, masks=masks, init_states=inits, graphed=True, progress=die, checkpoint=ck)
+    resumed = train.train_seeds(cfgs, split, masks=masks, init_states=inits, graphed=True, checkpoint=ck)
+    _same(resumed, full, exact=False)
