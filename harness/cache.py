@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -77,6 +78,12 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def _tar(f, paths, root):
+    with tarfile.open(fileobj=f, mode="w:gz") as tar:
+        for p in paths:
+            tar.add(p, arcname=str(p.relative_to(root)))
+
+
 class RunCache:
     def __init__(self, root):
         self.root = Path(root)
@@ -105,6 +112,15 @@ class RunCache:
             atomic_write(d / "tensors.pt", lambda f: torch.save(tensors, f))
         text = json.dumps(metrics, indent=1, sort_keys=True, default=float).encode()
         atomic_write(d / "metrics.json", lambda f: f.write(text))
+
+    def export_metrics(self, out) -> int:
+        """Write every completed entry's metrics.json (runs and measurements, no tensors) to the
+        tar.gz `out`, as runs/<key>/metrics.json: a small copy of the results that another
+        machine extracts into its cache root (`tar -xzf out -C ROOT`) to report, or to go on
+        without retraining what is done. Returns the number of entries."""
+        paths = sorted(self.root.glob("runs/*/metrics.json"))
+        atomic_write(Path(out), lambda f: _tar(f, paths, self.root))
+        return len(paths)
 
     def checkpoint_path(self, keys: list) -> Path:
         """Where a training group (runs trained together) keeps its mid-run checkpoint."""

@@ -150,6 +150,9 @@ def _measure_cached(ctx: Context, run_key: str, cfg: RunConfig, instrument: str,
             if not ctx.allow_train:
                 raise NotCached(f"measurement {instrument} of run {run_key} is not in the cache")
             tensors = ctx.cache.load_tensors(run_key)
+            if not tensors:
+                raise NotCached(f"measurement {instrument} of run {run_key} is not in the cache, and the run "
+                                "has metrics but no tensors (a metrics-only cache) to measure")
             ctx.cache.save(key, _measure(ctx, cfg, instrument, opts, tensors))
         return ctx.cache.load_metrics(key)
 
@@ -196,17 +199,42 @@ def _row(ctx, exp, r, cfg, key, metrics, fields=None) -> dict:
             "diverged": bool(metrics["diverged"]), "metrics": row_metrics}
 
 
+class _Incomplete(Exception):
+    """A ticket chain has a run that is not cached yet (see _ticket_rows)."""
+
+
 def _ticket_rows(ctx, exp, r, cfgs) -> list:
     """Iterative magnitude pruning for a group of seeds: dense runs, then one round per remaining
     fraction, each pruned from the previous round's trained weights, rewound to the dense theta_0
     and retrained with the mask enforced; plus the controls at the chosen fractions. Each round
-    trains all seeds together (one group)."""
+    trains all seeds together (one group). Run keys depend on configurations and lineage only, so
+    the chain is first walked by keys alone: a chain whose runs are all cached needs none of
+    their tensors (a metrics-only cache, brought back from another machine by `python -m harness
+    export`). Otherwise it is walked again with the tensors, training what is missing."""
+    if not ctx.refresh:  # (--refresh retrains every run: the key-only walk must not)
+        try:
+            return _ticket_chain(ctx, exp, r, cfgs, live=False)
+        except _Incomplete:
+            pass
+    return _ticket_chain(ctx, exp, r, cfgs, live=True)
+
+
+def _ticket_chain(ctx, exp, r, cfgs, live: bool) -> list:
     t = r["ticket"]
     names = list(models.prunable(models.build(cfgs[0].model, cfgs[0].width), t["include_output"]))
     retrain = [dataclasses.replace(c, epochs=t["retrain_epochs"] or c.epochs) for c in cfgs]
     rows = []
 
+    def tensors(key):
+        out = ctx.cache.load_tensors(key)
+        if not out:
+            raise NotCached(f"{exp.file}: experiment {exp.name!r}: run {key} has metrics but no tensors "
+                            "(a metrics-only cache), and the ticket chain needs them to go on")
+        return out
+
     def group(variant, f, jobs):
+        if not live and not all(ctx.cache.has(j.key) for j in jobs):
+            raise _Incomplete
         out = _train_group(ctx, jobs)
         fields = {"remaining": f, "variant": variant}
         if variant == "reinit":  # one configuration across seeds: init_seed = seed + offset
@@ -215,15 +243,16 @@ def _ticket_rows(ctx, exp, r, cfgs) -> list:
         return [k for k, _ in out]
 
     parents = group("dense", 1.0, [Job(c) for c in cfgs])
-    theta0 = [ctx.cache.load_tensors(k)["theta0"] for k in parents]
+    theta0 = [tensors(k)["theta0"] if live else None for k in parents]
     masks = [None] * len(cfgs)
     for f in t["fractions"]:
-        trained = [ctx.cache.load_tensors(k)["thetaT"] for k in parents]
-        masks = [prune.magnitude_mask({n: w[n] for n in names}, f, current=m, scope=t["scope"])
-                 for w, m in zip(trained, masks)]
+        if live:
+            trained = [tensors(k)["thetaT"] for k in parents]
+            masks = [prune.magnitude_mask({n: w[n] for n in names}, f, current=m, scope=t["scope"])
+                     for w, m in zip(trained, masks)]
         extras = [{"parent": p, "remaining": f, "variant": "ticket", "scope": t["scope"],
                    "include_output": t["include_output"]} for p in parents]
-        parents = group("ticket", f, [Job(c, e, m, prune.apply_mask(th, m))
+        parents = group("ticket", f, [Job(c, e, m, prune.apply_mask(th, m) if live else None)
                                       for c, e, m, th in zip(retrain, extras, masks, theta0)])
         if not any(math.isclose(f, c) for c in t["control_fractions"]):
             continue
@@ -233,15 +262,15 @@ def _ticket_rows(ctx, exp, r, cfgs) -> list:
                 e = {**e, "variant": control}
                 if control == "reinit":  # the paper's control: same mask, a fresh random initialisation
                     jobs.append(Job(dataclasses.replace(c, init_seed=c.seed + t["reinit_seed_offset"]), e, m))
-                elif control == "random":  # review: random pruning at the same per-layer sparsity
-                    cm = prune.random_mask(m, seed=c.seed)
-                    jobs.append(Job(c, e, cm, prune.apply_mask(th, cm)))
+                    continue
+                if control == "random":  # review: random pruning at the same per-layer sparsity
+                    cm = prune.random_mask(m, seed=c.seed) if live else None
                 elif control == "init_magnitude":  # review: one-shot magnitude pruning at initialisation
-                    cm = prune.magnitude_mask({n: th[n] for n in names}, f, scope=t["scope"])
-                    jobs.append(Job(c, e, cm, prune.apply_mask(th, cm)))
+                    cm = prune.magnitude_mask({n: th[n] for n in names}, f, scope=t["scope"]) if live else None
                 else:
                     raise ValueError(f"{exp.file}: experiment {exp.name!r}: field 'ticket.controls': "
                                      f"unknown control {control!r}")
+                jobs.append(Job(c, e, cm, prune.apply_mask(th, cm) if live else None))
             group(control, f, jobs)
     return rows
 
@@ -252,6 +281,32 @@ def seed_groups(cfgs: list) -> list:
     for c in cfgs:
         groups.setdefault(dataclasses.replace(c, seed=0), []).append(c)
     return list(groups.values())
+
+
+def training_runs(exp: Experiment, tier: str, device: str = "cuda") -> list[RunConfig]:
+    """Every training run an experiment needs in a tier, ticket rounds and controls included
+    (a ticket round has its parent's settings but `retrain_epochs`): for cost estimates."""
+    if exp.procedure == "count":
+        return []
+    cfgs = expand(exp, tier, device)
+    if exp.procedure == "train":
+        return cfgs
+    t = exp.resolved(tier)["ticket"]
+    retrain = [dataclasses.replace(c, epochs=t["retrain_epochs"] or c.epochs) for c in cfgs]
+    with_controls = sum(any(math.isclose(f, c) for c in t["control_fractions"]) for f in t["fractions"])
+    return cfgs + retrain * (len(t["fractions"]) + with_controls * len(t["controls"]))
+
+
+def training_cost(cfg: RunConfig) -> dict:
+    """Optimiser steps and conv/linear FLOPs of one run: 3x the forward cost per training sample
+    (forward + backward), plus the per-epoch test evaluation and the final train+test evaluation."""
+    info = data_mod.DATASETS[cfg.dataset]
+    n = cfg.train_subset or info.train_shape[0]
+    m = cfg.test_subset or info.test_shape[0]
+    bs = cfg.batch_size or n
+    f = models.forward_flops(cfg.model, cfg.width)
+    steps_per_epoch = n // bs + (1 if n % bs >= 2 else 0)  # a last batch of one is skipped
+    return {"steps": cfg.epochs * steps_per_epoch, "flops": cfg.epochs * (3 * f * n + f * m) + f * (n + m)}
 
 
 def run(exp: Experiment, tier: str, ctx: Context) -> list[dict]:

@@ -69,6 +69,19 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def forward_flops(family: str, width: int) -> int:
+    """FLOPs of one forward pass of one sample through the conv and linear layers (a multiply-add
+    counts 2; BatchNorm, ReLU and pooling are left out), as torch.utils.flop_counter counts them
+    (tests/test_models.py). Training costs about 3x this per sample (forward + backward)."""
+    w = int(width)
+    if family == "mlp":
+        return 2 * (784 * w + w * w + w * w + w * 10)
+    if family == "cnn":
+        convs = [(3, w, 32), (w, w, 32), (w, 2 * w, 16), (2 * w, 2 * w, 16), (2 * w, 4 * w, 8), (4 * w, 4 * w, 8)]
+        return 2 * (sum(9 * cin * cout * side * side for cin, cout, side in convs) + 4 * w * 16 * 256 + 256 * 10)
+    raise ValueError(f"unknown model {family!r}; known: {sorted(MODELS)}")
+
+
 def prunable(model: nn.Module, include_output: bool = True) -> dict[str, nn.Parameter]:
     """Weights of conv and linear layers (never biases or BatchNorm), by parameter name.
     The output layer is the last Linear."""

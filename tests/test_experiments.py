@@ -1,6 +1,8 @@
 """Experiments end to end on real MNIST at toy scale: expansion, caching, instruments, and the
 lottery-ticket chain with its controls (masks counted weight by weight)."""
+import dataclasses
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,3 +88,48 @@ def test_second_run_is_served_from_the_cache(tmp_path, data_dir, monkeypatch):
     monkeypatch.setattr(experiments, "_measure", lambda *a, **k: calls.append(1))
     fresh = experiments.Context(data_dir=ctx.data_dir, cache_root=ctx.cache_root)
     assert experiments.run(exp, "smoke", fresh) == first and calls == []
+
+
+def test_training_runs_and_costs_of_a_ticket_chain(tmp_path):
+    p = tmp_path / "t.toml"
+    p.write_text(textwrap.dedent(TOML))
+    exp = spec.load(p).experiments["tk"]
+    runs = experiments.training_runs(exp, "smoke")
+    # 2 seeds x (dense + 2 rounds + 3 controls at the one control fraction)
+    assert len(runs) == 2 * (1 + 2 + 3)
+    cost = experiments.training_cost(runs[0])
+    assert cost["steps"] == 2 * (256 // 32)
+    f = models.forward_flops("mlp", 16)
+    assert cost["flops"] == 2 * (3 * f * 256 + f * 256) + f * 512
+    # a last mini-batch of one sample is skipped (BatchNorm cannot train on it)
+    assert experiments.training_cost(dataclasses.replace(runs[0], train_subset=257))["steps"] == 16
+
+
+def test_plan_counts_a_shared_run_once(capsys):
+    from harness.__main__ import plan
+    rows = {r["experiment"]: r for r in plan(str(Path(__file__).parent.parent / "claims"), "full")}
+    # flat_sharp's bs32 / bs1024 runs are bs_sweep's (same configuration, same cache entry)
+    assert rows["sharpness.toml:flat_sharp"]["runs"] == 0
+    assert rows["batch_size.toml:bs_sweep"]["runs"] == 9 * 5
+    assert "total" in capsys.readouterr().out
+
+
+def test_a_metrics_only_cache_reports_a_finished_chain_and_explains_an_unfinished_one(tmp_path, data_dir):
+    import tarfile
+    exp, ctx = _setup(tmp_path, data_dir)
+    rows = experiments.run(exp, "smoke", ctx)
+    out = tmp_path / "results.tar.gz"
+    assert ctx.cache.export_metrics(out) == len(list((tmp_path / "cache").glob("runs/*/metrics.json")))
+    with tarfile.open(out) as tar:
+        assert all(n.endswith("metrics.json") for n in tar.getnames())  # no tensors travel
+        tar.extractall(tmp_path / "elsewhere", filter="data")
+    other = experiments.Context(data_dir=str(data_dir), cache_root=str(tmp_path / "elsewhere"), allow_train=False)
+    again = experiments.run(exp, "smoke", other)
+    assert [(r["key"], r["metrics"]) for r in again] == [(r["key"], r["metrics"]) for r in rows]
+
+    # an unfinished chain needs its parents' tensors to go on: a clear error, not a KeyError
+    last = [r for r in rows if r["config"]["variant"] == "init_magnitude"][0]["key"]
+    (tmp_path / "elsewhere" / "runs" / last / "metrics.json").unlink()
+    other = experiments.Context(data_dir=str(data_dir), cache_root=str(tmp_path / "elsewhere"))
+    with pytest.raises(experiments.NotCached, match="metrics but no tensors"):
+        experiments.run(exp, "smoke", other)

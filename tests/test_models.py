@@ -31,3 +31,14 @@ def test_prunable_weights_exclude_biases_and_batchnorm():
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         models.build("resnet", 8)
+
+
+@pytest.mark.parametrize("family,width,shape", [("mlp", 8, (1, 28, 28)), ("mlp", 512, (1, 28, 28)),
+                                                ("cnn", 4, (3, 32, 32)), ("cnn", 32, (3, 32, 32))])
+def test_forward_flops_match_torch_flop_counter(family, width, shape):
+    from torch.utils.flop_counter import FlopCounterMode
+    model = models.build(family, width).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(2, *shape))
+    assert counter.get_total_flops() == 2 * models.forward_flops(family, width)
