@@ -103,6 +103,10 @@ def claim_result(claim, tier, exp, cf, ctx) -> dict:
         return {**base, "verdict": "error", "measured": None, "detail": str(e), "table": []}
     out["plot"] = report.experiment_series(exp, rows) if exp.plot else None
     out["experiment_seconds"] = ctx.run_seconds.get(exp.name)
+    # training time recorded with each run (per model; a seed group's wall time is split evenly),
+    # so a report assembled from runs trained in several sessions still says what they cost
+    out["run_wall_s"] = {row["key"]: row["metrics"]["wall_s"] for row in rows
+                         if row["key"] and "wall_s" in row["metrics"]}
     return {**base, **out}
 
 

@@ -95,12 +95,19 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
     for r in results:
         if r.get("plot") and r["plot"]["series"]:
             plots.setdefault(f"{r['plot']['file']}:{r['experiment']}:{r['tier']}", {**r["plot"], "tier": r["tier"]})
+    recorded, per_experiment = {}, defaultdict(dict)
+    for r in results:
+        walls = r.pop("run_wall_s", None) or {}
+        recorded.update(walls)
+        per_experiment[f"{r['experiment']}[{r['tier']}]"].update(walls)
     return {"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "environment": environment(device), "wall_s": wall_s,
             "totals": dict(Counter(r["verdict"] for r in results)),
             "sections": {k: dict(v) for k, v in sorted(sections.items())},
             "experiment_seconds": {f"{r['experiment']}[{r['tier']}]": r.get("experiment_seconds")
                                    for r in results if r.get("experiment_seconds") is not None},
+            "training_seconds": {k: sum(v.values()) for k, v in per_experiment.items() if v},
+            "training_seconds_total": sum(recorded.values()),
             "claims": results, "plots": plots}
 
 

@@ -29,3 +29,16 @@ def synthetic_split(n=256, shape=(1, 28, 28), seed=0, n_test=64) -> Split:
                  torch.randn(n_test, *shape, generator=g), torch.randint(0, 10, (n_test,), generator=g))
 
 pytest_plugins = ["pytester"]
+
+
+def masked_inits(cfgs, fraction):
+    """Per run: a magnitude mask keeping `fraction` of its initial weights, and that init masked."""
+    from harness import models, prune, train
+    masks, inits = [], []
+    for c in cfgs:
+        m = train.init_model(c)
+        mask = prune.magnitude_mask({k: w.detach() for k, w in models.prunable(m).items()}, fraction, current=None)
+        masks.append(mask)
+        inits.append(prune.apply_mask(train.cpu_state(m), mask))
+    return masks, inits
+

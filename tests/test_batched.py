@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 import torch
 
-from harness import measure, models, prune, train
-from conftest import synthetic_split
+from harness import measure, train
+from conftest import masked_inits, synthetic_split
 
 ATOL = 1e-4
 
@@ -46,12 +46,7 @@ def test_batched_with_masks_and_rewound_inits():
     split = synthetic_split(n=96, shape=(3, 32, 32), n_test=32)
     cfg = train.RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=2, lr=0.001)
     cfgs = [dataclasses.replace(cfg, seed=s) for s in range(3)]
-    masks, inits = [], []
-    for c in cfgs:
-        m = train.init_model(c)
-        mask = prune.magnitude_mask({k: w.detach() for k, w in models.prunable(m).items()}, 0.3, current=None)
-        masks.append(mask)
-        inits.append(prune.apply_mask(train.cpu_state(m), mask))
+    masks, inits = masked_inits(cfgs, 0.3)
     batched = train.train_seeds(cfgs, split, masks=masks, init_states=inits)
     single = [train.train(c, split, masks=mk, init_state=st) for c, mk, st in zip(cfgs, masks, inits)]
     _compare(batched, single)

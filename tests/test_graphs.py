@@ -9,9 +9,9 @@ import dataclasses
 import pytest
 import torch
 
-from harness import models, prune, train
+from harness import train
 from harness.data import Split
-from conftest import synthetic_split
+from conftest import masked_inits, synthetic_split
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -77,12 +77,7 @@ def _masked_cnn_group(device, n=100):
     split = Split(*(t.to(device) for t in dataclasses.astuple(split)))
     cfg = train.RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=3, lr=0.001, device=device)
     cfgs = [dataclasses.replace(cfg, seed=s) for s in range(3)]
-    masks, inits = [], []
-    for c in cfgs:
-        m = train.init_model(c)
-        mask = prune.magnitude_mask({k: w.detach() for k, w in models.prunable(m).items()}, 0.5, current=None)
-        masks.append(mask)
-        inits.append(prune.apply_mask(train.cpu_state(m), mask))
+    masks, inits = masked_inits(cfgs, 0.5)
     return cfgs, split, masks, inits
 
 

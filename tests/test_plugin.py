@@ -134,6 +134,10 @@ def test_report_rerenders_from_cache_without_training(pytester, project, tmp_pat
     assert p.returncode == 0, p.stderr
     doc = json.loads((out / "results.json").read_text())
     assert {c["verdict"] for c in doc["claims"]} == {"pass"}
+    # the training time recorded with the runs survives re-rendering without training
+    walls = [json.loads(m.read_text())["wall_s"] for m in (tmp_path / "cache" / "runs").glob("*/metrics.json")]
+    assert doc["training_seconds_total"] == pytest.approx(sum(walls)) and sum(walls) > 0
+    assert "Training time recorded with the runs" in (out / "report.html").read_text()
     p = subprocess.run([sys.executable, "-m", "harness", "report", "--claims", str(pytester.path / "claims"),
                         "--run-cache", str(tmp_path / "empty"), "--data-dir", args[1], "--tier", "smoke",
                         "--out", str(out)], capture_output=True, text=True)
