@@ -82,10 +82,9 @@ def plan(claims_dir, tier) -> list:
                     seen.add(key)
                     runs.append(cfg)
             costs = [experiments.training_cost(c) for c in runs]
-            seeds = len(exp.resolved(tier)["seeds"])
-            rows.append({"experiment": f"{path.name}:{exp.name}", "runs": len(runs),
-                         "steps": sum(c["steps"] for c in costs),
-                         "group_steps": sum(c["steps"] for c in costs) / seeds,
+            steps = sum(c["steps"] for c in costs)
+            rows.append({"experiment": f"{path.name}:{exp.name}", "runs": len(runs), "steps": steps,
+                         "group_steps": steps / len(exp.resolved(tier)["seeds"]),
                          "pflop": sum(c["flops"] for c in costs) / 1e15})
     print(f"{tier} tier: training runs, optimiser steps (all runs; per seed group), training PFLOP")
     print(f"{'experiment':<36}{'runs':>6}{'steps':>12}{'group steps':>13}{'PFLOP':>9}")

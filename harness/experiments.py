@@ -25,7 +25,7 @@ from . import cache as cache_mod
 from . import data as data_mod
 from . import measure, models, prune
 from .spec import Experiment, perturb_metric
-from .train import Checkpoint, RunConfig, model_from_state, train, train_seeds
+from .train import Checkpoint, RunConfig, graphable, model_from_state, train, train_seeds
 
 
 class NotCached(RuntimeError):
@@ -131,13 +131,20 @@ def _train_group(ctx: Context, jobs: list) -> list:
                            "history": res.history, "diverged": res.diverged, "steps": res.steps,
                            "wall_s": res.wall_s, "torch": torch.__version__,
                            "trainer": "seed-batched" if together else "single",
-                           "cuda_graph": ctx.cuda_graphs and j.cfg.device == "cuda"
-                           and j.cfg.optimizer == "sgd" and not j.cfg.amp}
+                           "cuda_graph": ctx.cuda_graphs and j.cfg.device == "cuda" and graphable(j.cfg)}
                 tensors = {"theta0": res.theta0, "thetaT": res.thetaT}
                 if j.masks:
                     tensors["masks"] = {k: v.bool() for k, v in j.masks.items()}
                 ctx.cache.save(j.key, metrics, tensors)
         return [(key, ctx.cache.load_metrics(key)) for key in keys]
+
+
+def _tensors(ctx: Context, key: str, purpose: str) -> dict:
+    """A cached run's weights; a metrics-only cache (see `python -m harness export`) has none."""
+    out = ctx.cache.load_tensors(key)
+    if not out:
+        raise NotCached(f"run {key} has metrics but no tensors (a metrics-only cache), which are needed {purpose}")
+    return out
 
 
 def _measure_cached(ctx: Context, run_key: str, cfg: RunConfig, instrument: str, opts: dict) -> dict:
@@ -149,10 +156,7 @@ def _measure_cached(ctx: Context, run_key: str, cfg: RunConfig, instrument: str,
         if not ctx.cache.has(key):
             if not ctx.allow_train:
                 raise NotCached(f"measurement {instrument} of run {run_key} is not in the cache")
-            tensors = ctx.cache.load_tensors(run_key)
-            if not tensors:
-                raise NotCached(f"measurement {instrument} of run {run_key} is not in the cache, and the run "
-                                "has metrics but no tensors (a metrics-only cache) to measure")
+            tensors = _tensors(ctx, run_key, f"to take its {instrument} measurement")
             ctx.cache.save(key, _measure(ctx, cfg, instrument, opts, tensors))
         return ctx.cache.load_metrics(key)
 
@@ -226,11 +230,7 @@ def _ticket_chain(ctx, exp, r, cfgs, live: bool) -> list:
     rows = []
 
     def tensors(key):
-        out = ctx.cache.load_tensors(key)
-        if not out:
-            raise NotCached(f"{exp.file}: experiment {exp.name!r}: run {key} has metrics but no tensors "
-                            "(a metrics-only cache), and the ticket chain needs them to go on")
-        return out
+        return _tensors(ctx, key, f"to go on with the ticket chain of {exp.file}: {exp.name!r}")
 
     def group(variant, f, jobs):
         if not live and not all(ctx.cache.has(j.key) for j in jobs):

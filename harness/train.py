@@ -185,6 +185,11 @@ def _lr_to_device(opt, device):
                 g[k] = g[k].to(device)
 
 
+def graphable(cfg: RunConfig) -> bool:
+    """Whether a run's step may be captured: SGD without amp (Adam and autocast stay uncaptured)."""
+    return cfg.optimizer == "sgd" and not cfg.amp
+
+
 class GraphedStep:
     """Runs `fn(idx)` (one training step on the mini-batch rows `idx`) for every full mini-batch,
     captured once as a CUDA graph and replayed: a step's Python and kernel-launch cost is paid at
@@ -336,8 +341,7 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
         loss_sum.add_(losses.detach().double() * idx.shape[1])
         correct.add_((out.detach().argmax(-1) == yb).sum(1))
 
-    graph = (GraphedStep(batch_step, (n_models, bs), device)
-             if graphed and cfg.optimizer == "sgd" and not cfg.amp else None)
+    graph = GraphedStep(batch_step, (n_models, bs), device) if graphable(cfg) and graphed else None
     last_save = time.perf_counter()
     for epoch in range(first_epoch, cfg.epochs):
         net.train(True)
