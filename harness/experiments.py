@@ -23,13 +23,17 @@ import torch
 
 from . import cache as cache_mod
 from . import data as data_mod
-from . import measure, models, prune
+from . import measure, models, provenance, prune
 from .spec import Experiment, perturb_metric
-from .train import Checkpoint, RunConfig, graphable, model_from_state, train, train_seeds
+from .train import Checkpoint, OutOfTime, RunConfig, graphable, model_from_state, train, train_seeds
 
 
 class NotCached(RuntimeError):
     """A run is not in the cache and training is not allowed (report re-rendering)."""
+
+
+class OutOfBudget(NotCached):
+    """A run was not trained because the time budget (--time-budget) would be exceeded."""
 
 
 @dataclass
@@ -42,11 +46,13 @@ class Context:
     batch_seeds: bool = False  # train the seeds of a configuration together (train.train_seeds)
     cuda_graphs: bool = False  # replay the SGD step as a CUDA graph (train.GraphedStep)
     checkpoint_every: float = 60.0  # seconds between mid-run checkpoints (at epoch ends)
+    deadline: float | None = None  # time.monotonic() by which training stops (see check_budget)
     log: object = None
     _splits: dict = field(default_factory=dict)
     _tables: dict = field(default_factory=dict)
     _refreshed: set = field(default_factory=set)
     run_seconds: dict = field(default_factory=dict)  # experiment name -> seconds spent training here
+    _speed: dict = field(default_factory=dict)  # model family -> [seconds, training FLOPs] trained here
 
     def __post_init__(self):
         self.cache = cache_mod.RunCache(cache_mod.default_root(self.cache_root))
@@ -54,6 +60,21 @@ class Context:
     def say(self, msg):
         if self.log:
             self.log(msg)
+
+    def check_budget(self, cfgs: list, what: str) -> None:
+        """Under a time budget, refuse (OutOfBudget) to start training `cfgs` when the time is
+        spent, or when their estimated cost exceeds what is left. The estimate is the runs'
+        training FLOPs at the speed measured on this family's groups trained so far in this
+        process; before the first group of a family there is none, and the group starts (it then
+        stops at an epoch end when the time runs out, its checkpoint saved: train.OutOfTime)."""
+        if self.deadline is None:
+            return
+        left = self.deadline - time.monotonic()
+        seconds, flops = self._speed.get(cfgs[0].model, (0.0, 0))
+        need = seconds / flops * sum(training_cost(c)["flops"] for c in cfgs) if flops else 0.0
+        if left <= 0 or need > left:
+            raise OutOfBudget(f"not run: {what} needs about {need:.0f} s of training, "
+                              f"{max(left, 0):.0f} s of the time budget are left")
 
     def split(self, cfg: RunConfig) -> data_mod.Split:
         k = (cfg.dataset, cfg.train_subset, cfg.test_subset, cfg.subset_seed, cfg.device)
@@ -110,28 +131,38 @@ def _train_group(ctx: Context, jobs: list) -> list:
             j = todo[0]
             raise NotCached(f"run {j.key} ({_varying(j.cfg)}, seed {j.cfg.seed}) is not in the cache")
         if todo:
+            ctx.check_budget([j.cfg for j in todo], f"{len(todo)} run(s) of {_varying(todo[0].cfg)}")
             ctx.say(f"train {len(todo)} run(s): {_varying(todo[0].cfg)} {todo[0].extra or ''}")
             split = ctx.split(todo[0].cfg)
+            started = time.perf_counter()
             together = ctx.batch_seeds and len(todo) > 1
             groups = [todo] if together else [[j] for j in todo]
-            checkpoints = [Checkpoint(ctx.cache.checkpoint_path([j.key for j in g]), ctx.checkpoint_every)
-                           for g in groups]
+            checkpoints = [Checkpoint(ctx.cache.checkpoint_path([j.key for j in g]), ctx.checkpoint_every,
+                                      ctx.deadline) for g in groups]
             if ctx.refresh:  # start over: no resuming from an old checkpoint either
                 for ck in checkpoints:
                     ck.remove()
-            if together:
-                results = train_seeds([j.cfg for j in todo], split, [j.masks for j in todo],
-                                      [j.init_state for j in todo], checkpoint=checkpoints[0],
-                                      graphed=ctx.cuda_graphs)
-            else:
-                results = [train(j.cfg, split, masks=j.masks, init_state=j.init_state, checkpoint=ck,
-                                 graphed=ctx.cuda_graphs) for j, ck in zip(todo, checkpoints)]
+            try:
+                if together:
+                    results = train_seeds([j.cfg for j in todo], split, [j.masks for j in todo],
+                                          [j.init_state for j in todo], checkpoint=checkpoints[0],
+                                          graphed=ctx.cuda_graphs)
+                else:
+                    results = [train(j.cfg, split, masks=j.masks, init_state=j.init_state, checkpoint=ck,
+                                     graphed=ctx.cuda_graphs) for j, ck in zip(todo, checkpoints)]
+            except OutOfTime as e:
+                raise OutOfBudget(f"not run: {e}") from None
+            speed = ctx._speed.setdefault(todo[0].cfg.model, [0.0, 0])
+            speed[0] += time.perf_counter() - started
+            speed[1] += sum(training_cost(j.cfg)["flops"] for j in todo)
             for j, res in zip(todo, results):
                 metrics = {"config": j.cfg.to_dict(), "extra": j.extra, "final": res.final,
                            "history": res.history, "diverged": res.diverged, "steps": res.steps,
                            "wall_s": res.wall_s, "torch": torch.__version__,
                            "trainer": "seed-batched" if together else "single",
                            "cuda_graph": ctx.cuda_graphs and j.cfg.device == "cuda" and graphable(j.cfg)}
+                metrics["provenance"] = provenance.record(j.cfg.device, amp=j.cfg.amp, trainer=metrics["trainer"],
+                                                          cuda_graph=metrics["cuda_graph"])
                 tensors = {"theta0": res.theta0, "thetaT": res.thetaT}
                 if j.masks:
                     tensors["masks"] = {k: v.bool() for k, v in j.masks.items()}
@@ -156,8 +187,11 @@ def _measure_cached(ctx: Context, run_key: str, cfg: RunConfig, instrument: str,
         if not ctx.cache.has(key):
             if not ctx.allow_train:
                 raise NotCached(f"measurement {instrument} of run {run_key} is not in the cache")
+            if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+                raise OutOfBudget(f"not run: the time budget is spent before the {instrument} measurement")
             tensors = _tensors(ctx, run_key, f"to take its {instrument} measurement")
-            ctx.cache.save(key, _measure(ctx, cfg, instrument, opts, tensors))
+            ctx.cache.save(key, {**_measure(ctx, cfg, instrument, opts, tensors),
+                                 "provenance": provenance.record(cfg.device)})
         return ctx.cache.load_metrics(key)
 
 
@@ -200,7 +234,8 @@ def _row(ctx, exp, r, cfg, key, metrics, fields=None) -> dict:
                 for s in opts["sigmas"]:
                     row_metrics[perturb_metric(s)] = m["sigmas"][repr(float(s))]["mean"]
     return {"config": {**_varying(cfg), **(fields or {})}, "seed": cfg.seed, "key": key,
-            "diverged": bool(metrics["diverged"]), "metrics": row_metrics}
+            "diverged": bool(metrics["diverged"]), "metrics": row_metrics,
+            "provenance": metrics.get("provenance")}
 
 
 class _Incomplete(Exception):
@@ -220,6 +255,9 @@ def _ticket_rows(ctx, exp, r, cfgs) -> list:
             return _ticket_chain(ctx, exp, r, cfgs, live=False)
         except _Incomplete:
             pass
+    # A chain cannot resume in another session without its weights: start it only when the whole
+    # chain (every round and control, cached rounds included: an over-estimate) fits the budget.
+    ctx.check_budget(_chain_runs(r["ticket"], cfgs), f"the ticket chain of {exp.name!r}")
     return _ticket_chain(ctx, exp, r, cfgs, live=True)
 
 
@@ -291,7 +329,11 @@ def training_runs(exp: Experiment, tier: str, device: str = "cuda") -> list[RunC
     cfgs = expand(exp, tier, device)
     if exp.procedure == "train":
         return cfgs
-    t = exp.resolved(tier)["ticket"]
+    return _chain_runs(exp.resolved(tier)["ticket"], cfgs)
+
+
+def _chain_runs(t: dict, cfgs: list) -> list[RunConfig]:
+    """The training runs of ticket chains started from the dense runs `cfgs` (ticket options `t`)."""
     retrain = [dataclasses.replace(c, epochs=t["retrain_epochs"] or c.epochs) for c in cfgs]
     with_controls = sum(any(math.isclose(f, c) for c in t["control_fractions"]) for f in t["fractions"])
     return cfgs + retrain * (len(t["fractions"]) + with_controls * len(t["controls"]))

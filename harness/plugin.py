@@ -2,7 +2,8 @@
 test item `claims/FILE.toml::CLAIM_ID[TIER]`, marked `smoke` or `full`, and every session that ran
 claims writes results.json and report.html.
 
-Options: --gpu, --data-dir, --run-cache DIR, --report DIR, --refresh, --seed-batching, --cuda-graphs. Under pytest-xdist, items are
+Options: --gpu, --data-dir, --run-cache DIR, --report DIR, --refresh, --time-budget SECONDS,
+--seed-batching, --cuda-graphs. Under pytest-xdist, items are
 grouped by experiment (`xdist_group`, use `--dist loadgroup`) and the run cache's per-run lock
 keeps two workers from training the same run.
 """
@@ -39,6 +40,10 @@ def pytest_addoption(parser):
                                                   "else ~/.cache/harness/runs)")
     g.addoption("--report", default="build/report", help="folder for report.html and results.json")
     g.addoption("--refresh", action="store_true", help="ignore cached runs and train again")
+    g.addoption("--time-budget", type=float, default=None, metavar="SECONDS",
+                help="train only what fits in SECONDS from the start of the session: a group whose "
+                     "estimated cost exceeds what is left is not started, a group in training stops at "
+                     "an epoch end with its checkpoint saved; claims left without runs are 'not run'")
     g.addoption("--seed-batching", choices=("auto", "on", "off"), default="auto",
                 help="train the seeds of a configuration together as one vmapped network "
                      "(auto: on with --gpu, off on the CPU)")
@@ -61,7 +66,9 @@ def pytest_configure(config):
         refresh=config.getoption("--refresh"),
         batch_seeds={"on": True, "off": False, "auto": config.getoption("--gpu")}[config.getoption("--seed-batching")],
         cuda_graphs={"on": True, "off": False, "auto": config.getoption("--gpu")}[config.getoption("--cuda-graphs")],
-        log=_progress if config.option.verbose > 0 else None)
+        log=_progress if config.option.verbose > 0 else None,
+        deadline=None if config.getoption("--time-budget") is None
+        else time.monotonic() + config.getoption("--time-budget"))
     config._harness_results = []
     config._harness_start = time.time()
     config.pluginmanager.register(_Collector(config), "harness-collector")
@@ -107,6 +114,7 @@ def claim_result(claim, tier, exp, cf, ctx) -> dict:
     # so a report assembled from runs trained in several sessions still says what they cost
     out["run_wall_s"] = {row["key"]: row["metrics"]["wall_s"] for row in rows
                          if row["key"] and "wall_s" in row["metrics"]}
+    out["run_provenance"] = {row["key"]: row.get("provenance") for row in rows if row["key"]}
     return {**base, **out}
 
 

@@ -265,6 +265,11 @@ def step(net, opt, xb, yb, masks: dict, amp: bool = False) -> tuple:
     return out, losses
 
 
+class OutOfTime(RuntimeError):
+    """Training stopped at an epoch end because the time budget ran out; its checkpoint is saved,
+    so the next call resumes it (see Checkpoint.deadline)."""
+
+
 @dataclass
 class Checkpoint:
     """Mid-run progress of a training group, saved atomically at epoch ends (at most every
@@ -273,6 +278,10 @@ class Checkpoint:
     same result as an uninterrupted run (bit for bit on the CPU; tests/test_train.py)."""
     path: object
     every: float = 60.0
+    deadline: float | None = None  # time.monotonic() after which training saves and stops (OutOfTime)
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     def load(self):
         p = Path(self.path)
@@ -331,6 +340,7 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
             g.set_state(st)
         theta0, histories, diverged = saved["theta0"], saved["histories"], saved["diverged"]
         steps, first_epoch = saved["steps"], saved["epoch"]
+        start -= saved.get("elapsed", 0.0)  # wall_s counts the training before the resume too
     # per-epoch sums, accumulated on the device in place (no host sync inside an epoch)
     loss_sum = torch.zeros(n_models, device=device, dtype=torch.float64)
     correct = torch.zeros(n_models, device=device, dtype=torch.int64)
@@ -375,13 +385,17 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
                 record["test_loss"], record["test_acc"] = test_loss[j], test_acc[j]
                 new.append(record)
             histories[j].append(record)
-        if checkpoint and epoch + 1 < cfg.epochs and time.perf_counter() - last_save >= checkpoint.every:
+        stop = checkpoint is not None and checkpoint.out_of_time()
+        if checkpoint and epoch + 1 < cfg.epochs and (stop or time.perf_counter() - last_save >= checkpoint.every):
             checkpoint.save({"states": net.states(), "optimizer": opt.state_dict(),
                              "schedule": sched.state_dict() if sched is not None else None,
                              "orders": [g.get_state() for g in orders], "theta0": theta0,
                              "histories": histories, "diverged": diverged, "steps": steps,
-                             "epoch": epoch + 1})
+                             "epoch": epoch + 1, "elapsed": time.perf_counter() - start})
             last_save = time.perf_counter()
+            if stop:
+                raise OutOfTime(f"time budget spent after epoch {epoch + 1} of {cfg.epochs}; "
+                                f"checkpoint saved to {checkpoint.path}, the next run resumes it")
         for record in new if progress else ():
             progress(record)
         if all(diverged):

@@ -1,0 +1,138 @@
+"""Running the full tier in parts: provenance recorded with every run, training time carried
+across a resume, a time budget that stops cleanly, and reports rebuilt from committed exports."""
+import dataclasses
+import json
+import tarfile
+import textwrap
+import time
+
+import pytest
+import torch
+
+from harness import __main__ as cli
+from harness import cache, experiments, provenance, spec, train
+from conftest import synthetic_split
+
+TOML = """
+section = "T"
+title = "t"
+
+[experiments.tiny]
+procedure = "train"
+dataset = "mnist"
+model = "mlp"
+measure = ["movement"]
+base = {train_subset = 128, test_subset = 64, width = 8, epochs = 2, batch_size = 32, lr = 0.05}
+smoke = {seeds = [0, 1]}
+"""
+
+
+def _experiment(tmp_path, data_dir, **ctx):
+    p = tmp_path / "t.toml"
+    p.write_text(textwrap.dedent(TOML))
+    return spec.load(p).experiments["tiny"], experiments.Context(
+        data_dir=str(data_dir), cache_root=str(tmp_path / "cache"), **ctx)
+
+
+def test_runs_and_measurements_record_what_produced_them(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("HARNESS_COMMIT", "abc123")
+    provenance.commit.cache_clear()
+    try:
+        exp, ctx = _experiment(tmp_path, data_dir)
+        rows = experiments.run(exp, "smoke", ctx)
+    finally:
+        provenance.commit.cache_clear()
+    for row in rows:
+        p = row["provenance"]
+        assert p["commit"] == "abc123" and p["torch"] == torch.__version__ and p["device"].startswith("cpu")
+        assert p["trainer"] == "single" and p["amp"] is False and p["cuda_graph"] is False
+        assert {"cuda", "cudnn", "date", "tf32_conv", "tf32_matmul"} <= set(p)
+    measurements = [json.loads(f.read_text()) for f in (tmp_path / "cache" / "runs").glob("*/metrics.json")]
+    assert sum("measure_of" not in m and "total" in m for m in measurements) == 2  # movement entries
+    assert all(m["provenance"]["commit"] == "abc123" for m in measurements)
+
+
+def test_a_run_stopped_by_its_deadline_resumes_bit_identical_and_counts_all_its_time(tmp_path):
+    s = synthetic_split()
+    cfg = dataclasses.replace(train.RunConfig(dataset="mnist", model="mlp", width=16, batch_size=32, lr=0.05),
+                              epochs=3)
+    full = train.train(cfg, s)
+    ck = train.Checkpoint(tmp_path / "ck.pt", every=1e9, deadline=time.monotonic() - 1)
+    with pytest.raises(train.OutOfTime, match="after epoch 1 of 3"):
+        train.train(cfg, s, checkpoint=ck)
+    saved = ck.load()
+    assert saved["epoch"] == 1 and saved["elapsed"] > 0
+    resumed = train.train(cfg, s, checkpoint=train.Checkpoint(ck.path))
+    assert resumed.history == full.history and resumed.final == full.final
+    assert all(torch.equal(resumed.thetaT[k], full.thetaT[k]) for k in full.thetaT)
+    assert resumed.wall_s >= saved["elapsed"]  # the time before the resume is counted
+
+
+def test_a_spent_budget_trains_nothing_and_says_not_run(tmp_path, data_dir):
+    exp, ctx = _experiment(tmp_path, data_dir, deadline=time.monotonic() - 1)
+    with pytest.raises(experiments.OutOfBudget, match="not run"):
+        experiments.run(exp, "smoke", ctx)
+    assert not list((tmp_path / "cache").glob("runs/*/metrics.json"))
+    assert issubclass(experiments.OutOfBudget, experiments.NotCached)  # reported like a missing run
+
+
+def test_a_group_is_not_started_when_its_estimate_exceeds_what_is_left(tmp_path):
+    ctx = experiments.Context(cache_root=str(tmp_path), deadline=time.monotonic() + 100)
+    cfgs = [train.RunConfig(dataset="mnist", model="mlp", width=64, epochs=10)] * 2
+    flops = sum(experiments.training_cost(c)["flops"] for c in cfgs)
+    ctx.check_budget(cfgs, "g")  # no speed measured yet for the family: it starts
+    ctx._speed["mlp"] = [50.0, flops]  # measured: these runs take 50 s
+    ctx.check_budget(cfgs, "g")
+    ctx._speed["mlp"] = [500.0, flops]  # 500 s > the ~100 s left
+    with pytest.raises(experiments.OutOfBudget, match="needs about 500 s"):
+        ctx.check_budget(cfgs, "g")
+    ctx._speed["cnn"] = [1e6, 1]  # another family's speed does not count
+    ctx._speed.pop("mlp")
+    ctx.check_budget(cfgs, "g")
+
+
+def _export(root, entries, out):
+    rc = cache.RunCache(root)
+    for key, metrics in entries.items():
+        rc.save(key, metrics)
+    return rc.export_metrics(out)
+
+
+def test_exports_import_into_one_root_with_their_part_provenance(tmp_path):
+    _export(tmp_path / "a", {"k1": {"final": 1}, "k2": {"final": 2, "provenance": {"device": "own"}}},
+            tmp_path / "parts" / "1-old.tar.gz")
+    _export(tmp_path / "b", {"k2": {"final": 99}, "k3": {"final": 3}}, tmp_path / "parts" / "2-new.tar.gz")
+    (tmp_path / "parts" / "1-old.provenance.json").write_text(json.dumps({"device": "H100", "commit": "c"}))
+    with tarfile.open(tmp_path / "parts" / "3-odd.tar.gz", "w:gz") as tar:  # nothing but metrics is taken
+        tar.add(tmp_path / "parts" / "1-old.provenance.json", arcname="../escape.json")
+    taken = cache.import_exports(tmp_path / "parts", tmp_path / "root")
+    assert taken == {"1-old.tar.gz": 2, "2-new.tar.gz": 1, "3-odd.tar.gz": 0}
+    rc = cache.RunCache(tmp_path / "root")
+    assert rc.load_metrics("k1")["provenance"] == {"device": "H100", "commit": "c", "source": "1-old.provenance.json"}
+    assert rc.load_metrics("k2") == {"final": 2, "provenance": {"device": "own"}}  # first part wins, own kept
+    assert "provenance" not in rc.load_metrics("k3")
+    assert not (tmp_path / "escape.json").exists()
+
+
+def test_report_from_exports_without_a_cache(tmp_path, data_dir, capsys):
+    exp, ctx = _experiment(tmp_path, data_dir)
+    experiments.run(exp, "smoke", ctx)
+    (tmp_path / "parts").mkdir()
+    cache.RunCache(tmp_path / "cache").export_metrics(tmp_path / "parts" / "p.tar.gz")
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    (claims / "t.toml").write_text(textwrap.dedent(TOML) + textwrap.dedent("""
+        [[claims]]
+        id = "moves"
+        statement = "weights move"
+        paper = "yes"
+        experiment = "tiny"
+        check = {type = "value", metric = "movement", where = {width = 8}}
+        [claims.smoke]
+        expect = {min = 0.0, why = "a norm"}
+        """))
+    cli.main(["report", "--claims", str(claims), "--exports", str(tmp_path / "parts"), "--tier", "smoke",
+              "--out", str(tmp_path / "out")])
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    (claim,) = doc["claims"]
+    assert claim["verdict"] == "pass" and all(p["device"].startswith("cpu") for p in claim["run_provenance"].values())
