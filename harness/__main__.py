@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +24,8 @@ def main(argv=None) -> int:
     r.add_argument("--claims", default="claims", help="folder of claim TOML files")
     r.add_argument("--tier", choices=spec.TIERS, action="append", help="tier(s) to include (default: both)")
     r.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
+    r.add_argument("--exports", default=None, metavar="DIR",
+                   help="report from the exports (*.tar.gz) in DIR instead of a run cache, e.g. reports/full/parts")
     r.add_argument("--data-dir", default=None)
     r.add_argument("--device", default="cpu", help="device the cached runs were trained on (cpu or cuda)")
     r.add_argument("--out", default="build/report")
@@ -51,6 +54,16 @@ def main(argv=None) -> int:
         return 0
 
     start = time.time()
+    if args.exports:
+        with tempfile.TemporaryDirectory() as root:
+            for part, n in cache.import_exports(args.exports, root).items():
+                print(f"{part}: {n} entries")
+            args.run_cache, args.exports = root, None
+            return main_report(args, start)
+    return main_report(args, start)
+
+
+def main_report(args, start) -> int:
     ctx = experiments.Context(device=args.device, data_dir=args.data_dir, cache_root=args.run_cache,
                               allow_train=False)
     results = []

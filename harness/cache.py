@@ -141,3 +141,37 @@ class RunCache:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def import_exports(parts_dir, root) -> dict:
+    """Extract every export (`python -m harness export`) in `parts_dir` (*.tar.gz, in name order)
+    into the cache root `root`, for reporting from results trained elsewhere. Only
+    runs/<key>/metrics.json members are taken; a key already present (from an earlier part) is
+    kept. An export may have a part file beside it, `<name>.provenance.json` (a dict of the
+    fields of provenance.record): it is recorded in that part's entries that carry no provenance
+    of their own (runs made before the project recorded it), with "source" naming the file.
+    Returns {part name: entries taken}."""
+    parts_dir, root = Path(parts_dir), Path(root)
+    parts = sorted(parts_dir.glob("*.tar.gz"))
+    if not parts:
+        raise FileNotFoundError(f"{parts_dir}: no exports (*.tar.gz) to import")
+    taken = {}
+    for part in parts:
+        name = part.name[:-len(".tar.gz")]
+        side = parts_dir / f"{name}.provenance.json"
+        part_prov = {**json.loads(side.read_text()), "source": side.name} if side.exists() else None
+        taken[part.name] = 0
+        with tarfile.open(part, "r:gz") as tar:
+            for member in tar.getmembers():
+                bits = Path(member.name).parts
+                if not (member.isfile() and len(bits) == 3 and bits[0] == "runs" and bits[2] == "metrics.json"):
+                    continue
+                dest = root / member.name
+                if dest.exists():
+                    continue
+                metrics = json.loads(tar.extractfile(member).read())
+                if part_prov and not metrics.get("provenance"):
+                    metrics["provenance"] = part_prov
+                atomic_write(dest, lambda f: f.write(json.dumps(metrics, indent=1, sort_keys=True).encode()))
+                taken[part.name] += 1
+    return taken
