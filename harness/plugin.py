@@ -40,7 +40,7 @@ def pytest_addoption(parser):
     g.addoption("--report", default="build/report", help="folder for report.html and results.json")
     g.addoption("--refresh", action="store_true", help="ignore cached runs and train again")
     g.addoption("--seed-batching", choices=("auto", "on", "off"), default="auto",
-                help="train the seeds of a configuration together as one vmapped network "
+                help="train the seeds of a configuration together as one grouped network "
                      "(auto: on with --gpu, off on the CPU)")
     g.addoption("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
                 help="capture the SGD training step once as a CUDA graph and replay it "
