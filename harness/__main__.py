@@ -70,11 +70,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def plan(claims_dir, tier, estimate="auto") -> list:
+def plan(claims_dir, tier, estimate="off") -> list:
     """One row per experiment of the tier: training runs (a run shared with an experiment listed
     earlier counts there only), optimiser steps summed over runs and over seed groups (a seed
     group steps once for all its seeds), and training PFLOP (conv/linear layers, see
-    models.forward_flops). Instruments are not included. With `estimate` (auto: where a CUDA GPU
+    models.forward_flops). Instruments are not included. With `estimate` ("on"; "auto": where a CUDA GPU
     is present), also the estimated training minutes on this machine's GPU (else its CPU), from
     a few measured grouped steps of each distinct (family, width, batch, seeds) shape (see
     bench.wall_seconds)."""

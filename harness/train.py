@@ -128,14 +128,17 @@ class Grouped:
     running statistics are exactly its own model's; pooling and ReLU act per channel; Flatten
     gives each model its own (c, h, w) vector; a linear layer is one batched matmul (baddbmm).
     SGD and Adam act elementwise on the stacked parameters, so each model's update is the one it
-    would get alone (tests/test_grouped.py). On an H100 this hand-written grouped net beat the
+    would get alone (tests/test_grouped.py). `channels_last` (default: on CUDA) lays the
+    activations out channels-last, which issue 11 measured +2% / +9% / +21% faster on an H100
+    at batch 32 / 128 / 1024. On an H100 this hand-written grouped net beat the
     torch.func vmap version it replaced at every batch size (issue 11), so it is the only
     seed-batched path."""
 
     kind = "grouped"
 
-    def __init__(self, models_, device):
+    def __init__(self, models_, device, channels_last: bool | None = None):
         base, self.n = models_[0], len(models_)
+        self.channels_last = torch.device(device).type == "cuda" if channels_last is None else channels_last
         self.keys = list(base.state_dict())
         packed = self.pack([m.state_dict() for m in models_])
         names = {k for k, _ in base.named_parameters()}
@@ -170,6 +173,8 @@ class Grouped:
             if isinstance(m, nn.Conv2d):
                 if not channels:
                     x = x.repeat(1, n, 1, 1) if shared else x.transpose(0, 1).flatten(1, 2)
+                    if self.channels_last:  # later layers keep the layout of their input
+                        x = x.contiguous(memory_format=torch.channels_last)
                     channels = True
                 x = F.conv2d(x, p[f"{name}.weight"].flatten(0, 1), p[f"{name}.bias"].flatten(), m.stride,
                              m.padding, m.dilation, groups=n)
@@ -179,7 +184,7 @@ class Grouped:
                 if self.training:
                     buf[f"{name}.num_batches_tracked"].add_(1)
             elif isinstance(m, nn.ReLU):
-                x = F.relu(x)
+                x = F.relu(x, inplace=True)  # no layer here keeps its output for backward
             elif isinstance(m, nn.MaxPool2d):
                 x = F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
             elif isinstance(m, nn.Flatten):
