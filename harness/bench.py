@@ -23,7 +23,7 @@ import torch
 
 from . import data, models
 from .experiments import training_cost
-from .train import Eager, GraphedStep, Grouped, RunConfig, _optimizer, step
+from .train import Eager, GraphedStep, Grouped, RunConfig, _optimizer, graphable, step
 
 CASES = [("cnn", 32, 32), ("cnn", 32, 128), ("cnn", 32, 1024), ("mlp", 4096, 128)]
 QUICK = [("cnn", 8, 32), ("cnn", 8, 128), ("mlp", 512, 128)]
@@ -104,16 +104,17 @@ def bench_case(family, width, batch, seeds, steps, device, compile=False) -> dic
             "graphed_ratio": eager / graphed, "compiled_ratio": eager / compiled, "peak_mib": mem}
 
 
-def step_seconds(family, width, batch, seeds, device, steps=3) -> dict:
+def step_seconds(family, width, batch, seeds, optimizer, device, steps=3) -> dict:
     """What the training loop runs for one shape, timed: "step", seconds of one optimiser step of
-    `seeds` models together (Grouped, or Eager for one model; replayed as a CUDA graph on CUDA,
-    as `--cuda-graphs auto` does with --gpu), and "eval", seconds to evaluate one sample for all
-    of them (train._evaluate's chunks of 1000)."""
+    `seeds` models together (Grouped, or Eager for one model; on CUDA replayed as a CUDA graph
+    where train.graphable allows, as `--cuda-graphs auto` does with --gpu), and "eval", seconds
+    to evaluate one sample for all of them (train._evaluate's chunks of 1000)."""
     device = torch.device(device)
-    cfg = RunConfig(dataset="bench", model=family, width=width, batch_size=batch, lr=0.01)
+    cfg = RunConfig(dataset="bench", model=family, width=width, batch_size=batch, optimizer=optimizer)
     xb, yb = _batch(family, batch, seeds, device)
     net = (Grouped if seeds > 1 else Eager)(_built(family, width, seeds), device)
-    train_s = _time(net, cfg, xb, yb, steps, device, graphed=device.type == "cuda") / steps
+    graphed = device.type == "cuda" and graphable(cfg)
+    train_s = _time(net, cfg, xb, yb, steps, device, graphed=graphed) / steps
     x = xb.flatten(0, 1)[:1000]
     net.train(False)
     with torch.no_grad():
@@ -135,10 +136,10 @@ def wall_seconds(cfgs, seeds, device, timings) -> float:
     for c in cfgs:
         info = data.DATASETS[c.dataset]
         n, m = c.train_subset or info.train_shape[0], c.test_subset or info.test_shape[0]
-        shape = (c.model, c.width, c.batch_size or n, seeds)
+        shape = (c.model, c.width, c.batch_size or n, seeds, c.optimizer)
         if shape not in timings:
             timings[shape] = step_seconds(*shape, device)
-            print(f"  measured {c.model} w={c.width} bs={shape[2]} x{seeds}: "
+            print(f"  measured {c.model} w={c.width} bs={shape[2]} x{seeds} {c.optimizer}: "
                   f"{1e3 * timings[shape]['step']:.2f} ms/step", flush=True)
         t = timings[shape]
         total += (training_cost(c)["steps"] * t["step"] + (c.epochs * m + n + m) * t["eval"]) / seeds

@@ -129,10 +129,14 @@ class Grouped:
     gives each model its own (c, h, w) vector; a linear layer is one batched matmul (baddbmm).
     SGD and Adam act elementwise on the stacked parameters, so each model's update is the one it
     would get alone (tests/test_grouped.py). `channels_last` (default: on CUDA) lays the
-    activations out channels-last, which issue 11 measured +2% / +9% / +21% faster on an H100
-    at batch 32 / 128 / 1024. On an H100 this hand-written grouped net beat the
-    torch.func vmap version it replaced at every batch size (issue 11), so it is the only
-    seed-batched path."""
+    activations out channels-last.
+
+    This replaced a torch.func vmap version of the same S models: issue 11's measurements on one
+    H100 had a hand-written network of this form (grouped convolutions, S*c-channel BatchNorm,
+    baddbmm heads, step in a CUDA graph) beat the vmap one at every batch size (9.5x / 3.9x /
+    2.0x eager at batch 32 / 128 / 1024 against vmap's 5.9x / 1.6x / 0.76x; vmap's BatchNorm
+    batching rule was the cost), and channels-last +2% / +9% / +21%. This class itself has not
+    been timed on a GPU yet: `python -m harness bench --device cuda`."""
 
     kind = "grouped"
 
@@ -360,7 +364,8 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
     if any(sorted(m or {}) != names for m in masks):
         raise ValueError("every model of a group needs masks for the same parameters")
     net = net_class(models_, device)
-    packed = {k: v.to(device=device, dtype=net.params[k].dtype) for k, v in net.pack(masks).items()} if names else {}
+    packed = ({k: v.to(device=device, dtype=net.params[k].dtype) for k, v in net.pack(masks).items()}
+              if names else {})  # the masks in the network's layout
     with torch.no_grad():
         for k, m in packed.items():
             net.params[k].mul_(m)

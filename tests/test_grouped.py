@@ -261,12 +261,12 @@ def test_wall_estimate_is_steps_times_step_time_plus_evaluation(capsys):
     cfg = train.RunConfig(dataset="mnist", model="mlp", width=8, batch_size=128, epochs=2,
                           train_subset=1000, test_subset=500)
     cfgs = [dataclasses.replace(cfg, seed=s) for s in range(5)]
-    timings = {("mlp", 8, 128, 5): {"step": 0.01, "eval": 1e-5}}
+    timings = {("mlp", 8, 128, 5, "sgd"): {"step": 0.01, "eval": 1e-5}}
     # per group: 2 epochs x 8 steps (7 full batches and one of 104); 2 x 500 test samples per
     # epoch, then 1000 + 500 for the final evaluation
     assert bench.wall_seconds(cfgs, 5, "cpu", timings) == pytest.approx(16 * 0.01 + 2500 * 1e-5)
     full_batch = [dataclasses.replace(c, batch_size=0, train_subset=40, test_subset=20) for c in cfgs[:2]]
     bench.wall_seconds(full_batch, 2, "cpu", timings)  # measures the new shape: 40 samples, 2 seeds
-    t = timings[("mlp", 8, 40, 2)]
+    t = timings[("mlp", 8, 40, 2, "sgd")]
     assert t["step"] > 0 and t["eval"] > 0
-    assert "measured mlp w=8 bs=40 x2" in capsys.readouterr().out
+    assert "measured mlp w=8 bs=40 x2 sgd" in capsys.readouterr().out
