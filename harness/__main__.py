@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     b.add_argument("--steps", type=int, default=30)
     b.add_argument("--quick", action="store_true", help="small models (for a CPU)")
     b.add_argument("--compile", action="store_true", help="add a torch.compile column (CUDA only)")
+    b.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark on")
+    b.add_argument("--nchw", action="store_true", help="grouped activations NCHW, not channels-last")
     pl = sub.add_parser("plan", help="runs, optimiser steps and training FLOPs per experiment of a tier")
     pl.add_argument("--claims", default="claims", help="folder of claim TOML files")
     pl.add_argument("--tier", choices=spec.TIERS, default="full")
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
         return 0
     if args.command == "bench":
         from . import bench
-        bench.main(args.device, args.seeds, args.steps, args.quick, args.compile)
+        bench.main(args.device, args.seeds, args.steps, args.quick, args.compile, args.cudnn_benchmark, args.nchw)
         return 0
 
     start = time.time()

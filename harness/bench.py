@@ -2,14 +2,15 @@
 seeds as one grouped network, train.Grouped) and, on CUDA, the grouped step captured as a CUDA
 graph and replayed (the fast path), measured in the same process on the same device.
 
-    python -m harness bench [--device cuda] [--seeds 5] [--steps 30] [--compile]
+    python -m harness bench [--device cuda] [--seeds 5] [--steps 30] [--compile] [--cudnn-benchmark] [--nchw]
 
 Prints, per case, the training samples/s of each path (all models together), their ratios to
 the eager path, and peak GPU memory. Ratios are the point: absolute numbers depend on the
 machine. Data are random tensors already on the device (the real loop indexes tensors on the
 device too), so no input pipeline is timed. `--compile` (CUDA only, opt-in: it is not part of
 the training path) adds a column with the grouped forward compiled by torch.compile inside the
-captured step.
+captured step. `--cudnn-benchmark` and `--nchw` (grouped activations not channels-last) are
+there to measure those two settings: run the bench with and without.
 
 `step_seconds` times the step the training loop would run for one (family, width, batch, seeds)
 shape; `python -m harness plan` multiplies it by a tier's steps for a wall-time estimate.
@@ -81,21 +82,22 @@ def _compiled(net):
     return net
 
 
-def bench_case(family, width, batch, seeds, steps, device, compile=False) -> dict:
+def bench_case(family, width, batch, seeds, steps, device, compile=False, channels_last=None) -> dict:
     cfg = RunConfig(dataset="bench", model=family, width=width, batch_size=batch, lr=0.01)
     xb, yb = _batch(family, batch, seeds, device)
+    grouped_net = lambda: Grouped(_built(family, width, seeds), device, channels_last)  # noqa: E731
     _peak_mib(device)
     eager = sum(_time(Eager([m], device), cfg, xb[i:i + 1], yb[i:i + 1], steps, device)
                 for i, m in enumerate(_built(family, width, seeds)))
     mem = {"eager": _peak_mib(device)}
-    grouped = _time(Grouped(_built(family, width, seeds), device), cfg, xb, yb, steps, device)
+    grouped = _time(grouped_net(), cfg, xb, yb, steps, device)
     mem["grouped"] = _peak_mib(device)
     graphed = compiled = math.nan
     if device.type == "cuda":
-        graphed = _time(Grouped(_built(family, width, seeds), device), cfg, xb, yb, steps, device, graphed=True)
+        graphed = _time(grouped_net(), cfg, xb, yb, steps, device, graphed=True)
         mem["graphed"] = _peak_mib(device)
         if compile:
-            net = _compiled(Grouped(_built(family, width, seeds), device))
+            net = _compiled(grouped_net())
             compiled = _time(net, cfg, xb, yb, steps, device, graphed=True)
             mem["compiled"] = _peak_mib(device)
     samples = steps * batch * seeds  # all models together
@@ -104,7 +106,7 @@ def bench_case(family, width, batch, seeds, steps, device, compile=False) -> dic
             "graphed_ratio": eager / graphed, "compiled_ratio": eager / compiled, "peak_mib": mem}
 
 
-def step_seconds(family, width, batch, seeds, optimizer, device, steps=3) -> dict:
+def step_seconds(family, width, batch, seeds, optimizer, device, steps=5) -> dict:
     """What the training loop runs for one shape, timed: "step", seconds of one optimiser step of
     `seeds` models together (Grouped, or Eager for one model; on CUDA replayed as a CUDA graph
     where train.graphable allows, as `--cuda-graphs auto` does with --gpu), and "eval", seconds
@@ -150,16 +152,21 @@ def device_name(device) -> str:
     return torch.cuda.get_device_name(0) if torch.device(device).type == "cuda" else "cpu"
 
 
-def main(device="cpu", seeds=5, steps=30, quick=False, compile=False) -> list:
+def main(device="cpu", seeds=5, steps=30, quick=False, compile=False, cudnn_benchmark=False, nchw=False) -> list:
+    """`cudnn_benchmark`: let cuDNN time its algorithms (torch.backends.cudnn.benchmark) for every
+    path; `nchw`: the grouped paths without channels-last activations (see train.Grouped)."""
     device = torch.device(device)
+    if cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
     rows = []
     print(f"device: {device_name(device)}; torch {torch.__version__}; {seeds} seeds; {steps} timed steps per model; "
+          f"cudnn.benchmark {torch.backends.cudnn.benchmark}; grouped activations {'NCHW' if nchw else 'channels-last on CUDA'}; "
           "training samples/s (all models together); ratios against eager one-at-a-time")
     extra = f"{'compiled':>10}{'ratio':>8}" if compile else ""
     print(f"{'case':<22}{'eager':>10}{'grouped':>10}{'ratio':>8}{'graphed':>10}{'ratio':>8}{extra}"
           f"   peak MiB (eager/grouped/graphed{'/compiled' if compile else ''})")
     for family, width, batch in (QUICK if quick else CASES):
-        r = bench_case(family, width, batch, seeds, steps, device, compile)
+        r = bench_case(family, width, batch, seeds, steps, device, compile, False if nchw else None)
         rows.append(r)
         mem = " / ".join(f"{v:.0f}" for v in r["peak_mib"].values())
         extra = f"{r['compiled']:>10.0f}{r['compiled_ratio']:>7.2f}x" if compile else ""
