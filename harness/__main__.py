@@ -2,8 +2,9 @@
 
 `python -m harness report` re-evaluates every claim from the run cache (no training; claims whose
 runs are missing are reported as errors) and re-renders the report.
-`python -m harness bench` times the training step, eager one-at-a-time vs seed-batched.
-`python -m harness plan` lists what a tier trains: runs, optimiser steps and FLOPs per experiment.
+`python -m harness bench` times the training step, eager one-at-a-time vs grouped seeds.
+`python -m harness plan` lists what a tier trains: runs, optimiser steps and FLOPs per experiment,
+and estimates its wall time on this machine's GPU (see `plan`).
 `python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz."""
 from __future__ import annotations
 
@@ -29,14 +30,20 @@ def main(argv=None) -> int:
     r.add_argument("--data-dir", default=None)
     r.add_argument("--device", default="cpu", help="device the cached runs were trained on (cpu or cuda)")
     r.add_argument("--out", default="build/report")
-    b = sub.add_parser("bench", help="training-step speed: eager one-at-a-time vs seed-batched")
+    b = sub.add_parser("bench", help="training-step speed: eager one-at-a-time vs grouped seeds")
     b.add_argument("--device", default="cpu")
     b.add_argument("--seeds", type=int, default=5)
     b.add_argument("--steps", type=int, default=30)
     b.add_argument("--quick", action="store_true", help="small models (for a CPU)")
+    b.add_argument("--compile", action="store_true", help="add a torch.compile column (CUDA only)")
+    b.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark on")
+    b.add_argument("--nchw", action="store_true", help="grouped activations NCHW, not channels-last")
     pl = sub.add_parser("plan", help="runs, optimiser steps and training FLOPs per experiment of a tier")
     pl.add_argument("--claims", default="claims", help="folder of claim TOML files")
     pl.add_argument("--tier", choices=spec.TIERS, default="full")
+    pl.add_argument("--estimate", choices=("auto", "on", "off"), default="auto",
+                    help="estimate the wall time from measured step times (auto: only where a CUDA GPU "
+                         "is present; on: also on a CPU, where the large CNN steps take minutes)")
     e = sub.add_parser("export", help="the cache's results (metrics.json files, no tensors) as one tar.gz")
     e.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
     e.add_argument("--out", default="build/results-cache.tar.gz")
@@ -46,11 +53,11 @@ def main(argv=None) -> int:
         print(f"{n} entries -> {args.out} (extract with: tar -xzf {args.out} -C CACHE_ROOT)")
         return 0
     if args.command == "plan":
-        plan(args.claims, args.tier)
+        plan(args.claims, args.tier, estimate=args.estimate)
         return 0
     if args.command == "bench":
         from . import bench
-        bench.main(args.device, args.seeds, args.steps, args.quick)
+        bench.main(args.device, args.seeds, args.steps, args.quick, args.compile, args.cudnn_benchmark, args.nchw)
         return 0
 
     start = time.time()
@@ -78,12 +85,21 @@ def main_report(args, start) -> int:
     return 0
 
 
-def plan(claims_dir, tier) -> list:
+def plan(claims_dir, tier, estimate="off") -> list:
     """One row per experiment of the tier: training runs (a run shared with an experiment listed
     earlier counts there only), optimiser steps summed over runs and over seed groups (a seed
     group steps once for all its seeds), and training PFLOP (conv/linear layers, see
-    models.forward_flops). Instruments are not included."""
-    seen, rows = set(), []
+    models.forward_flops). Instruments are not included. With `estimate` ("on"; "auto": where a CUDA GPU
+    is present), also the estimated training minutes on this machine's GPU (else its CPU), from
+    a few measured grouped steps of each distinct (family, width, batch, seeds) shape (see
+    bench.wall_seconds)."""
+    import torch
+    from . import bench
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    estimate = estimate == "on" or estimate == "auto" and device == "cuda"
+    seen, rows, timings = set(), [], {}
+    if estimate:
+        print(f"measuring the training step of each shape on {bench.device_name(device)} ...", flush=True)
     for path in sorted(Path(claims_dir).glob("*.toml")):
         for exp in spec.load(path).experiments.values():
             if tier not in exp.tiers or exp.procedure == "count":
@@ -95,15 +111,24 @@ def plan(claims_dir, tier) -> list:
                     seen.add(key)
                     runs.append(cfg)
             costs = [experiments.training_cost(c) for c in runs]
-            steps = sum(c["steps"] for c in costs)
+            steps, seeds = sum(c["steps"] for c in costs), len(exp.resolved(tier)["seeds"])
             rows.append({"experiment": f"{path.name}:{exp.name}", "runs": len(runs), "steps": steps,
-                         "group_steps": steps / len(exp.resolved(tier)["seeds"]),
-                         "pflop": sum(c["flops"] for c in costs) / 1e15})
-    print(f"{tier} tier: training runs, optimiser steps (all runs; per seed group), training PFLOP")
-    print(f"{'experiment':<36}{'runs':>6}{'steps':>12}{'group steps':>13}{'PFLOP':>9}")
+                         "group_steps": steps / seeds, "pflop": sum(c["flops"] for c in costs) / 1e15,
+                         "minutes": bench.wall_seconds(runs, seeds, device, timings) / 60 if estimate else 0.0})
+    print(f"{tier} tier: training runs, optimiser steps (all runs; per seed group), training PFLOP"
+          + (f", ESTIMATED training minutes on {bench.device_name(device)}" if estimate else ""))
+    print(f"{'experiment':<36}{'runs':>6}{'steps':>12}{'group steps':>13}{'PFLOP':>9}"
+          + (f"{'est. min':>10}" if estimate else ""))
     for r in rows + [{"experiment": "total", **{k: sum(r[k] for r in rows)
-                                                 for k in ("runs", "steps", "group_steps", "pflop")}}]:
-        print(f"{r['experiment']:<36}{r['runs']:>6}{r['steps']:>12,}{r['group_steps']:>13,.0f}{r['pflop']:>9.2f}")
+                                                 for k in ("runs", "steps", "group_steps", "pflop", "minutes")}}]:
+        print(f"{r['experiment']:<36}{r['runs']:>6}{r['steps']:>12,}{r['group_steps']:>13,.0f}{r['pflop']:>9.2f}"
+              + (f"{r['minutes']:>10.1f}" if estimate else ""))
+    if estimate:
+        print("(an estimate: measured step and evaluation times x the plan's steps and samples; data loading, "
+              "instruments and warm-up are not included)")
+    else:
+        print(f"(no wall-time estimate: no CUDA GPU here; --estimate on measures on this {device}, where the "
+              "large CNN steps take minutes)")
     return rows
 
 

@@ -1,13 +1,19 @@
-"""Speed benchmark of the training step: the eager one-at-a-time path against the seed-batched
-path (S models as one vmapped network) and, on CUDA, the seed-batched step captured as a CUDA
+"""Speed benchmark of the training step: the eager one-at-a-time path against the grouped path (S
+seeds as one grouped network, train.Grouped) and, on CUDA, the grouped step captured as a CUDA
 graph and replayed (the fast path), measured in the same process on the same device.
 
-    python -m harness bench [--device cuda] [--seeds 5] [--steps 30]
+    python -m harness bench [--device cuda] [--seeds 5] [--steps 30] [--compile] [--cudnn-benchmark] [--nchw]
 
 Prints, per case, the training samples/s of each path (all models together), their ratios to
 the eager path, and peak GPU memory. Ratios are the point: absolute numbers depend on the
 machine. Data are random tensors already on the device (the real loop indexes tensors on the
-device too), so no input pipeline is timed.
+device too), so no input pipeline is timed. `--compile` (CUDA only, opt-in: it is not part of
+the training path) adds a column with the grouped forward compiled by torch.compile inside the
+captured step. `--cudnn-benchmark` and `--nchw` (grouped activations not channels-last) are
+there to measure those two settings: run the bench with and without.
+
+`step_seconds` times the step the training loop would run for one (family, width, batch, seeds)
+shape; `python -m harness plan` multiplies it by a tier's steps for a wall-time estimate.
 """
 from __future__ import annotations
 
@@ -16,11 +22,13 @@ import time
 
 import torch
 
-from . import models
-from .train import Eager, GraphedStep, RunConfig, Stacked, _optimizer, step
+from . import data, models
+from .experiments import training_cost
+from .train import Eager, GraphedStep, Grouped, RunConfig, _optimizer, graphable, step
 
 CASES = [("cnn", 32, 32), ("cnn", 32, 128), ("cnn", 32, 1024), ("mlp", 4096, 128)]
 QUICK = [("cnn", 8, 32), ("cnn", 8, 128), ("mlp", 512, 128)]
+SHAPES = {"mlp": (1, 28, 28), "cnn": (3, 32, 32)}
 
 
 def _sync(device):
@@ -55,49 +63,116 @@ def _peak_mib(device):
     return peak
 
 
-def bench_case(family, width, batch, seeds, steps, device) -> dict:
-    shape = (1, 28, 28) if family == "mlp" else (3, 32, 32)
-    cfg = RunConfig(dataset="bench", model=family, width=width, batch_size=batch, lr=0.01)
-    g = torch.Generator().manual_seed(0)
-    xb = torch.randn(seeds, batch, *shape, generator=g).to(device)
-    yb = torch.randint(0, 10, (seeds, batch), generator=g).to(device)
+def _built(family, width, seeds):
+    out = []
+    for s in range(seeds):
+        torch.manual_seed(s)
+        out.append(models.build(family, width))
+    return out
 
-    def built():
-        out = []
-        for s in range(seeds):
-            torch.manual_seed(s)
-            out.append(models.build(family, width))
-        return out
+
+def _batch(family, batch, seeds, device):
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(seeds, batch, *SHAPES[family], generator=g).to(device),
+            torch.randint(0, 10, (seeds, batch), generator=g).to(device))
+
+
+def _compiled(net):
+    net._forward = torch.compile(net._forward)
+    return net
+
+
+def bench_case(family, width, batch, seeds, steps, device, compile=False, channels_last=None) -> dict:
+    cfg = RunConfig(dataset="bench", model=family, width=width, batch_size=batch, lr=0.01)
+    xb, yb = _batch(family, batch, seeds, device)
+    grouped_net = lambda: Grouped(_built(family, width, seeds), device, channels_last)  # noqa: E731
     _peak_mib(device)
     eager = sum(_time(Eager([m], device), cfg, xb[i:i + 1], yb[i:i + 1], steps, device)
-                for i, m in enumerate(built()))
+                for i, m in enumerate(_built(family, width, seeds)))
     mem = {"eager": _peak_mib(device)}
-    batched = _time(Stacked(built(), device), cfg, xb, yb, steps, device)
-    mem["batched"] = _peak_mib(device)
-    graphed = math.nan
+    grouped = _time(grouped_net(), cfg, xb, yb, steps, device)
+    mem["grouped"] = _peak_mib(device)
+    graphed = compiled = math.nan
     if device.type == "cuda":
-        graphed = _time(Stacked(built(), device), cfg, xb, yb, steps, device, graphed=True)
+        graphed = _time(grouped_net(), cfg, xb, yb, steps, device, graphed=True)
         mem["graphed"] = _peak_mib(device)
+        if compile:
+            net = _compiled(grouped_net())
+            compiled = _time(net, cfg, xb, yb, steps, device, graphed=True)
+            mem["compiled"] = _peak_mib(device)
     samples = steps * batch * seeds  # all models together
-    return {"case": f"{family} w={width} bs={batch}", "eager": samples / eager, "batched": samples / batched,
-            "graphed": samples / graphed, "batched_ratio": eager / batched, "graphed_ratio": eager / graphed,
-            "peak_mib": mem}
+    return {"case": f"{family} w={width} bs={batch}", "eager": samples / eager, "grouped": samples / grouped,
+            "graphed": samples / graphed, "compiled": samples / compiled, "grouped_ratio": eager / grouped,
+            "graphed_ratio": eager / graphed, "compiled_ratio": eager / compiled, "peak_mib": mem}
 
 
-def main(device="cpu", seeds=5, steps=30, quick=False) -> list:
+def step_seconds(family, width, batch, seeds, optimizer, device, steps=5) -> dict:
+    """What the training loop runs for one shape, timed: "step", seconds of one optimiser step of
+    `seeds` models together (Grouped, or Eager for one model; on CUDA replayed as a CUDA graph
+    where train.graphable allows, as `--cuda-graphs auto` does with --gpu), and "eval", seconds
+    to evaluate one sample for all of them (train._evaluate's chunks of 1000)."""
     device = torch.device(device)
+    cfg = RunConfig(dataset="bench", model=family, width=width, batch_size=batch, optimizer=optimizer)
+    xb, yb = _batch(family, batch, seeds, device)
+    net = (Grouped if seeds > 1 else Eager)(_built(family, width, seeds), device)
+    graphed = device.type == "cuda" and graphable(cfg)
+    train_s = _time(net, cfg, xb, yb, steps, device, graphed=graphed) / steps
+    x = xb.flatten(0, 1)[:1000]
+    net.train(False)
+    with torch.no_grad():
+        net.eval_forward(x)  # warm-up
+        _sync(device)
+        t = time.perf_counter()
+        net.eval_forward(x)
+        _sync(device)
+    return {"step": train_s, "eval": (time.perf_counter() - t) / len(x)}
+
+
+def wall_seconds(cfgs, seeds, device, timings) -> float:
+    """Estimated seconds to train the runs `cfgs` (in groups of `seeds` seeds) on `device`: each
+    run's share of its group's optimiser steps at its shape's measured step time, plus its
+    per-epoch test and final train+test evaluation at the measured time per sample. `timings`
+    memoises step_seconds per shape. Left out: loading data, instruments, the ragged last batch
+    of an epoch (timed as a full one) and the first steps' warm-up and graph capture."""
+    total = 0.0
+    for c in cfgs:
+        info = data.DATASETS[c.dataset]
+        n, m = c.train_subset or info.train_shape[0], c.test_subset or info.test_shape[0]
+        shape = (c.model, c.width, c.batch_size or n, seeds, c.optimizer)
+        if shape not in timings:
+            timings[shape] = step_seconds(*shape, device)
+            print(f"  measured {c.model} w={c.width} bs={shape[2]} x{seeds} {c.optimizer}: "
+                  f"{1e3 * timings[shape]['step']:.2f} ms/step", flush=True)
+        t = timings[shape]
+        total += (training_cost(c)["steps"] * t["step"] + (c.epochs * m + n + m) * t["eval"]) / seeds
+    return total
+
+
+def device_name(device) -> str:
+    return torch.cuda.get_device_name(0) if torch.device(device).type == "cuda" else "cpu"
+
+
+def main(device="cpu", seeds=5, steps=30, quick=False, compile=False, cudnn_benchmark=False, nchw=False) -> list:
+    """`cudnn_benchmark`: let cuDNN time its algorithms (torch.backends.cudnn.benchmark) for every
+    path; `nchw`: the grouped paths without channels-last activations (see train.Grouped)."""
+    device = torch.device(device)
+    if cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
     rows = []
-    name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
-    print(f"device: {name}; torch {torch.__version__}; {seeds} seeds; {steps} timed steps per model; "
+    print(f"device: {device_name(device)}; torch {torch.__version__}; {seeds} seeds; {steps} timed steps per model; "
+          f"cudnn.benchmark {torch.backends.cudnn.benchmark}; grouped activations {'NCHW' if nchw else 'channels-last on CUDA'}; "
           "training samples/s (all models together); ratios against eager one-at-a-time")
-    print(f"{'case':<22}{'eager':>10}{'batched':>10}{'ratio':>8}{'graphed':>10}{'ratio':>8}"
-          f"   peak MiB (eager/batched/graphed)")
+    extra = f"{'compiled':>10}{'ratio':>8}" if compile else ""
+    print(f"{'case':<22}{'eager':>10}{'grouped':>10}{'ratio':>8}{'graphed':>10}{'ratio':>8}{extra}"
+          f"   peak MiB (eager/grouped/graphed{'/compiled' if compile else ''})")
     for family, width, batch in (QUICK if quick else CASES):
-        r = bench_case(family, width, batch, seeds, steps, device)
+        r = bench_case(family, width, batch, seeds, steps, device, compile, False if nchw else None)
         rows.append(r)
         mem = " / ".join(f"{v:.0f}" for v in r["peak_mib"].values())
-        print(f"{r['case']:<22}{r['eager']:>10.0f}{r['batched']:>10.0f}{r['batched_ratio']:>7.2f}x"
-              f"{r['graphed']:>10.0f}{r['graphed_ratio']:>7.2f}x   {mem}", flush=True)
+        extra = f"{r['compiled']:>10.0f}{r['compiled_ratio']:>7.2f}x" if compile else ""
+        print(f"{r['case']:<22}{r['eager']:>10.0f}{r['grouped']:>10.0f}{r['grouped_ratio']:>7.2f}x"
+              f"{r['graphed']:>10.0f}{r['graphed_ratio']:>7.2f}x{extra}   {mem}", flush=True)
     if device.type != "cuda":
-        print("(graphed: CUDA only; nan on this device)")
+        print("(graphed = grouped step replayed as a CUDA graph, compiled = torch.compile'd forward in it: "
+              "CUDA only; nan on this device)")
     return rows

@@ -117,7 +117,7 @@ class Job:
 
 def _train_group(ctx: Context, jobs: list) -> list:
     """(key, metrics) for runs that differ only in seed; the ones not cached yet are trained, as
-    one seed-batched network when ctx.batch_seeds is set, else one at a time."""
+    one grouped network when ctx.batch_seeds is set, else one at a time."""
     keys = [j.key for j in jobs]
     with contextlib.ExitStack() as locks:
         for key in sorted(set(keys)):  # sorted: two workers never wait on each other in a cycle
@@ -159,7 +159,7 @@ def _train_group(ctx: Context, jobs: list) -> list:
                 metrics = {"config": j.cfg.to_dict(), "extra": j.extra, "final": res.final,
                            "history": res.history, "diverged": res.diverged, "steps": res.steps,
                            "wall_s": res.wall_s, "torch": torch.__version__,
-                           "trainer": "seed-batched" if together else "single",
+                           "trainer": "grouped" if together else "single",
                            "cuda_graph": ctx.cuda_graphs and j.cfg.device == "cuda" and graphable(j.cfg)}
                 metrics["provenance"] = provenance.record(j.cfg.device, amp=j.cfg.amp, trainer=metrics["trainer"],
                                                           cuda_graph=metrics["cuda_graph"])

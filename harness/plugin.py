@@ -45,7 +45,7 @@ def pytest_addoption(parser):
                      "estimated cost exceeds what is left is not started, a group in training stops at "
                      "an epoch end with its checkpoint saved; claims left without runs are 'not run'")
     g.addoption("--seed-batching", choices=("auto", "on", "off"), default="auto",
-                help="train the seeds of a configuration together as one vmapped network "
+                help="train the seeds of a configuration together as one grouped network "
                      "(auto: on with --gpu, off on the CPU)")
     g.addoption("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
                 help="capture the SGD training step once as a CUDA graph and replay it "

@@ -11,17 +11,17 @@ precision (bf16 autocast) is an explicit opt-in recorded in the config.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, stack_module_state
+from torch import nn
 
 from . import models
 from .cache import atomic_write
@@ -90,10 +90,17 @@ class Eager:
     """One model, called directly: the plain one-at-a-time PyTorch path. Tensors carry a leading
     model axis of size 1 so that the training loop is the same for both paths."""
 
+    kind = "single"
+
     def __init__(self, models_, device):
         (self.model,) = models_
         self.model.to(device)
         self.params = dict(self.model.named_parameters())
+
+    @staticmethod
+    def pack(per_model: list) -> dict:
+        (d,) = per_model
+        return dict(d)
 
     def train(self, on: bool):
         self.model.train(on)
@@ -111,41 +118,98 @@ class Eager:
         self.model.load_state_dict(states[0])
 
 
-class Stacked:
-    """S models of one architecture trained as one vmapped network (torch.func): each keeps its
-    own weights, BatchNorm buffers and mini-batches; SGD and Adam act elementwise, so each model's
-    update is the one it would get alone."""
+class Grouped:
+    """S models of one architecture (models.MLP or models.CNN, differing only in their weights) as
+    ONE network: forward maps [S, b, ...] to [S, b, classes], each model on its own mini-batch.
+    Every state entry is held as the stack of the S models' tensors ([S, ...], see `pack`), and
+    the forward reads them as one layer: a convolution is a grouped convolution (groups=S) over
+    the models' concatenated channels (model s owns channels s*c..(s+1)*c), BatchNorm (no affine
+    parameters, as in the paper) normalises those S*c channels, so each channel's batch and
+    running statistics are exactly its own model's; pooling and ReLU act per channel; Flatten
+    gives each model its own (c, h, w) vector; a linear layer is one batched matmul (baddbmm).
+    SGD and Adam act elementwise on the stacked parameters, so each model's update is the one it
+    would get alone (tests/test_grouped.py). `channels_last` (default: on CUDA) lays the
+    activations out channels-last.
 
-    def __init__(self, models_, device):
-        params, buffers = stack_module_state(models_)
-        self.params = {k: v.detach().to(device).requires_grad_() for k, v in params.items()}
-        self.buffers = {k: v.detach().to(device) for k, v in buffers.items()}
-        self.keys = list(models_[0].state_dict())
-        self.base = copy.deepcopy(models_[0]).to("meta")
+    This replaced a torch.func vmap version of the same S models: issue 11's measurements on one
+    H100 had a hand-written network of this form (grouped convolutions, S*c-channel BatchNorm,
+    baddbmm heads, step in a CUDA graph) beat the vmap one at every batch size (9.5x / 3.9x /
+    2.0x eager at batch 32 / 128 / 1024 against vmap's 5.9x / 1.6x / 0.76x; vmap's BatchNorm
+    batching rule was the cost), and channels-last +2% / +9% / +21%. This class itself has not
+    been timed on a GPU yet: `python -m harness bench --device cuda`."""
 
-        def call(p, b, x):
-            return functional_call(self.base, (p, b), (x,))
-        self._train = torch.vmap(call)
-        self._eval = torch.vmap(call, in_dims=(0, 0, None))
+    kind = "grouped"
+
+    def __init__(self, models_, device, channels_last: bool | None = None):
+        base, self.n = models_[0], len(models_)
+        self.channels_last = torch.device(device).type == "cuda" if channels_last is None else channels_last
+        self.keys = list(base.state_dict())
+        packed = self.pack([m.state_dict() for m in models_])
+        names = {k for k, _ in base.named_parameters()}
+        self.params = {k: v.detach().to(device).requires_grad_() for k, v in packed.items() if k in names}
+        self.buffers = {k: v.detach().to(device) for k, v in packed.items() if k not in names}
+        self.layers = [(name, m) for name, m in base.named_modules() if not list(m.children())]
+        for name, m in self.layers:
+            if not isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)) \
+                    or isinstance(m, nn.BatchNorm2d) and (m.affine or m.momentum is None) \
+                    or isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) != (1, -1):
+                raise TypeError(f"Grouped: layer {name!r} ({m}) has no grouped form")
+        self.training = True
+
+    @staticmethod
+    def pack(per_model: list) -> dict:
+        """Per-model dicts of tensors (parameters, buffers, masks) -> the grouped layout."""
+        return {k: torch.stack([d[k] for d in per_model]) for k in per_model[0]}
 
     def train(self, on: bool):
-        self.base.train(on)
+        self.training = on
 
     def __call__(self, xb):  # [S, b, ...] -> [S, b, classes]
-        return self._train(self.params, self.buffers, xb)
+        return self._forward(xb, shared=False)
 
-    def eval_forward(self, x):  # [b, ...] -> [S, b, classes]
-        return self._eval(self.params, self.buffers, x)
+    def eval_forward(self, x):  # [b, ...], the same batch for every model -> [S, b, classes]
+        return self._forward(x, shared=True)
+
+    def _forward(self, x, shared: bool):
+        p, buf, n = self.params, self.buffers, self.n
+        channels = False  # False: [S, b, ...] (or [b, ...] if shared); True: [b, S*c, h, w]
+        for name, m in self.layers:
+            if isinstance(m, nn.Conv2d):
+                if not channels:
+                    x = x.repeat(1, n, 1, 1) if shared else x.transpose(0, 1).flatten(1, 2)
+                    if self.channels_last:  # later layers keep the layout of their input
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    channels = True
+                x = F.conv2d(x, p[f"{name}.weight"].flatten(0, 1), p[f"{name}.bias"].flatten(), m.stride,
+                             m.padding, m.dilation, groups=n)
+            elif isinstance(m, nn.BatchNorm2d):  # running statistics updated in place, per channel
+                x = F.batch_norm(x, buf[f"{name}.running_mean"].view(-1), buf[f"{name}.running_var"].view(-1),
+                                 training=self.training, momentum=m.momentum, eps=m.eps)
+                if self.training:
+                    buf[f"{name}.num_batches_tracked"].add_(1)
+            elif isinstance(m, nn.ReLU):
+                x = F.relu(x, inplace=True)  # no layer here keeps its output for backward
+            elif isinstance(m, nn.MaxPool2d):
+                x = F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+            elif isinstance(m, nn.Flatten):
+                if channels:  # [b, S*c, h, w] -> [S, b, c*h*w], each model's own (c, h, w) order
+                    x = x.reshape(x.shape[0], n, -1).transpose(0, 1)
+                    channels = False
+                else:
+                    x = x.flatten(1).expand(n, -1, -1) if shared else x.flatten(2)
+            else:  # Linear: [S, b, in] @ [S, in, out] + [S, 1, out]
+                x = torch.baddbmm(p[f"{name}.bias"].unsqueeze(1), x, p[f"{name}.weight"].transpose(1, 2))
+        return x
 
     def states(self) -> list:
         merged = {**self.params, **self.buffers}
-        n = next(iter(self.params.values())).shape[0]
-        return [{k: merged[k][i].detach().to("cpu", copy=True) for k in self.keys} for i in range(n)]
+        return [{k: merged[k][i].detach().to("cpu", copy=True) for k in self.keys} for i in range(self.n)]
 
     def load_states(self, states: list):
+        packed = self.pack(states)
         with torch.no_grad():
             for k, t in {**self.params, **self.buffers}.items():
-                t.copy_(torch.stack([s[k] for s in states]))
+                t.copy_(packed[k])
 
 
 @torch.no_grad()
@@ -235,14 +299,15 @@ def train(cfg: RunConfig, split: Split, masks: dict | None = None, init_state: d
 
 def train_seeds(cfgs: list, split: Split, masks: list | None = None, init_states: list | None = None,
                 progress=None, checkpoint=None, graphed: bool = False) -> list:
-    """Train several runs that differ only in seed (and init_seed) together, as one vmapped
-    network; same results as `train` on each, up to float rounding (tests/test_batched.py)."""
+    """Train several runs that differ only in seed (and init_seed) together, as one grouped
+    network (see Grouped): each run is initialised and sees its mini-batches exactly as under
+    `train`, and gets the same results up to float rounding (tests/test_grouped.py)."""
     ref = dataclasses.replace(cfgs[0], seed=0, init_seed=-1)
     for c in cfgs:
         if dataclasses.replace(c, seed=0, init_seed=-1) != ref:
             raise ValueError(f"train_seeds: runs differ in more than the seed: {c} vs {cfgs[0]}")
     n = len(cfgs)
-    return _fit(cfgs, split, masks or [None] * n, init_states or [None] * n, Stacked, progress, checkpoint,
+    return _fit(cfgs, split, masks or [None] * n, init_states or [None] * n, Grouped, progress, checkpoint,
                 graphed)
 
 
@@ -308,12 +373,10 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
     if any(sorted(m or {}) != names for m in masks):
         raise ValueError("every model of a group needs masks for the same parameters")
     net = net_class(models_, device)
-    stacked = {k: torch.stack([m[k] for m in masks]).to(device=device, dtype=net.params[k].dtype)
-               for k in names}
-    if net_class is Eager:
-        stacked = {k: v[0] for k, v in stacked.items()}
+    packed = ({k: v.to(device=device, dtype=net.params[k].dtype) for k, v in net.pack(masks).items()}
+              if names else {})  # the masks in the network's layout
     with torch.no_grad():
-        for k, m in stacked.items():
+        for k, m in packed.items():
             net.params[k].mul_(m)
     theta0 = net.states()
 
@@ -330,6 +393,13 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
     if isinstance(checkpoint, (str, Path)):
         checkpoint = Checkpoint(checkpoint)
     saved = checkpoint.load() if checkpoint else None
+    # (a checkpoint from before trainer kinds were recorded: one model's is a "single" one)
+    kind = None if saved is None else saved.get("trainer", "single" if len(saved["states"]) == 1 else "vmap")
+    if saved is not None and kind != net.kind:  # another trainer's optimiser-state layout
+        warnings.warn(f"checkpoint {checkpoint.path} was written by the {kind!r} trainer, not {net.kind!r}: "
+                      "removed, the run starts over")
+        checkpoint.remove()
+        saved = None
     if saved is not None:
         net.load_states(saved["states"])
         opt.load_state_dict(saved["optimizer"])
@@ -347,7 +417,7 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
 
     def batch_step(idx):
         xb, yb = x[idx], y[idx]
-        out, losses = step(net, opt, xb, yb, stacked, cfg.amp)
+        out, losses = step(net, opt, xb, yb, packed, cfg.amp)
         loss_sum.add_(losses.detach().double() * idx.shape[1])
         correct.add_((out.detach().argmax(-1) == yb).sum(1))
 
@@ -387,7 +457,7 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
             histories[j].append(record)
         stop = checkpoint is not None and checkpoint.out_of_time()
         if checkpoint and epoch + 1 < cfg.epochs and (stop or time.perf_counter() - last_save >= checkpoint.every):
-            checkpoint.save({"states": net.states(), "optimizer": opt.state_dict(),
+            checkpoint.save({"trainer": net.kind, "states": net.states(), "optimizer": opt.state_dict(),
                              "schedule": sched.state_dict() if sched is not None else None,
                              "orders": [g.get_state() for g in orders], "theta0": theta0,
                              "histories": histories, "diverged": diverged, "steps": steps,

@@ -44,7 +44,7 @@ def test_ticket_chain_controls_and_instruments(tmp_path, data_dir, batch_seeds):
     assert len(rows) == 12
     reinit = [r for r in rows if r["config"]["variant"] == "reinit"]
     assert len({str(r["config"]) for r in reinit}) == 1  # one configuration over seeds
-    trainer = "seed-batched" if batch_seeds else "single"
+    trainer = "grouped" if batch_seeds else "single"
     assert {ctx.cache.load_metrics(r["key"])["trainer"] for r in rows} == {trainer}
     for r in rows:
         assert {"hessian_top", "perturb_0.01", "movement", "test_acc"} <= set(r["metrics"])
