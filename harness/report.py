@@ -221,8 +221,9 @@ def readings(results: list) -> dict:
             sections[c["section"]][c["class"]].append(key)
     for name, s in sections.items():
         n = sum(len(v) for v in s.values())
-        s["sentence"] = (f"of {n} claims checked under several readings, {len(s['every'])} {HOLDS_EVERY}, "
-                         f"{len(s['some'])} {HOLDS_SOME}, {len(s['none'])} {HOLDS_NONE}")
+        s["sentence"] = (f"of {n} claims checked under several readings: {len(s['every'])} hold under every "
+                         f"reading tried, {len(s['some'])} hold only under some, {len(s['none'])} fail under "
+                         f"every reading tried")
     fits = {k: fit(v) for k, v in by_exp.items() if len({r.get("reading_id", "primary") for r in v}) > 1}
     for c in claims.values():
         rows = fits.get(f"{c['experiment']}[{c['tier']}]")

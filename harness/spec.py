@@ -548,7 +548,9 @@ def _reading_target(name, t, exp, path, where, fld) -> tuple:
 def _check_reading_value(p: ReadingParam, exp: Experiment, v, path, where, fld):
     kind = p.target[0]
     if kind == "run":
-        _run_fields({p.target[1]: v}, path, where, fld)
+        ftype = RUN_FIELDS[p.target[1]].type
+        _typed(v, {"int": int, "float": float, "str": str, "bool": bool}[ftype if isinstance(ftype, str) else ftype.__name__],
+               path, where, fld)
         if p.target[1] == "input_norm" and v not in DATASETS[exp.dataset].norms:
             raise _err(path, where, fld, f"{v!r}: {exp.dataset} input_norm is one of {sorted(DATASETS[exp.dataset].norms)}")
     elif kind == "instruments":
