@@ -218,10 +218,14 @@ def test_mnist_input_norm_and_cifar_per_channel_normalisation():
         data._to_tensor("cifar10", img, "cpu", input_norm="standard")
 
 
-def test_mnist_standard_values_are_the_training_set_statistics(data_dir):
+def test_normalisation_values_are_the_training_set_statistics(data_dir):
     x = data.load_arrays("mnist", data_dir)["x_train"].astype(np.float64) / 255
     mean, sd = data.DATASETS["mnist"].norms["standard"]
     assert x.mean() == pytest.approx(mean[0], abs=1e-4) and x.std() == pytest.approx(sd[0], abs=1e-4)
+    x = data.load_arrays("cifar10", data_dir)["x_train"][::10].astype(np.float64) / 255  # (rows sorted by class)
+    mean, sd = data.DATASETS["cifar10"].norms["default"]
+    assert x.mean(axis=(0, 1, 2)) == pytest.approx(mean, abs=0.01)
+    assert x.std(axis=(0, 1, 2)) == pytest.approx(sd, abs=0.01)
 
 
 # ------------------------------------------------------------------------- report: classification, fit
