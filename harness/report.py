@@ -208,7 +208,7 @@ def readings(results: list) -> dict:
         r.pop("run_wall_s", None)
         key = f"{r['file']}::{r['id']}[{r['tier']}]"
         c = claims.setdefault(key, {"section": f"{r['section']} {r['title']}", "experiment": r["experiment"],
-                                    "tier": r["tier"], "rows": []})
+                                    "tier": r["tier"], "declared": r.get("readings_declared", {}), "rows": []})
         m = r.get("measured") or {}
         c["rows"].append({"reading": r.get("reading_id", "primary"), "values": r.get("reading_values", {}),
                           "verdict": r["verdict"], "value": m.get("value"), "std": m.get("std"),
