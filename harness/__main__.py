@@ -176,7 +176,7 @@ def fit(args) -> int:
           + (f"; {errors} claim results not in the cache" if errors else ""))
     print(f"{'rank':>4}  {'reading':<44}{'claims':>7}{'sum sq':>10}{'rms':>8}{'pass':>6}{'missing':>9}")
     for i, r in enumerate(rows, 1):
-        print(f"{i:>4}  {r['reading'] + (' (primary)' if r['primary'] else ''):<44}{r['n']:>7}"
+        print(f"{i:>4}  {r['reading']:<44}{r['n']:>7}"
               f"{r['sum_sq']:>10.3g}{r['rms']:>8.3g}{r['passes']:>6}{r['missing']:>9}")
     if not rows:
         print("no reading has a claim with a numeric paper value in the cache")

@@ -148,7 +148,7 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
             "expect": t["expect"], "expected": checks.describe(t["check"], t["expect"]),
             "why": t["expect"]["why"], "disagreements": claim.disagreements,
             "reading": claim.reading, "experiment_notes": exp.notes,
-            "reading_id": reading.id, "reading_values": dict(reading.values)}
+            "reading_id": reading.name, "reading_values": dict(reading.values)}
     if reading.is_primary and exp.reading_params:  # what the report shows beside the readings' rows
         base["readings_declared"] = {p.name: {"paper": p.paper, "values": [
             {k: v[k] for k in ("value", "why", "primary") if k in v} for v in p.values]}

@@ -453,10 +453,6 @@ class Reading:
     values: tuple  # every declared parameter's value under this reading
 
     @property
-    def id(self) -> str:
-        return self.name
-
-    @property
     def is_primary(self) -> bool:
         return not self.changed
 

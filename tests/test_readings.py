@@ -362,5 +362,7 @@ def test_pytest_readings_end_to_end(pytester, data_dir, tmp_path, capsys):
     assert main(["fit", "tiny", "--tier", "smoke", "--claims", str(pytester.path / "claims"),
                  "--run-cache", str(tmp_path / "cache"), "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
-    assert "tiny [smoke]: 4 readings" in out and "(primary)" in out
+    ranked = [line.split()[1] for line in out.splitlines() if line[:4].strip().isdigit()]
+    assert "tiny [smoke]: 4 readings" in out and sorted(ranked) == sorted(
+        ["primary", "input_norm=standard", "epochs=1", "input_norm=standard,epochs=1"])
     assert main(["fit", "nothing", "--tier", "smoke", "--claims", str(pytester.path / "claims")]) == 2
