@@ -9,6 +9,8 @@ later does not retrain). The lottery-ticket procedure chains runs: every pruning
 includes its parent's key, so the whole chain is content-addressed. The seeds of one
 configuration form a group that trains together when Context.batch_seeds is set; a group's
 missing runs are trained, cached ones are reused, so an interrupted experiment resumes.
+An experiment runs under one of its readings (spec.Reading, default the primary): the reading's
+overrides change the runs' configurations (so their keys) or the instruments' options.
 """
 from __future__ import annotations
 

@@ -280,6 +280,9 @@ def _parse_experiment(name, t, path) -> Experiment:
         _keys(table, set(INSTRUMENTS), set(), path, where, prefix)
         for inst, opts in table.items():
             _keys(opts, set(INSTRUMENT_DEFAULTS[inst]), set(), path, where, f"{prefix}{inst}.")
+            if inst == "movement" and opts.get("definition", "all") not in MOVEMENT_DEFINITIONS:
+                raise _err(path, where, f"{prefix}movement.definition",
+                           f"{opts['definition']!r}: expected one of {list(MOVEMENT_DEFINITIONS)}")
 
     def check_body(table, prefix):
         if "base" in table:

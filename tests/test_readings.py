@@ -175,6 +175,7 @@ def test_good_readings_parse(tmp_path):
     ('[experiments.e.readings.rule]', '[experiments.e.readings.mv]\nfield = "instruments.movement.definition"\npaper = "p"\nvalues = [{value = "all", primary = true, why = "w"}, {value = "some", why = "w"}]\n[experiments.e.readings.rule]', "'readings.mv.values[1].value': 'some'"),
     ('[experiments.e.readings.epochs]', '[experiments.e.readings]\ncombine = [{epochs = 70}]\n[experiments.e.readings.epochs]', "'readings.combine[0].epochs': 70 is not one of its declared values"),
     ('[experiments.e.readings.epochs]', '[experiments.e.readings]\ncombine = [{lr = 0.1}]\n[experiments.e.readings.epochs]', "'readings.combine[0].lr': not a declared reading"),
+    ('base = {epochs = 60}', 'base = {epochs = 60}\ninstruments = {movement = {definition = "some"}}', "'instruments.movement.definition': 'some'"),
 ])
 def test_bad_readings_name_file_experiment_and_field(tmp_path, old, new, fragment):
     assert old in GOOD, old
