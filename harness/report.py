@@ -202,10 +202,10 @@ def fit(results: list) -> list:
 
 def readings(results: list) -> dict:
     """The readings part of the report: per claim (key FILE::ID[TIER]) a row per reading and its
-    classification; per section, counts of claims in each class; per experiment[tier], the fit."""
-    claims, by_exp = {}, defaultdict(list)
+    classification; per section, the claims in each class; per experiment[tier], the fit."""
+    claims, by_exp, walls = {}, defaultdict(list), {}
     for r in sorted(results, key=lambda r: r.get("reading_id", "primary") != "primary"):
-        r.pop("run_wall_s", None)
+        walls.update(r.pop("run_wall_s", None) or {})  # (build took the primary results' already)
         key = f"{r['file']}::{r['id']}[{r['tier']}]"
         c = claims.setdefault(key, {"section": f"{r['section']} {r['title']}", "experiment": r["experiment"],
                                     "tier": r["tier"], "declared": r.get("readings_declared", {}), "rows": []})
@@ -230,4 +230,6 @@ def readings(results: list) -> dict:
         c["best_fit"] = rows[0] if rows else None
         c["primary_fit"] = next((row for row in rows or [] if row["primary"]), None)
     return {"claims": {k: c for k, c in claims.items() if len(c["rows"]) > 1},
-            "sections": dict(sorted(sections.items())), "fit": fits}
+            "sections": dict(sorted(sections.items())), "fit": fits,
+            # training time recorded with the runs the other readings used (shared runs included)
+            "training_seconds_total": sum(walls.values())}

@@ -347,6 +347,7 @@ def test_pytest_readings_end_to_end(pytester, data_dir, tmp_path, capsys):
     doc = json.loads((tmp_path / "rep" / "results.json").read_text())
     assert [c["reading_id"] for c in doc["claims"]] == ["primary", "primary"]
     assert doc["claims"][0]["reading_values"] == {"input_norm": "default", "epochs": 2}
+    assert doc["readings"]["training_seconds_total"] > 0
     rd = doc["readings"]["claims"]["claims/t.toml::learns[smoke]"]
     assert [row["reading"] for row in rd["rows"]][0] == "primary" and len(rd["rows"]) == 4
     assert rd["sentence"] == "holds under every reading tried (4)"
