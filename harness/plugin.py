@@ -5,7 +5,8 @@ claims writes results.json and report.html.
 Readings (spec.py): by default each claim is checked under its experiment's primary reading only.
 `--readings all` also checks it under every reading its experiment declares for the tier, as
 `CLAIM_ID[TIER|READING]` (e.g. `movement-w32[full|epochs=20]`, marked `readings`); `--readings
-NAME=VALUE` (repeatable) selects the readings whose every changed value is among those given.
+NAME=VALUE` (repeatable) selects the readings whose every changed value is among those given;
+a reading's node id given on the command line is found without the option.
 The claim's verdict is the primary reading's: a claim that fails or diverges under another
 reading is reported as xfailed (an error still fails), and the report classifies the claim as
 holding under every reading tried, only under some, or under none.
@@ -64,6 +65,8 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{tier}: claim in the {tier} tier")
     config.addinivalue_line("markers", "readings: claim checked under a non-primary reading")
     selection = config.getoption("--readings") or []
+    if not selection and any("|" in a and "[" in a for a in config.args):
+        selection = ["all"]  # a reading's node id named on the command line, e.g. CLAIM[full|epochs=20]
     for s in selection:
         if s != "all" and "=" not in s:
             raise pytest.UsageError(f"--readings {s!r}: expected 'all' or NAME=VALUE, e.g. epochs=20")

@@ -338,6 +338,8 @@ def test_pytest_readings_end_to_end(pytester, data_dir, tmp_path, capsys):
     args = ["--data-dir", str(data_dir), "--run-cache", str(tmp_path / "cache"), "--report", str(tmp_path / "rep")]
     r = pytester.runpytest_subprocess("claims", "--collect-only", "-q", "--readings", "nope=1", *args)
     assert r.ret == pytest.ExitCode.USAGE_ERROR and "--readings nope=1" in r.stderr.str()
+    r = pytester.runpytest_subprocess("claims/t.toml::learns[smoke|epochs=1]", "--collect-only", "-q", *args)
+    assert "1 test collected" in r.stdout.str()  # a reading's node id is found without --readings
     r = pytester.runpytest_subprocess("claims", "-v", "--readings", "all", *args)
     r.assert_outcomes(passed=6, xfailed=2)  # a reading that does not reproduce a claim is a finding
     assert "t.toml::two-epochs[smoke|epochs=1] XFAIL" in r.stdout.str()
@@ -355,6 +357,7 @@ def test_pytest_readings_end_to_end(pytester, data_dir, tmp_path, capsys):
     assert two["sentence"] == "holds only under some readings (2 of 4): primary, input_norm=standard"
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "holds under every reading tried (4)" in html and "holds only under some readings (2 of 4)" in html
+    assert "Section T Readings: of 2 claims checked under several readings: 1 hold under every" in html
     assert two["declared"]["epochs"]["values"][1] == {"value": 1, "why": "shorter"}
     assert "0.1307 / 0.3081" in html  # each reading's reason is shown
     metrics = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "runs").glob("*/metrics.json")]
