@@ -5,7 +5,9 @@ runs are missing are reported as errors) and re-renders the report.
 `python -m harness bench` times the training step, eager one-at-a-time vs grouped seeds.
 `python -m harness plan` lists what a tier trains: runs, optimiser steps and FLOPs per experiment,
 and estimates its wall time on this machine's GPU (see `plan`).
-`python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz."""
+`python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz.
+`python -m harness fit EXPERIMENT` ranks an experiment's readings (spec.py) by how well they
+match the paper's numbers together, from the run cache (no training)."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 
 from . import cache, experiments, report, spec
-from .plugin import claim_result
+from .plugin import claim_result, selected_readings
 
 
 def main(argv=None) -> int:
@@ -30,6 +32,15 @@ def main(argv=None) -> int:
     r.add_argument("--data-dir", default=None)
     r.add_argument("--device", default="cpu", help="device the cached runs were trained on (cpu or cuda)")
     r.add_argument("--out", default="build/report")
+    r.add_argument("--readings", action="append", default=[], metavar="all|NAME=VALUE",
+                   help="also report the claims under these readings (as for pytest)")
+    f = sub.add_parser("fit", help="rank an experiment's readings by their fit to the paper's numbers (from the cache)")
+    f.add_argument("experiment", help="experiment name, e.g. dd_cnn")
+    f.add_argument("--claims", default="claims", help="folder of claim TOML files")
+    f.add_argument("--tier", choices=spec.TIERS, default="full")
+    f.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
+    f.add_argument("--data-dir", default=None)
+    f.add_argument("--device", default="cpu", help="device the cached runs were trained on (cpu or cuda)")
     b = sub.add_parser("bench", help="training-step speed: eager one-at-a-time vs grouped seeds")
     b.add_argument("--device", default="cpu")
     b.add_argument("--seeds", type=int, default=5)
@@ -55,6 +66,8 @@ def main(argv=None) -> int:
     if args.command == "plan":
         plan(args.claims, args.tier, estimate=args.estimate)
         return 0
+    if args.command == "fit":
+        return fit(args)
     if args.command == "bench":
         from . import bench
         bench.main(args.device, args.seeds, args.steps, args.quick, args.compile, args.cudnn_benchmark, args.nchw)
@@ -79,7 +92,8 @@ def main_report(args, start) -> int:
         for claim in cf.claims:
             for tier in claim.tiers:
                 if args.tier is None or tier in args.tier:
-                    results.append(claim_result(claim, tier, claim.experiment, cf, ctx))
+                    for reading in selected_readings(claim.experiment, tier, args.readings):
+                        results.append(claim_result(claim, tier, claim.experiment, cf, ctx, reading))
     json_path, html_path = report.write(results, args.out, time.time() - start, args.device)
     print(f"{len(results)} claims; report: {html_path}; results: {json_path}")
     return 0
@@ -129,7 +143,83 @@ def plan(claims_dir, tier, estimate="off") -> list:
     else:
         print(f"(no wall-time estimate: no CUDA GPU here; --estimate on measures on this {device}, where the "
               "large CNN steps take minutes)")
+    plan_readings(claims_dir, tier, seen)
     return rows
+
+
+def plan_readings(claims_dir, tier, seen) -> list:
+    """The cost of the readings (spec.py) beyond the primary tier, printed after plan's table:
+    per experiment and reading, the training runs not already counted (`seen`: the primary's run
+    keys; a ticket's dense runs are keyed, its pruning rounds are all new), optimiser steps and
+    PFLOP. A reading that only changes an instrument option trains nothing."""
+    rows = []
+    for path in sorted(Path(claims_dir).glob("*.toml")):
+        for exp in spec.load(path).experiments.values():
+            if tier not in exp.tiers or exp.procedure == "count" or len(exp.readings(tier)) < 2:
+                continue
+            if exp.procedure == "ticket":
+                seen |= {cache.run_key(c) for c in experiments.expand(exp, tier, "cuda")}
+            for reading in exp.readings(tier)[1:]:
+                dense = len(experiments.expand(exp, tier, "cuda", reading))
+                runs = []
+                for i, cfg in enumerate(experiments.training_runs(exp, tier, reading=reading)):
+                    key = cache.run_key(cfg) if exp.procedure == "train" or i < dense else None
+                    if key is None or key not in seen:
+                        seen.add(key)
+                        runs.append(cfg)
+                costs = [experiments.training_cost(c) for c in runs]
+                rows.append({"experiment": f"{path.name}:{exp.name}", "reading": reading.name, "runs": len(runs),
+                             "steps": sum(c["steps"] for c in costs),
+                             "pflop": sum(c["flops"] for c in costs) / 1e15})
+    if not rows:
+        return rows
+    print(f"\nreadings of the {tier} tier (pytest --readings), beyond the runs above: training runs, optimiser steps, PFLOP")
+    print(f"{'experiment':<36}{'reading':<52}{'runs':>6}{'steps':>12}{'PFLOP':>9}")
+    by_exp = {}
+    for r in rows:
+        print(f"{r['experiment']:<36}{r['reading']:<52}{r['runs']:>6}{r['steps']:>12,}{r['pflop']:>9.2f}")
+        e = by_exp.setdefault(r["experiment"], {"readings": 0, "runs": 0, "steps": 0, "pflop": 0.0})
+        e["readings"] += 1
+        for k in ("runs", "steps", "pflop"):
+            e[k] += r[k]
+    print(f"{'per experiment':<36}{'(readings)':<52}")
+    for name, e in by_exp.items():
+        print(f"{name:<36}{e['readings']:<52}{e['runs']:>6}{e['steps']:>12,}{e['pflop']:>9.2f}")
+    total = {k: sum(e[k] for e in by_exp.values()) for k in ("readings", "runs", "steps", "pflop")}
+    print(f"{'readings total':<36}{total['readings']:<52}{total['runs']:>6}{total['steps']:>12,}{total['pflop']:>9.2f}")
+    return rows
+
+
+def fit(args) -> int:
+    """Print the readings of one experiment ranked by report.fit, from the cache (no training)."""
+    ctx = experiments.Context(device=args.device, data_dir=args.data_dir, cache_root=args.run_cache,
+                              allow_train=False)
+    results, declared = [], None
+    for path in sorted(Path(args.claims).glob("*.toml")):
+        cf = spec.load(path)
+        for claim in cf.claims:
+            exp = claim.experiment
+            if exp.name != args.experiment or args.tier not in claim.tiers:
+                continue
+            declared = exp.readings(args.tier)
+            for reading in declared:
+                results.append(claim_result(claim, args.tier, exp, cf, ctx, reading))
+    if declared is None:
+        print(f"no claim of the {args.tier} tier uses an experiment named {args.experiment!r}", file=sys.stderr)
+        return 2
+    rows = report.fit(results)
+    errors = sum(r["verdict"] == "error" for r in results)
+    print(f"{args.experiment} [{args.tier}]: {len(declared)} readings; ranked by the sum of squared misses "
+          f"(measured - paper) / tolerance over the claims with a numeric paper value"
+          + (f"; {errors} claim results not in the cache" if errors else ""))
+    print(f"{'rank':>4}  {'reading':<44}{'claims':>7}{'sum sq':>10}{'rms':>8}{'pass':>6}{'missing':>9}")
+    for i, r in enumerate(rows, 1):
+        print(f"{i:>4}  {r['reading']:<44}{r['n']:>7}"
+              f"{r['sum_sq']:>10.3g}{r['rms']:>8.3g}{r['passes']:>6}{r['missing']:>9}")
+    if not rows:
+        print("no reading has a claim with a numeric paper value in the cache")
+    print("The primary reading stays the one chosen from the paper's text (see the readings in the claim file).")
+    return 0
 
 
 if __name__ == "__main__":

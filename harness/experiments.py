@@ -9,6 +9,8 @@ later does not retrain). The lottery-ticket procedure chains runs: every pruning
 includes its parent's key, so the whole chain is content-addressed. The seeds of one
 configuration form a group that trains together when Context.batch_seeds is set; a group's
 missing runs are trained, cached ones are reused, so an interrupted experiment resumes.
+An experiment runs under one of its readings (spec.Reading, default the primary): the reading's
+overrides change the runs' configurations (so their keys) or the instruments' options.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import torch
 from . import cache as cache_mod
 from . import data as data_mod
 from . import measure, models, provenance, prune
-from .spec import Experiment, perturb_metric
+from .spec import Experiment, Reading, measurement_options, perturb_metric
 from .train import Checkpoint, OutOfTime, RunConfig, graphable, model_from_state, train, train_seeds
 
 
@@ -77,18 +79,19 @@ class Context:
                               f"{max(left, 0):.0f} s of the time budget are left")
 
     def split(self, cfg: RunConfig) -> data_mod.Split:
-        k = (cfg.dataset, cfg.train_subset, cfg.test_subset, cfg.subset_seed, cfg.device)
+        k = (cfg.dataset, cfg.train_subset, cfg.test_subset, cfg.subset_seed, cfg.device, cfg.input_norm)
         if k not in self._splits:
             self._splits[k] = data_mod.load_split(cfg.dataset, cfg.train_subset, cfg.test_subset,
-                                                  cfg.subset_seed, self.data_dir, cfg.device)
+                                                  cfg.subset_seed, self.data_dir, cfg.device, cfg.input_norm)
         return self._splits[k]
 
 
-def expand(exp: Experiment, tier: str, device: str) -> list[RunConfig]:
-    """Every run of an experiment in a tier: (configs x grid) points, each for every seed."""
-    r = exp.resolved(tier)
+def expand(exp: Experiment, tier: str, device: str, reading: Reading | None = None) -> list[RunConfig]:
+    """Every run of an experiment in a tier (under a reading, default the primary): (configs x
+    grid) points, each for every seed; the run settings a reading fixes override every point."""
+    r = exp.resolved(tier, reading)
     names = list(r["grid"])
-    points = [{**r["base"], **c, **dict(zip(names, values))}
+    points = [{**r["base"], **c, **dict(zip(names, values)), **r["fixed"]}
               for c in (r["configs"] or [{}])
               for values in itertools.product(*(r["grid"][n] for n in names))]
     return [RunConfig(dataset=exp.dataset, model=exp.model, seed=s, device=device, **p)
@@ -179,7 +182,8 @@ def _tensors(ctx: Context, key: str, purpose: str) -> dict:
 
 
 def _measure_cached(ctx: Context, run_key: str, cfg: RunConfig, instrument: str, opts: dict) -> dict:
-    key = cache_mod.run_key(cfg, {"measure_of": run_key, "instrument": instrument, "options": opts})
+    key = cache_mod.run_key(cfg, {"measure_of": run_key, "instrument": instrument,
+                                  "options": measurement_options(instrument, opts)})
     with ctx.cache.lock(key):
         if ctx.refresh and key not in ctx._refreshed:
             ctx.cache.invalidate(key)
@@ -198,7 +202,7 @@ def _measure_cached(ctx: Context, run_key: str, cfg: RunConfig, instrument: str,
 def _measure(ctx, cfg, instrument, opts, tensors) -> dict:
     if instrument == "movement":
         names = measure.param_names(models.build(cfg.model, cfg.width))
-        return measure.relative_movement(tensors["theta0"], tensors["thetaT"], names)
+        return movement(tensors["theta0"], tensors["thetaT"], names, opts["definition"])
     split = ctx.split(cfg)
     idx = torch.from_numpy(data_mod.stratified_subset(split.y_train.cpu().numpy(),
                                                       min(opts["samples"], len(split.y_train)), opts["seed"]))
@@ -214,6 +218,21 @@ def _measure(ctx, cfg, instrument, opts, tensors) -> dict:
         out = measure.perturbation_sharpness(model, x, y, sigmas=opts["sigmas"], draws=opts["draws"],
                                              seed=opts["seed"])
     out["wall_s"] = time.perf_counter() - start
+    return out
+
+
+def movement(theta0: dict, thetaT: dict, names: list, definition: str = "all") -> dict:
+    """Relative parameter movement (measure.relative_movement) by one of the definitions the
+    paper's eq. 1 admits: "all" parameters as one vector (weights and biases), "weights" only
+    (the weight tensors as one vector), or "layer_mean", the mean over weight tensors of each
+    one's own ratio. `total` holds the chosen value."""
+    if definition != "all":
+        names = [n for n in names if n.endswith("weight")]
+    out = measure.relative_movement(theta0, thetaT, names)
+    if definition == "layer_mean":
+        out["total"] = sum(out["per_layer"].values()) / len(out["per_layer"])
+    elif definition not in ("all", "weights"):
+        raise ValueError(f"movement definition {definition!r}: expected all, weights or layer_mean")
     return out
 
 
@@ -321,15 +340,16 @@ def seed_groups(cfgs: list) -> list:
     return list(groups.values())
 
 
-def training_runs(exp: Experiment, tier: str, device: str = "cuda") -> list[RunConfig]:
-    """Every training run an experiment needs in a tier, ticket rounds and controls included
-    (a ticket round has its parent's settings but `retrain_epochs`): for cost estimates."""
+def training_runs(exp: Experiment, tier: str, device: str = "cuda", reading: Reading | None = None) -> list[RunConfig]:
+    """Every training run an experiment needs in a tier (under a reading, default the primary),
+    ticket rounds and controls included (a ticket round has its parent's settings but
+    `retrain_epochs`; the dense runs come first): for cost estimates."""
     if exp.procedure == "count":
         return []
-    cfgs = expand(exp, tier, device)
+    cfgs = expand(exp, tier, device, reading)
     if exp.procedure == "train":
         return cfgs
-    return _chain_runs(exp.resolved(tier)["ticket"], cfgs)
+    return _chain_runs(exp.resolved(tier, reading)["ticket"], cfgs)
 
 
 def _chain_runs(t: dict, cfgs: list) -> list[RunConfig]:
@@ -351,15 +371,17 @@ def training_cost(cfg: RunConfig) -> dict:
     return {"steps": cfg.epochs * steps_per_epoch, "flops": cfg.epochs * (3 * f * n + f * m) + f * (n + m)}
 
 
-def run(exp: Experiment, tier: str, ctx: Context) -> list[dict]:
-    """All rows of an experiment in a tier (memoised per context)."""
-    memo = (exp.file, exp.name, tier)
+def run(exp: Experiment, tier: str, ctx: Context, reading: Reading | None = None) -> list[dict]:
+    """All rows of an experiment in a tier, under a reading (default the primary); memoised per
+    context. ctx.run_seconds is keyed by the experiment's name, plus [reading] if not primary."""
+    name = exp.name if reading is None or reading.is_primary else f"{exp.name}[{reading.name}]"
+    memo = (exp.file, name, tier)
     if memo in ctx._tables:
         return ctx._tables[memo]
     start = time.perf_counter()
-    r = exp.resolved(tier)
+    r = exp.resolved(tier, reading)
     rows = []
-    for cfgs in seed_groups(expand(exp, tier, ctx.device)):
+    for cfgs in seed_groups(expand(exp, tier, ctx.device, reading)):
         if exp.procedure == "count":
             for cfg in cfgs:
                 n = models.count_params(models.build(cfg.model, cfg.width))
@@ -370,6 +392,6 @@ def run(exp: Experiment, tier: str, ctx: Context) -> list[dict]:
                 rows.append(_row(ctx, exp, r, cfg, key, metrics))
         else:
             rows.extend(_ticket_rows(ctx, exp, r, cfgs))
-    ctx.run_seconds[exp.name] = time.perf_counter() - start
+    ctx.run_seconds[name] = time.perf_counter() - start
     ctx._tables[memo] = rows
     return rows

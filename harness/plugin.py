@@ -2,8 +2,17 @@
 test item `claims/FILE.toml::CLAIM_ID[TIER]`, marked `smoke` or `full`, and every session that ran
 claims writes results.json and report.html.
 
+Readings (spec.py): by default each claim is checked under its experiment's primary reading only.
+`--readings all` also checks it under every reading its experiment declares for the tier, as
+`CLAIM_ID[TIER|READING]` (e.g. `movement-w32[full|epochs=20]`, marked `readings`); `--readings
+NAME=VALUE` (repeatable) selects the readings whose every changed value is among those given;
+a reading's node id given on the command line is found without the option.
+The claim's verdict is the primary reading's: a claim that fails or diverges under another
+reading is reported as xfailed (an error still fails), and the report classifies the claim as
+holding under every reading tried, only under some, or under none.
+
 Options: --gpu, --data-dir, --run-cache DIR, --report DIR, --refresh, --time-budget SECONDS,
---seed-batching, --cuda-graphs. Under pytest-xdist, items are
+--seed-batching, --cuda-graphs, --readings. Under pytest-xdist, items are
 grouped by experiment (`xdist_group`, use `--dist loadgroup`) and the run cache's per-run lock
 keeps two workers from training the same run.
 """
@@ -50,11 +59,23 @@ def pytest_addoption(parser):
     g.addoption("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
                 help="capture the SGD training step once as a CUDA graph and replay it "
                      "(auto: on with --gpu; it has no effect on the CPU)")
+    g.addoption("--readings", action="append", default=None, metavar="all|NAME=VALUE",
+                help="also check claims under the paper's other readings: 'all', or NAME=VALUE "
+                     "(repeatable) for the readings made of those values (default: the primary only)")
 
 
 def pytest_configure(config):
     for tier in spec.TIERS:
         config.addinivalue_line("markers", f"{tier}: claim in the {tier} tier")
+    config.addinivalue_line("markers", "readings: claim checked under a non-primary reading")
+    selection = config.getoption("--readings") or []
+    if not selection and any("|" in a and "[" in a for a in config.args):
+        selection = ["all"]  # a reading's node id named on the command line, e.g. CLAIM[full|epochs=20]
+    for s in selection:
+        if s != "all" and "=" not in s:
+            raise pytest.UsageError(f"--readings {s!r}: expected 'all' or NAME=VALUE, e.g. epochs=20")
+    config._harness_readings = selection
+    config._harness_readings_matched = set()
     if config.getoption("--gpu"):
         import torch
         if not torch.cuda.is_available():
@@ -89,12 +110,45 @@ class ClaimsFile(pytest.File):
         for claim in cf.claims:
             exp = claim.experiment
             for tier in claim.tiers:
-                yield ClaimItem.from_parent(self, name=f"{claim.id}[{tier}]", claim=claim, tier=tier,
-                                            experiment=exp, claim_file=cf)
+                for reading in selected_readings(exp, tier, self.config._harness_readings,
+                                                 self.config._harness_readings_matched):
+                    yield ClaimItem.from_parent(self, name=f"{claim.id}[{node_suffix(tier, reading)}]",
+                                                claim=claim, tier=tier, experiment=exp, claim_file=cf,
+                                                reading=reading)
 
 
-def claim_result(claim, tier, exp, cf, ctx) -> dict:
-    """Run the claim's experiment (cached) and evaluate its check: the record the report shows."""
+def node_suffix(tier: str, reading) -> str:
+    """TIER for the primary reading (the node ids of today), TIER|READING for another."""
+    return tier if reading.is_primary else f"{tier}|{reading.name}"
+
+
+def selected_readings(exp, tier, selection, matched=None) -> list:
+    """The readings of `exp` in `tier` that --readings selects: the primary always; every one with
+    'all'; otherwise those whose changed values are all among the NAME=VALUE pairs (those pairs
+    are added to `matched`)."""
+    out = []
+    for r in exp.readings(tier):
+        pairs = {f"{p}={spec.format_value(v)}" for p, v in r.changed}
+        if r.is_primary or "all" in selection or (selection and pairs <= set(selection)):
+            out.append(r)
+            if matched is not None:
+                matched |= pairs
+    return out
+
+
+def pytest_collection_finish(session):
+    config = session.config
+    unmatched = [s for s in config._harness_readings if s != "all" and s not in config._harness_readings_matched]
+    if unmatched and any(isinstance(i, ClaimItem) for i in session.items):
+        raise pytest.UsageError(f"--readings {', '.join(unmatched)}: no collected experiment declares such a reading "
+                                f"(see the readings tables in claims/*.toml)")
+
+
+def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
+    """Run the claim's experiment (cached) under a reading (default the primary) and evaluate its
+    check: the record the report shows, with `reading_id` ("primary" or the reading's name) and
+    `reading_values` (the value of every parameter the experiment declares readings for)."""
+    reading = reading or exp.readings(tier)[0]
     t = claim.tiers[tier]
     base = {"id": claim.id, "file": f"claims/{Path(claim.file).name}", "order": cf.claims.index(claim),
             "section": claim.section, "title": cf.title,
@@ -102,14 +156,20 @@ def claim_result(claim, tier, exp, cf, ctx) -> dict:
             "paper_value": claim.paper_value, "experiment": exp.name, "check": t["check"],
             "expect": t["expect"], "expected": checks.describe(t["check"], t["expect"]),
             "why": t["expect"]["why"], "disagreements": claim.disagreements,
-            "reading": claim.reading, "experiment_notes": exp.notes}
+            "reading": claim.reading, "experiment_notes": exp.notes,
+            "reading_id": reading.name, "reading_values": dict(reading.values)}
+    if reading.is_primary and exp.reading_params:  # what the report shows beside the readings' rows
+        base["readings_declared"] = {p.name: {"paper": p.paper, "values": [
+            {k: v[k] for k in ("value", "why", "primary") if k in v} for v in p.values]}
+            for p in exp.reading_params.values()}
     try:
-        rows = experiments.run(exp, tier, ctx)
+        rows = experiments.run(exp, tier, ctx, reading)
         out = checks.evaluate(t["check"], t["expect"], rows)
     except (DataError, checks.SelectionError, experiments.NotCached) as e:
         return {**base, "verdict": "error", "measured": None, "detail": str(e), "table": []}
     out["plot"] = report.experiment_series(exp, rows) if exp.plot else None
-    out["experiment_seconds"] = ctx.run_seconds.get(exp.name)
+    out["experiment_seconds"] = ctx.run_seconds.get(
+        exp.name if reading.is_primary else f"{exp.name}[{reading.name}]")
     # training time recorded with each run (per model; a seed group's wall time is split evenly),
     # so a report assembled from runs trained in several sessions still says what they cost
     out["run_wall_s"] = {row["key"]: row["metrics"]["wall_s"] for row in rows
@@ -119,22 +179,30 @@ def claim_result(claim, tier, exp, cf, ctx) -> dict:
 
 
 class ClaimItem(pytest.Item):
-    def __init__(self, *, claim, tier, experiment, claim_file, **kw):
+    def __init__(self, *, claim, tier, experiment, claim_file, reading, **kw):
         super().__init__(**kw)
         self.claim, self.tier, self.exp, self.claim_file = claim, tier, experiment, claim_file
+        self.reading = reading
         self.add_marker(getattr(pytest.mark, tier))
-        self.add_marker(pytest.mark.xdist_group(f"{self.path.name}:{experiment.name}:{tier}"))
+        if not reading.is_primary:
+            self.add_marker(pytest.mark.readings)
+        self.add_marker(pytest.mark.xdist_group(f"{self.path.name}:{experiment.name}:{node_suffix(tier, reading)}"))
 
     def runtest(self):
-        result = claim_result(self.claim, self.tier, self.exp, self.claim_file, self.config._harness_ctx)
+        result = claim_result(self.claim, self.tier, self.exp, self.claim_file, self.config._harness_ctx,
+                              self.reading)
         self.user_properties.append(("harness_claim", json.dumps(result, default=float)))
+        if result["verdict"] in ("fail", "diverged") and not self.reading.is_primary:
+            # the claim's verdict is the primary reading's; another reading that does not
+            # reproduce it is a finding (the report's readings table), not a failed test
+            pytest.xfail(f"does not hold under reading {self.reading.name}: {result['detail']}")
         if result["verdict"] != "pass":
             raise ClaimFailed(result)
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, ClaimFailed):
             r = excinfo.value.result
-            lines = [f"claim {r['id']} [{r['tier']}] {r['verdict'].upper()}: {r['statement']}",
+            lines = [f"claim {r['id']} [{node_suffix(r['tier'], self.reading)}] {r['verdict'].upper()}: {r['statement']}",
                      f"  paper:    {r['paper']}",
                      f"  measured: {r['detail']}",
                      f"  expected: {json.dumps({k: v for k, v in r['expect'].items() if k != 'why'})}",
@@ -146,7 +214,7 @@ class ClaimItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):
-        return self.path, None, f"{self.claim.id}[{self.tier}]"
+        return self.path, None, f"{self.claim.id}[{node_suffix(self.tier, self.reading)}]"
 
 
 class _Collector:

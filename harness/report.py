@@ -87,6 +87,7 @@ def plot_svg(spec: dict) -> str:
 
 
 def build(results: list, wall_s: float, device: str = "cpu") -> dict:
+    results, reading_results = split_readings(results)  # the claims below are the primary reading's
     results = sorted(results, key=lambda r: (r["file"], r["tier"], r.get("order", 0), r["id"]))
     sections = defaultdict(Counter)
     for r in results:
@@ -108,7 +109,7 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
                                    for r in results if r.get("experiment_seconds") is not None},
             "training_seconds": {k: sum(v.values()) for k, v in per_experiment.items() if v},
             "training_seconds_total": sum(recorded.values()),
-            "claims": results, "plots": plots}
+            "claims": results, "plots": plots, "readings": readings(results + reading_results)}
 
 
 def render(doc: dict) -> str:
@@ -127,3 +128,108 @@ def write(results: list, out_dir, wall_s: float, device: str = "cpu") -> tuple:
     json_path.write_text(json.dumps(doc, indent=1, default=float))
     html_path.write_text(render(doc))
     return json_path, html_path
+
+
+# ------------------------------------------------------------------------------------- readings
+# Claims checked under several readings of the paper's lost or ambiguous parameters (spec.py):
+# per claim and per section, whether the claim holds under every reading tried, only under some,
+# or under none; and per experiment, which reading fits the paper's numbers best.
+
+HOLDS_EVERY = "holds under every reading tried"
+HOLDS_SOME = "holds only under some readings"
+HOLDS_NONE = "fails under every reading tried"
+TRIED = ("pass", "fail", "diverged")  # an "error" (e.g. runs not in the cache) is not a reading tried
+
+
+def split_readings(results: list) -> tuple:
+    """(results of the primary reading, results of the other readings)."""
+    primary = [r for r in results if r.get("reading_id", "primary") == "primary"]
+    return primary, [r for r in results if r.get("reading_id", "primary") != "primary"]
+
+
+def classify(verdicts: dict) -> dict:
+    """Three-way classification of one claim from {reading_id: verdict}: every reading tried
+    passes, some do (named), or none does. Errors are left out; one reading tried is no
+    classification ("class": None)."""
+    tried = [k for k, v in verdicts.items() if v in TRIED]
+    holding = [k for k in tried if verdicts[k] == "pass"]
+    if len(tried) < 2:
+        return {"class": None, "sentence": "only one reading tried", "tried": tried, "holding": holding}
+    if len(holding) == len(tried):
+        cls, sentence = "every", f"{HOLDS_EVERY} ({len(tried)})"
+    elif not holding:
+        cls, sentence = "none", f"{HOLDS_NONE} ({len(tried)})"
+    else:
+        cls, sentence = "some", f"{HOLDS_SOME} ({len(holding)} of {len(tried)}): {', '.join(holding)}"
+    return {"class": cls, "sentence": sentence, "tried": tried, "holding": holding}
+
+
+def tolerance_units(result: dict):
+    """(measured - paper value) / tolerance for a claim with a numeric paper value and a
+    numeric measurement: the tolerance is the expectation's (abs_tol, or rel_tol x target),
+    or for a min/max expectation the distance from the paper value to that bound. None if the
+    claim has no such number."""
+    m, pv, e = result.get("measured"), result.get("paper_value"), result["expect"]
+    if result["verdict"] not in TRIED or not m or not isinstance(pv, (int, float)) \
+            or "value" not in m or "p" in m or not math.isfinite(m["value"]):
+        return None
+    if "target" in e:
+        tol = max(e.get("abs_tol", 0.0), e.get("rel_tol", 0.0) * abs(e["target"]))
+    else:
+        bounds = [abs(pv - e[k]) for k in ("min", "max") if k in e]
+        tol = min(bounds) if bounds else 0.0
+    return (m["value"] - pv) / tol if tol > 0 else None
+
+
+def fit(results: list) -> list:
+    """Readings of one experiment in one tier ranked by the sum of squared misses of its claims'
+    paper values in tolerance units (`tolerance_units`). Readings missing a claim that others
+    have rank after the complete ones. Rows: reading, n, sum_sq, rms, passes, missing, primary."""
+    by = defaultdict(dict)
+    for r in results:
+        z = tolerance_units(r)
+        if z is not None:
+            by[r.get("reading_id", "primary")][(r["file"], r["id"])] = (z, r["verdict"])
+    claims = set().union(*by.values()) if by else set()
+    rows = []
+    for reading, zs in by.items():
+        sum_sq = sum(z * z for z, _ in zs.values())
+        rows.append({"reading": reading, "n": len(zs), "sum_sq": sum_sq, "rms": math.sqrt(sum_sq / len(zs)),
+                     "passes": sum(v == "pass" for _, v in zs.values()), "missing": len(claims - set(zs)),
+                     "primary": reading == "primary"})
+    return sorted(rows, key=lambda r: (r["missing"], r["sum_sq"], r["reading"]))
+
+
+def readings(results: list) -> dict:
+    """The readings part of the report: per claim (key FILE::ID[TIER]) a row per reading and its
+    classification; per section, the claims in each class; per experiment[tier], the fit."""
+    claims, by_exp, walls = {}, defaultdict(list), {}
+    for r in sorted(results, key=lambda r: r.get("reading_id", "primary") != "primary"):
+        walls.update(r.pop("run_wall_s", None) or {})  # (build took the primary results' already)
+        key = f"{r['file']}::{r['id']}[{r['tier']}]"
+        c = claims.setdefault(key, {"section": f"{r['section']} {r['title']}", "experiment": r["experiment"],
+                                    "tier": r["tier"], "declared": r.get("readings_declared", {}), "rows": []})
+        m = r.get("measured") or {}
+        c["rows"].append({"reading": r.get("reading_id", "primary"), "values": r.get("reading_values", {}),
+                          "verdict": r["verdict"], "value": m.get("value"), "std": m.get("std"),
+                          "ci": m.get("ci"), "p": m.get("p"), "z": tolerance_units(r), "detail": r["detail"]})
+        by_exp[f"{r['experiment']}[{r['tier']}]"].append(r)
+    sections = defaultdict(lambda: {"every": [], "some": [], "none": []})
+    for key, c in claims.items():
+        c.update(classify({row["reading"]: row["verdict"] for row in c["rows"]}))
+        if c["class"]:
+            sections[c["section"]][c["class"]].append(key)
+    for name, s in sections.items():
+        n = sum(len(v) for v in s.values())
+        s["sentence"] = (f"of {n} claims checked under several readings: {len(s['every'])} hold under every "
+                         f"reading tried, {len(s['some'])} hold only under some, {len(s['none'])} fail under "
+                         f"every reading tried")
+    fits = {k: fit(v) for k, v in by_exp.items() if len({r.get("reading_id", "primary") for r in v}) > 1}
+    for c in claims.values():
+        rows = fits.get(f"{c['experiment']}[{c['tier']}]")
+        c["best_fit"] = rows[0] if rows else None
+        c["primary_fit"] = next((row for row in rows or [] if row["primary"]), None)
+    return {"claims": {k: c for k, c in claims.items() if len(c["rows"]) > 1},
+            "sections": dict(sorted(sections.items())), "fit": fits,
+            # training time recorded with the runs the other readings used (shared runs included)
+            "training_seconds_total": sum(walls.values())}

@@ -48,6 +48,7 @@ class RunConfig:
     init_seed: int = -1  # -1: same as seed; another value gives a fresh initialisation
     device: str = "cpu"  # cpu | cuda
     amp: bool = False  # bf16 autocast on CUDA
+    input_norm: str = "default"  # input scaling, data.DATASETS[dataset].norms: MNIST "default" = [0, 1], "standard"
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adam"):
