@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from . import checks, experiments, report, spec
+from . import cache, checks, experiments, report, spec
 from .data import DataError
 
 
@@ -99,7 +99,9 @@ def claim_result(claim, tier, exp, cf, ctx) -> dict:
     try:
         rows = experiments.run(exp, tier, ctx)
         out = checks.evaluate(t["check"], t["expect"], rows)
-    except (DataError, checks.SelectionError, experiments.NotCached) as e:
+    except experiments.NotCached as e:
+        return {**base, "verdict": "not run", "measured": None, "detail": _not_run(exp, tier, ctx, e), "table": []}
+    except (DataError, checks.SelectionError) as e:
         return {**base, "verdict": "error", "measured": None, "detail": str(e), "table": []}
     out["plot"] = report.experiment_series(exp, rows) if exp.plot else None
     out["experiment_seconds"] = ctx.run_seconds.get(exp.name)
@@ -108,6 +110,20 @@ def claim_result(claim, tier, exp, cf, ctx) -> dict:
     out["run_wall_s"] = {row["key"]: row["metrics"]["wall_s"] for row in rows
                          if row["key"] and "wall_s" in row["metrics"]}
     return {**base, **out}
+
+
+def _not_run(exp, tier, ctx, err) -> str:
+    """'not run (k of N runs missing)': the runs of `exp` in `tier` absent from the cache (for a
+    ticket experiment its dense runs, the start of the chain); all present means a measurement or
+    a later ticket round is missing, and the NotCached message says which."""
+    keys = [cache.run_key(c) for c in experiments.expand(exp, tier, ctx.device)]
+    missing = sum(not ctx.cache.has(k) for k in keys)
+    runs = "dense runs" if exp.procedure == "ticket" else "runs"
+    if missing:
+        return f"not run ({missing} of {len(keys)} {runs} missing)"
+    if exp.procedure == "ticket":
+        return f"not run (ticket chain not complete: {err})"
+    return f"not run (all {len(keys)} runs cached, but: {err})"
 
 
 class ClaimItem(pytest.Item):
@@ -120,6 +136,8 @@ class ClaimItem(pytest.Item):
     def runtest(self):
         result = claim_result(self.claim, self.tier, self.exp, self.claim_file, self.config._harness_ctx)
         self.user_properties.append(("harness_claim", json.dumps(result, default=float)))
+        if result["verdict"] == "not run":
+            pytest.skip(result["detail"])
         if result["verdict"] != "pass":
             raise ClaimFailed(result)
 
