@@ -114,7 +114,7 @@ def explain(r: dict) -> str:
         a, b = _where(check["a"]), _where(check["b"])
         d = m["value"]
         alpha = expect.get("alpha", 0.05)
-        size = f"{with_unit(num(abs(d), _decimals(d) if d else 0), unit)}"
+        size = with_unit(num(abs(d), digits=3), unit)
         ci = estimate_text(m, unit)["ci"]
         higher, lower = (a, b) if d > 0 else (b, a)
         if not math.isfinite(m.get("p", math.nan)):
@@ -295,7 +295,7 @@ def _axis_label(metrics: list) -> str:
     if len(units) == 1 and units != {""}:
         unit = units.pop()
         names = [n for n, _ in labels]
-        if all(n.endswith("accuracy") for n in names):
+        if len(names) > 1 and all(n.endswith("accuracy") for n in names):
             return f"accuracy ({unit})"
         return f"{' / '.join(names)} ({unit})"
     return " / ".join(n + (f" ({u})" if u else "") for n, u in labels)
@@ -544,8 +544,11 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
                           " No claim of this experiment gives a paper value on these axes.")
                        + (f" Right panel: configurations outside the {xl} sweep "
                           f"({', '.join(dict.fromkeys(a['label'] for a in p['apart']))})." if p["apart"] else ""))
-        p["desc"] = "; ".join(f"{s['name']}: " + ", ".join(f"{pt['x']:g}: {num(pt['mean'])}" for pt in s["points"])
-                              for s in p["series"])
+        p["desc"] = "; ".join([f"{s['name']}: " + ", ".join(f"{pt['x']:g}: {num(pt['mean'])}" for pt in s["points"])
+                               for s in p["series"]]
+                              + [f"{a['label']}, {metric_label(a['metric'])[0]}: {num(a['mean'])}" for a in p["apart"]]
+                              + [f"paper, {metric_label(pp['metric'])[0]} at "
+                                 + (pp["apart"] or f"{xl} {pp['x']:g}") + f": {pp['value']:g}" for pp in p["paper"]])
     for sec in sections:
         sec["counts"] = dict(sec["counts"])
     totals = Counter(r["verdict"] for r in results)
