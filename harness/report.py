@@ -169,7 +169,7 @@ def deviation_text(r: dict) -> str:
     if not m or r["check"]["type"] in ("welch", "monotonic") or r["verdict"] not in ("pass", "fail"):
         return ""
     pos = checks.position(r["expect"], m["value"])
-    unit = "pp" if r["unit"] == "%" else r["unit"]
+    unit = {"%": "pp", "×": ""}.get(r["unit"], r["unit"])
     d = pos["delta"] if pos["delta"] is not None else pos["outside"]
     dec = None if float(m["value"]).is_integer() and float(d).is_integer() else _decimals(m["value"])
     size = with_unit(("+" if d > 0 else "") + num(d, dec) if d else "0", unit)
@@ -476,13 +476,36 @@ def forest_svg(rows: list, uid: str, title: str) -> str:
     return _svg(fig, uid, title, desc)
 
 
+def _plot_text(p: dict, first: dict) -> dict:
+    """Caption (also the SVG's <title>), legend sentence, and the SVG's <desc>: every plotted value
+    and paper value in words."""
+    yl, xl = _axis_label(p["y"]), AXES.get(p["x"], p["x"])
+    n = max((pt["n"] for s in p["series"] for pt in s["points"]), default=0)
+    caption = (f"{first['section']} · {first['title']}: {yl} against {xl}, {p['model'].upper()} on "
+               f"{'MNIST' if p['dataset'] == 'mnist' else 'CIFAR-10'} ({p['tier']} tier)")
+    legend = f"Points: mean over {n} seeds, bars: 95% bootstrap CI."
+    if p["paper"]:
+        legend += " Open diamonds: the paper's values" + (
+            " (for the paper's full-scale setup; this tier is smaller)." if p["tier"] == "smoke" else ".")
+    else:
+        legend += " No claim of this experiment gives a paper value on these axes."
+    if p["apart"]:
+        legend += (f" Right panel: configurations outside the {xl} sweep "
+                   f"({', '.join(dict.fromkeys(a['label'] for a in p['apart']))}).")
+    desc = ([f"{s['name']}: " + ", ".join(f"{pt['x']:g}: {num(pt['mean'])}" for pt in s["points"]) for s in p["series"]]
+            + [f"{a['label']}, {metric_label(a['metric'])[0]}: {num(a['mean'])}" for a in p["apart"]]
+            + [f"paper, {metric_label(pp['metric'])[0]} at " + (pp["apart"] or f"{xl} {pp['x']:g}")
+               + f": {pp['value']:g}" for pp in p["paper"]])
+    return {"caption": caption, "legend": legend, "desc": "; ".join(desc)}
+
+
 def provenance(runs: dict) -> dict:
     """Where one experiment's runs were made, from their run_provenance ({run key: dict or None}):
     the distinct values of device, torch, cuda and commit, the date range, how many runs carry no
     provenance (trained by older code), and `mixed`: the fields with more than one value."""
     known = [p for p in runs.values() if p]
-    out = {f: sorted({str(p.get(f)) for p in known}) for f in PROVENANCE_FIELDS}
-    dates = sorted(str(p["date"]) for p in known if p.get("date"))
+    out = {f: sorted({"none" if p.get(f) is None else str(p[f]) for p in known}) for f in PROVENANCE_FIELDS}
+    dates = sorted(str(p["date"])[:10] for p in known if p.get("date"))  # the day of an ISO date or time
     out.update({"runs": len(runs), "without": len(runs) - len(known),
                 "dates": [dates[0], dates[-1]] if dates else [],
                 "mixed": [f for f in ("device", "torch", "cuda", "commit") if len(out[f]) > 1]})
@@ -532,23 +555,7 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
     for key, p in plots.items():
         mine = [r for r in results if f"{r['experiment']}[{r['tier']}]" == key]
         p["paper"] = paper_points(p, mine)
-        first = mine[0]
-        yl, xl = _axis_label(p["y"]), AXES.get(p["x"], p["x"])
-        n = max((pt["n"] for s in p["series"] for pt in s["points"]), default=0)
-        p["caption"] = (f"{first['section']} · {first['title']}: {yl} against {xl}, "
-                        f"{p['model'].upper()} on {'MNIST' if p['dataset'] == 'mnist' else 'CIFAR-10'} "
-                        f"({p['tier']} tier)")
-        p["legend"] = (f"Points: mean over {n} seeds, bars: 95% bootstrap CI."
-                       + (" Open diamonds: the paper's values" + (" (for the paper's full-scale setup; this "
-                          "tier is smaller)" if p["tier"] == "smoke" else "") + "." if p["paper"] else
-                          " No claim of this experiment gives a paper value on these axes.")
-                       + (f" Right panel: configurations outside the {xl} sweep "
-                          f"({', '.join(dict.fromkeys(a['label'] for a in p['apart']))})." if p["apart"] else ""))
-        p["desc"] = "; ".join([f"{s['name']}: " + ", ".join(f"{pt['x']:g}: {num(pt['mean'])}" for pt in s["points"])
-                               for s in p["series"]]
-                              + [f"{a['label']}, {metric_label(a['metric'])[0]}: {num(a['mean'])}" for a in p["apart"]]
-                              + [f"paper, {metric_label(pp['metric'])[0]} at "
-                                 + (pp["apart"] or f"{xl} {pp['x']:g}") + f": {pp['value']:g}" for pp in p["paper"]])
+        p.update(_plot_text(p, mine[0]))
     for sec in sections:
         sec["counts"] = dict(sec["counts"])
     totals = Counter(r["verdict"] for r in results)

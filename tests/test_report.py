@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from harness import cache, experiments, report, spec
+from harness import cache, checks, experiments, report, spec
 from harness.plugin import claim_result
 
 SWEEP = """
@@ -243,6 +243,22 @@ def test_report_without_provenance_or_with_one_device(tmp_path):
     one = report.build(_provenance(_results(claims, root), ["cpu"]), 1.0)
     sweep = next(g for s in one["sections"] for g in s["groups"] if g["experiment"] == "sweep")
     assert sweep["provenance"]["mixed"] == [] and "Mixed provenance" not in report.render(one)
+
+
+def test_position_against_the_band_in_exact_numbers():
+    assert checks.position({"target": 10.0, "abs_tol": 2.0}, 13.0) == \
+        {"delta": 3.0, "rel": 0.3, "outside": 1.0, "units": 1.5}
+    assert checks.position({"target": 10.0, "rel_tol": 0.5}, 7.5)["units"] == -0.5
+    assert checks.position({"min": 1.0, "max": 3.0}, 2.5) == {"delta": None, "rel": None, "outside": 0.0, "units": 0.5}
+    assert checks.position({"min": 99.5}, 99.0) == {"delta": None, "rel": None, "outside": -0.5, "units": None}
+    assert checks.position({"target": 6514.0, "abs_tol": 0.0}, 6514.0)["units"] is None  # exact: no tolerance unit
+
+
+def test_plot_apart_is_validated(tmp_path):
+    bad = SWEEP.replace('logx = true}', 'logx = true, apart = {"GD" = {bogus = 1}}}')
+    (tmp_path / "bad.toml").write_text(bad)
+    with pytest.raises(spec.SpecError, match=r"bad.toml: experiment 'sweep': field 'plot.apart.GD.bogus'"):
+        spec.load(tmp_path / "bad.toml")
 
 
 CONFTEST = """
