@@ -414,20 +414,27 @@ def plot_svg(plot: dict, uid: str) -> str:
 
 
 def forest_rows(claims: list) -> list:
-    """One row per numeric claim with a two-sided expected band: the measured value and its 95% CI
-    in tolerance units (the band is [-1, 1], its centre the target), in section order."""
+    """One row per numeric claim, in section order: the measured value and its 95% CI in
+    tolerance units. A two-sided band maps to [-1, 1] around its centre (the target); a one-sided
+    band (e.g. >= 99.95) with a paper value inside it (100) maps to [-1, inf) around the paper
+    value, its unit the paper's distance to the bound. Other claims have no unit and no row."""
     rows = []
     for r in claims:
-        m = r.get("measured")
+        m, pv, e = r.get("measured"), r.get("paper_value"), r["expect"]
         if not m or r["check"]["type"] not in ("value", "all", "ratio", "difference", "loglog_slope"):
             continue
-        pos = checks.position(r["expect"], m["value"])
-        if pos["units"] is None:
+        if checks.position(e, m["value"])["units"] is not None:
+            z = [checks.position(e, v)["units"] for v in (m["value"], *m["ci"])]
+            band = (-1.0, 1.0)
+        elif isinstance(pv, (int, float)) and ("min" in e) != ("max" in e) and e.get("min", e.get("max")) != pv \
+                and checks.position(e, pv)["outside"] == 0:
+            unit = abs(pv - e.get("min", e.get("max")))
+            z = [(v - pv) / unit for v in (m["value"], *m["ci"])]
+            band = (-1.0, math.inf) if "min" in e else (-math.inf, 1.0)
+        else:
             continue
-        lo = checks.position(r["expect"], m["ci"][0])["units"]
-        hi = checks.position(r["expect"], m["ci"][1])["units"]
-        rows.append({"section": r["section"], "label": r["id"], "z": pos["units"], "lo": lo, "hi": hi,
-                     "verdict": r["verdict"], "anchor": r["anchor"]})
+        rows.append({"section": r["section"], "label": r["id"], "z": z[0], "lo": z[1], "hi": z[2],
+                     "band": band, "verdict": r["verdict"], "anchor": r["anchor"]})
     return rows
 
 
@@ -447,9 +454,11 @@ def forest_svg(rows: list, uid: str, title: str) -> str:
             labels.append((y, r["label"], False))
             y += 1
     fig, ax = plt.subplots(figsize=(6.6, 0.6 + 0.19 * y))
-    ax.axvspan(-1, 1, color="#e3eee3", zorder=0, label="expected band (±1 tolerance)")
     ax.axvline(0, color="#555", lw=0.8, zorder=1)
     for r, yy in zip(rows, ypos):
+        lo_b, hi_b = (max(-clip - 1, min(clip + 1, b)) for b in r["band"])
+        ax.fill_between([lo_b, hi_b], yy - 0.45, yy + 0.45, color="#dcebdc", lw=0, zorder=0,
+                        label="expected band" if r is rows[0] else None)
         c = COLOURS.get(r["verdict"], "#333")
         z, lo, hi = (max(-clip, min(clip, v)) for v in (r["z"], r["lo"], r["hi"]))
         ax.plot([lo, hi], [yy, yy], color=c, lw=1.5, zorder=2)
@@ -481,8 +490,8 @@ def _plot_text(p: dict, first: dict) -> dict:
     and paper value in words."""
     yl, xl = _axis_label(p["y"]), AXES.get(p["x"], p["x"])
     n = max((pt["n"] for s in p["series"] for pt in s["points"]), default=0)
-    caption = (f"{first['section']} · {first['title']}: {yl} against {xl}, {p['model'].upper()} on "
-               f"{'MNIST' if p['dataset'] == 'mnist' else 'CIFAR-10'} ({p['tier']} tier)")
+    setup = f"{p['model'].upper()} on {'MNIST' if p['dataset'] == 'mnist' else 'CIFAR-10'}"
+    caption = f"{first['section']} · {first['title']}: {yl} against {xl}, {setup} ({p['tier']} tier)"
     legend = f"Points: mean over {n} seeds, bars: 95% bootstrap CI."
     if p["paper"]:
         legend += " Open diamonds: the paper's values" + (
@@ -496,7 +505,8 @@ def _plot_text(p: dict, first: dict) -> dict:
             + [f"{a['label']}, {metric_label(a['metric'])[0]}: {num(a['mean'])}" for a in p["apart"]]
             + [f"paper, {metric_label(pp['metric'])[0]} at " + (pp["apart"] or f"{xl} {pp['x']:g}")
                + f": {pp['value']:g}" for pp in p["paper"]])
-    return {"caption": caption, "legend": legend, "desc": "; ".join(desc)}
+    return {"caption": caption, "legend": legend, "desc": "; ".join(desc),
+            "heading": f"{setup}: {yl} against {xl}"}
 
 
 def provenance(runs: dict) -> dict:
