@@ -416,8 +416,8 @@ def plot_svg(plot: dict, uid: str) -> str:
 def forest_rows(claims: list) -> list:
     """One row per numeric claim, in section order: the measured value and its 95% CI in
     tolerance units. A two-sided band maps to [-1, 1] around its centre (the target); a one-sided
-    band (e.g. >= 99.95) with a paper value inside it (100) maps to [-1, inf) around the paper
-    value, its unit the paper's distance to the bound. Other claims have no unit and no row."""
+    band (e.g. >= 99.95) with a paper value inside it (100) maps to [-1, None) (None: unbounded)
+    around the paper value, its unit the paper's distance to the bound. Other claims have no unit and no row."""
     rows = []
     for r in claims:
         m, pv, e = r.get("measured"), r.get("paper_value"), r["expect"]
@@ -430,7 +430,7 @@ def forest_rows(claims: list) -> list:
                 and checks.position(e, pv)["outside"] == 0:
             unit = abs(pv - e.get("min", e.get("max")))
             z = [(v - pv) / unit for v in (m["value"], *m["ci"])]
-            band = (-1.0, math.inf) if "min" in e else (-math.inf, 1.0)
+            band = (-1.0, None) if "min" in e else (None, 1.0)  # None: unbounded
         else:
             continue
         rows.append({"section": r["section"], "label": r["id"], "z": z[0], "lo": z[1], "hi": z[2],
@@ -456,7 +456,7 @@ def forest_svg(rows: list, uid: str, title: str) -> str:
     fig, ax = plt.subplots(figsize=(6.6, 0.6 + 0.19 * y))
     ax.axvline(0, color="#555", lw=0.8, zorder=1)
     for r, yy in zip(rows, ypos):
-        lo_b, hi_b = (max(-clip - 1, min(clip + 1, b)) for b in r["band"])
+        lo_b, hi_b = (s * (clip + 1) if b is None else max(-clip - 1, min(clip + 1, b)) for s, b in zip((-1, 1), r["band"]))
         ax.fill_between([lo_b, hi_b], yy - 0.45, yy + 0.45, color="#dcebdc", lw=0, zorder=0,
                         label="expected band" if r is rows[0] else None)
         c = COLOURS.get(r["verdict"], "#333")

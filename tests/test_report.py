@@ -57,6 +57,16 @@ check = {type = "value", metric = "test_acc", where = {batch_size = 0}}
 expect = {target = 30.0, abs_tol = 5.0, why = "w"}
 
 [[claims]]
+id = "all-interpolate"
+statement = "Every SGD batch size interpolates"
+paper = "100%"
+paper_value = 100.0
+experiment = "sweep"
+check = {type = "all", metric = "train_acc", where = {optimizer = "sgd", batch_size = [16, 64]}}
+[claims.smoke]
+expect = {min = 99.95, why = "w"}
+
+[[claims]]
 id = "bigger-batch-better"
 statement = "Batch 64 beats batch 16"
 paper = "-"
@@ -145,11 +155,11 @@ def rendered(tmp_path_factory):
 def test_verdicts_headline_and_not_run(rendered):
     doc, html, _ = rendered
     verdicts = {c["id"]: c["verdict"] for c in doc["claims"]}
-    assert verdicts == {"bs16": "pass", "bs64": "fail", "gd": "pass", "bigger-batch-better": "fail",
+    assert verdicts == {"bs16": "pass", "bs64": "fail", "gd": "pass", "all-interpolate": "pass", "bigger-batch-better": "fail",
                         "counted-claim": "pass", "missing-claim": "not run"}
     missing = next(c for c in doc["claims"] if c["id"] == "missing-claim")
     assert missing["detail"] == "not run (6 of 6 runs missing)"
-    assert "5 of 6 claims evaluated: 3 pass, 2 fail, 1 not run." in html
+    assert "6 of 7 claims evaluated: 4 pass, 2 fail, 1 not run." in html
     assert '<details class="claim not-run"' in html and "6 of 6 runs missing" in html
     # the summary lists sections in the paper's order, the review's controls last, with a total row
     order = [html.index(f'id="sec-{s}"') for s in ("IV-C", "V-E", "Review-controls")]
@@ -180,6 +190,17 @@ def test_one_figure_per_plotted_experiment_beside_its_claims_with_paper_values(r
     assert bs16["lo"] < bs16["mean"] < bs16["hi"] and bs16["mean"] == pytest.approx(90.1)
     assert 'role="img" aria-labelledby="fig-sweep-smoke-title fig-sweep-smoke-desc"' in svg
     assert "<title id=\"fig-sweep-smoke-title\">V-E · Sweep: test accuracy (%) against batch size" in svg
+
+
+def test_forest_rows_in_tolerance_units(rendered):
+    doc, html, _ = rendered
+    rows = {r["label"]: r for r in doc["forest"]}
+    assert list(rows) == ["bs16", "bs64", "gd", "all-interpolate"]  # not the count, welch or not-run claims
+    assert rows["bs64"]["z"] == pytest.approx(5.2) and rows["bs64"]["band"] == [-1.0, 1.0]
+    assert rows["gd"]["z"] == pytest.approx((30.1667 - 30) / 5, abs=1e-4)
+    # one-sided (>= 99.95, paper 100): units of the paper's distance to the bound, band [-1, unbounded)
+    assert rows["all-interpolate"]["z"] == 0.0 and rows["all-interpolate"]["band"] == [-1.0, None]
+    assert 'id="fig-forest"' in html and "bs64: +5.20 (fail)" in html
 
 
 def test_page_is_valid_for_readers_and_tools(rendered):
@@ -275,7 +296,7 @@ def test_pytest_skips_a_claim_whose_runs_are_not_cached(pytester, tmp_path):
     shutil.copytree(claims, pytester.path / "claims")
     pytester.makeconftest(CONFTEST)
     r = pytester.runpytest_subprocess("claims", "-rs", "--run-cache", str(root), "--report", str(tmp_path / "r"))
-    r.assert_outcomes(passed=3, failed=2, skipped=1)
+    r.assert_outcomes(passed=4, failed=2, skipped=1)
     assert "not run (6 of 6 runs missing)" in r.stdout.str()
     doc = json.loads((tmp_path / "r" / "results.json").read_text())
     assert {c["id"]: c["verdict"] for c in doc["claims"]}["missing-claim"] == "not run"
