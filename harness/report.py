@@ -361,12 +361,25 @@ def plot_svg(plot: dict, uid: str) -> str:
         metric_colour.setdefault(s["metric"], colour[s["name"]])
     for i, m in enumerate(plot["y"]):
         metric_colour.setdefault(m, cycle[(len(plot["series"]) + i) % len(cycle)])
+    # series of one metric that share an x (a ticket and its controls at 10%) are dodged apart
+    sharing = defaultdict(list)
+    for s in plot["series"]:
+        for p in s["points"]:
+            sharing[(s["metric"], p["x"])].append(s["name"])
+    xs = [x for _, x in sharing] or [0]
+    step = 0.04 if plot["logx"] else 0.015 * ((max(xs) - min(xs)) or 1)  # 4% apart on a log axis
+
+    def xpos(name, metric, x):
+        names = sharing[(metric, x)]
+        shift = step * (names.index(name) - (len(names) - 1) / 2) if name in names else 0.0
+        return x * math.exp(shift) if plot["logx"] else x + shift
+
     ys = []
     for s in plot["series"]:
         pts = s["points"]
         mean = [p["mean"] for p in pts]
         err = [[p["mean"] - p["lo"] for p in pts], [p["hi"] - p["mean"] for p in pts]]
-        ax.errorbar([p["x"] for p in pts], mean, yerr=err, marker="o", ms=4, capsize=3, color=colour[s["name"]],
+        ax.errorbar([xpos(s["name"], s["metric"], p["x"]) for p in pts], mean, yerr=err, marker="o", ms=4, capsize=3, color=colour[s["name"]],
                     label=s["name"])
         ys += [p["lo"] for p in pts] + [p["hi"] for p in pts]
     def offset(metric):  # metrics side by side at one apart configuration
@@ -382,8 +395,9 @@ def plot_svg(plot: dict, uid: str) -> str:
     for pp in plot.get("paper", []):
         c = colour.get(pp["series"]) or metric_colour[pp["metric"]]
         target = ax2 if pp["apart"] else ax
-        xpos = apart_labels.index(pp["apart"]) + offset(pp["metric"]) if pp["apart"] else pp["x"]
-        target.plot([xpos], [pp["value"]], linestyle="none", marker="D", ms=7, mfc="none", mec=c, mew=1.5,
+        at = apart_labels.index(pp["apart"]) + offset(pp["metric"]) if pp["apart"] else \
+            xpos(pp["series"], pp["metric"], pp["x"])
+        target.plot([at], [pp["value"]], linestyle="none", marker="D", ms=7, mfc="none", mec=c, mew=1.5,
                     label=None if pp["metric"] in paper_metrics else f"paper: {metric_label(pp['metric'])[0]}")
         paper_metrics.append(pp["metric"])
         ys.append(pp["value"])
@@ -498,6 +512,9 @@ def _plot_text(p: dict, first: dict) -> dict:
             " (for the paper's full-scale setup; this tier is smaller)." if p["tier"] == "smoke" else ".")
     else:
         legend += " No claim of this experiment gives a paper value on these axes."
+    shared = Counter((s["metric"], pt["x"]) for s in p["series"] for pt in s["points"])
+    if any(n > 1 for n in shared.values()):
+        legend += f" Series that share a {xl} are drawn slightly side by side."
     if p["apart"]:
         legend += (f" Right panel: configurations outside the {xl} sweep "
                    f"({', '.join(dict.fromkeys(a['label'] for a in p['apart']))}).")
@@ -558,7 +575,7 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         g["claims"].append(r)
         if r.get("plot") and r["plot"]["series"]:
             if key not in plots:
-                plots[key] = {**r["plot"], "tier": r["tier"], "anchor": g["anchor"]}
+                plots[key] = {**r["plot"], "tier": r["tier"], "anchor": g["anchor"], "section": sec["name"]}
                 g["plot"] = key
             elif plots[key]["anchor"] != g["anchor"]:
                 g["plot_at"] = plots[key]["anchor"]
