@@ -81,20 +81,19 @@ def num(v, decimals=None, digits: int = 4) -> str:
 
 
 def with_unit(s: str, unit: str) -> str:
-    return f"{s} {unit}" if unit and unit != "×" else (f"{s}×" if unit == "×" else s)
+    if unit == "×":
+        return s + "×"
+    return f"{s} {unit}" if unit else s
 
 
 def estimate_text(m: dict, unit: str = "") -> dict:
-    """{'value', 'ci', 'n'} strings of a measured estimate; the CI only where it is not degenerate
-    (n > 1 and the bounds differ), in the value's decimals."""
+    """{'value', 'ci', 'n'} strings of a measured estimate, the CI bounds in the value's decimals;
+    the CI only where it is not degenerate (n > 1 and the bounds differ)."""
     v, (lo, hi), n = m["value"], m["ci"], m["n"]
-    d = _decimals(v) if not float(v).is_integer() else None
-    if d is not None and v and not 1e-3 <= abs(v) < 1e6:
-        d = None
+    d = None if float(v).is_integer() or not 1e-3 <= abs(v) < 1e6 else _decimals(v)
     ci = ""
     if n > 1 and all(map(math.isfinite, (lo, hi))) and lo != hi:
-        dd = d if d is not None else (None if float(lo).is_integer() and float(hi).is_integer() else 4)
-        ci = f"[{num(lo, dd)}, {num(hi, dd)}]"
+        ci = f"[{num(lo, d)}, {num(hi, d)}]"
     return {"value": with_unit(num(v, d), unit), "ci": ci, "n": n}
 
 
@@ -379,7 +378,8 @@ def plot_svg(plot: dict, uid: str) -> str:
         pts = s["points"]
         mean = [p["mean"] for p in pts]
         err = [[p["mean"] - p["lo"] for p in pts], [p["hi"] - p["mean"] for p in pts]]
-        ax.errorbar([xpos(s["name"], s["metric"], p["x"]) for p in pts], mean, yerr=err, marker="o", ms=4, capsize=3, color=colour[s["name"]],
+        ax.errorbar([xpos(s["name"], s["metric"], p["x"]) for p in pts], mean, yerr=err, marker="o", ms=4,
+                    capsize=3, color=colour[s["name"]],
                     label=s["name"])
         ys += [p["lo"] for p in pts] + [p["hi"] for p in pts]
     def offset(metric):  # metrics side by side at one apart configuration
@@ -388,7 +388,8 @@ def plot_svg(plot: dict, uid: str) -> str:
     for i, label in enumerate(apart_labels):
         for a in plot["apart"]:
             if a["label"] == label:
-                ax2.errorbar([i + offset(a["metric"])], [a["mean"]], yerr=[[a["mean"] - a["lo"]], [a["hi"] - a["mean"]]], marker="s",
+                ax2.errorbar([i + offset(a["metric"])], [a["mean"]],
+                             yerr=[[a["mean"] - a["lo"]], [a["hi"] - a["mean"]]], marker="s",
                              ms=5, capsize=3, color=metric_colour[a["metric"]], linestyle="none")
                 ys += [a["lo"], a["hi"]]
     paper_metrics = []
@@ -448,7 +449,7 @@ def forest_rows(claims: list) -> list:
         else:
             continue
         rows.append({"section": r["section"], "label": r["id"], "z": z[0], "lo": z[1], "hi": z[2],
-                     "band": band, "verdict": r["verdict"], "anchor": r["anchor"]})
+                     "band": band, "verdict": r["verdict"]})
     return rows
 
 
@@ -470,7 +471,8 @@ def forest_svg(rows: list, uid: str, title: str) -> str:
     fig, ax = plt.subplots(figsize=(6.6, 0.6 + 0.19 * y))
     ax.axvline(0, color="#555", lw=0.8, zorder=1)
     for r, yy in zip(rows, ypos):
-        lo_b, hi_b = (s * (clip + 1) if b is None else max(-clip - 1, min(clip + 1, b)) for s, b in zip((-1, 1), r["band"]))
+        lo_b, hi_b = (side * (clip + 1) if b is None else max(-clip - 1, min(clip + 1, b))
+                      for side, b in zip((-1, 1), r["band"]))
         ax.fill_between([lo_b, hi_b], yy - 0.45, yy + 0.45, color="#dcebdc", lw=0, zorder=0,
                         label="expected band" if r is rows[0] else None)
         c = COLOURS.get(r["verdict"], "#333")
@@ -540,7 +542,8 @@ def provenance(runs: dict) -> dict:
 
 
 def build(results: list, wall_s: float, device: str = "cpu") -> dict:
-    results = sorted(results, key=lambda r: (section_key(r["section"]), r["file"], r["tier"], r.get("order", 0), r["id"]))
+    results = sorted(results, key=lambda r: (section_key(r["section"]), r["file"], r["tier"], r.get("order", 0),
+                                             r["id"]))
     tiers = sorted({r["tier"] for r in results})
     recorded, per_experiment, prov = {}, defaultdict(dict), defaultdict(dict)
     for r in results:

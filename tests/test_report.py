@@ -5,7 +5,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -155,7 +154,8 @@ def rendered(tmp_path_factory):
 def test_verdicts_headline_and_not_run(rendered):
     doc, html, _ = rendered
     verdicts = {c["id"]: c["verdict"] for c in doc["claims"]}
-    assert verdicts == {"bs16": "pass", "bs64": "fail", "gd": "pass", "all-interpolate": "pass", "bigger-batch-better": "fail",
+    assert verdicts == {"bs16": "pass", "bs64": "fail", "gd": "pass", "all-interpolate": "pass",
+                        "bigger-batch-better": "fail",
                         "counted-claim": "pass", "missing-claim": "not run"}
     missing = next(c for c in doc["claims"] if c["id"] == "missing-claim")
     assert missing["detail"] == "not run (6 of 6 runs missing)"
@@ -345,7 +345,3 @@ def test_in_headless_browser_at_phone_width(rendered, tmp_path):
     assert out["width"] == 390 and out["scroll"] <= out["width"], out
     assert out["svgs"] and all(0 < w <= out["width"] for w in out["svgs"]), out
     assert out["filter"] and out["passing_shown"] == 0 and out["failing_shown"] == 2, out
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-v"]))
