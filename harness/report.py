@@ -337,10 +337,25 @@ def _esc(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
+def _log_y(ax, ys: list) -> None:
+    """A log y axis with 1-2-5 ticks that label both ends of the data."""
+    import matplotlib.ticker as mticker
+
+    ys = [y for y in ys if math.isfinite(y)]
+    if not ys or min(ys) <= 0:
+        return
+    ax.set_yscale("log")
+    ticks = _log_ticks(min(ys), max(ys))
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax.yaxis.set_minor_locator(mticker.NullLocator())
+    ax.set_ylim(ticks[0] / 1.15, ticks[-1] * 1.15)
+
+
 def plot_svg(plot: dict, uid: str) -> str:
     """One experiment's figure: per series, means with 95% CI bars along plot.x (log axes as the
-    plot asks; ends of a log-y axis labelled); the configurations drawn apart (Adam, GD) in a
-    panel of their own on the right, same y axis; the paper's values as open diamonds."""
+    plot asks); the configurations drawn apart (Adam, GD) in a panel of their own on the right,
+    with its own y axis so that they do not squash the sweep's; the paper's values as open
+    diamonds."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -348,7 +363,7 @@ def plot_svg(plot: dict, uid: str) -> str:
 
     apart_labels = list(dict.fromkeys(a["label"] for a in plot["apart"]))
     if apart_labels:
-        fig, (ax, ax2) = plt.subplots(1, 2, sharey=True, figsize=(6.6, 3.6),
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(6.6, 3.6),
                                       gridspec_kw={"width_ratios": [5, 0.9 + 0.6 * len(apart_labels)]})
     else:
         fig, ax = plt.subplots(figsize=(6.6, 3.6))
@@ -373,56 +388,51 @@ def plot_svg(plot: dict, uid: str) -> str:
         shift = step * (names.index(name) - (len(names) - 1) / 2) if name in names else 0.0
         return x * math.exp(shift) if plot["logx"] else x + shift
 
-    ys = []
-    for s in plot["series"]:
-        pts = s["points"]
-        mean = [p["mean"] for p in pts]
-        err = [[p["mean"] - p["lo"] for p in pts], [p["hi"] - p["mean"] for p in pts]]
-        ax.errorbar([xpos(s["name"], s["metric"], p["x"]) for p in pts], mean, yerr=err, marker="o", ms=4,
-                    capsize=3, color=colour[s["name"]],
-                    label=s["name"])
-        ys += [p["lo"] for p in pts] + [p["hi"] for p in pts]
     def offset(metric):  # metrics side by side at one apart configuration
         return 0.12 * (plot["y"].index(metric) - (len(plot["y"]) - 1) / 2)
 
-    for i, label in enumerate(apart_labels):
-        for a in plot["apart"]:
-            if a["label"] == label:
-                ax2.errorbar([i + offset(a["metric"])], [a["mean"]],
-                             yerr=[[a["mean"] - a["lo"]], [a["hi"] - a["mean"]]], marker="s",
-                             ms=5, capsize=3, color=metric_colour[a["metric"]], linestyle="none")
-                ys += [a["lo"], a["hi"]]
+    ys, ys2 = [], []
+    for s in plot["series"]:
+        pts = s["points"]
+        err = [[p["mean"] - p["lo"] for p in pts], [p["hi"] - p["mean"] for p in pts]]
+        ax.errorbar([xpos(s["name"], s["metric"], p["x"]) for p in pts], [p["mean"] for p in pts], yerr=err,
+                    marker="o", ms=4, capsize=3, color=colour[s["name"]], label=s["name"])
+        ys += [p["lo"] for p in pts] + [p["hi"] for p in pts]
+    for a in plot["apart"]:
+        ax2.errorbar([apart_labels.index(a["label"]) + offset(a["metric"])], [a["mean"]],
+                     yerr=[[a["mean"] - a["lo"]], [a["hi"] - a["mean"]]], marker="s", ms=5, capsize=3,
+                     color=metric_colour[a["metric"]], linestyle="none")
+        ys2 += [a["lo"], a["hi"]]
     paper_metrics = []
     for pp in plot.get("paper", []):
         c = colour.get(pp["series"]) or metric_colour[pp["metric"]]
-        target = ax2 if pp["apart"] else ax
-        at = apart_labels.index(pp["apart"]) + offset(pp["metric"]) if pp["apart"] else \
-            xpos(pp["series"], pp["metric"], pp["x"])
+        if pp["apart"]:
+            target, at = ax2, apart_labels.index(pp["apart"]) + offset(pp["metric"])
+            ys2.append(pp["value"])
+        else:
+            target, at = ax, xpos(pp["series"], pp["metric"], pp["x"])
+            ys.append(pp["value"])
         target.plot([at], [pp["value"]], linestyle="none", marker="D", ms=7, mfc="none", mec=c, mew=1.5,
                     label=None if pp["metric"] in paper_metrics else f"paper: {metric_label(pp['metric'])[0]}")
         paper_metrics.append(pp["metric"])
-        ys.append(pp["value"])
     if plot["logx"]:
         ax.set_xscale("log")
         xs = sorted({p["x"] for s in plot["series"] for p in s["points"]})
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.xaxis.set_minor_locator(mticker.NullLocator())
-    ys = [y for y in ys if math.isfinite(y)]
-    if plot["logy"] and ys and min(ys) > 0:
-        ax.set_yscale("log")
-        ticks = _log_ticks(min(ys), max(ys))
-        ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
-        ax.yaxis.set_minor_locator(mticker.NullLocator())
-        ax.set_ylim(ticks[0] / 1.15, ticks[-1] * 1.15)
-    ax.set_xlabel(AXES.get(plot["x"], plot["x"]) + (" (channels c)" if plot["x"] == "width" and plot["model"] == "cnn"
-                                                     else " (hidden units)" if plot["x"] == "width" else ""))
+    width = {"mlp": " (hidden units)", "cnn": " (channels c)"}.get(plot["model"], "") if plot["x"] == "width" else ""
+    ax.set_xlabel(AXES.get(plot["x"], plot["x"]) + width)
     ax.set_ylabel(_axis_label(plot["y"]))
     ax.grid(alpha=0.3)
+    if plot["logy"]:
+        _log_y(ax, ys)
     if ax2 is not None:
         ax2.set_xticks(range(len(apart_labels)), apart_labels, rotation=25, ha="right", fontsize=8)
         ax2.set_xlim(-0.6, len(apart_labels) - 0.4)
         ax2.grid(alpha=0.3)
-        ax2.set_title("apart", fontsize=8)
+        ax2.set_title("apart (own y axis)", fontsize=8)
+        if plot["logy"]:
+            _log_y(ax2, ys2)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return _svg(fig, uid, plot["caption"], plot["desc"])
@@ -518,7 +528,7 @@ def _plot_text(p: dict, first: dict) -> dict:
     if any(n > 1 for n in shared.values()):
         legend += f" Series that share a {xl} are drawn slightly side by side."
     if p["apart"]:
-        legend += (f" Right panel: configurations outside the {xl} sweep "
+        legend += (f" Right panel, on its own y axis: configurations outside the {xl} sweep "
                    f"({', '.join(dict.fromkeys(a['label'] for a in p['apart']))}).")
     desc = ([f"{s['name']}: " + ", ".join(f"{pt['x']:g}: {num(pt['mean'])}" for pt in s["points"]) for s in p["series"]]
             + [f"{a['label']}, {metric_label(a['metric'])[0]}: {num(a['mean'])}" for a in p["apart"]]
