@@ -275,6 +275,14 @@ def test_position_against_the_band_in_exact_numbers():
     assert checks.position({"target": 6514.0, "abs_tol": 0.0}, 6514.0)["units"] is None  # exact: no tolerance unit
 
 
+def test_paper_order_and_log_ticks():
+    names = ["Review controls", "V-F", "V-A / V-D", "IV-C", "V-B", "VI"]
+    assert sorted(names, key=report.section_key) == ["IV-C", "V-A / V-D", "V-B", "V-F", "VI", "Review controls"]
+    # log-y ticks reach past both ends of the data, so both ends are labelled
+    assert report._log_ticks(0.0831, 1.3413) == pytest.approx([0.05, 0.1, 0.2, 0.5, 1.0, 2.0])
+    assert report._log_ticks(0.19, 2.24) == pytest.approx([0.1, 0.2, 0.5, 1.0, 2.0, 5.0])
+
+
 def test_plot_apart_is_validated(tmp_path):
     bad = SWEEP.replace('logx = true}', 'logx = true, apart = {"GD" = {bogus = 1}}}')
     (tmp_path / "bad.toml").write_text(bad)
