@@ -1,7 +1,7 @@
 """Command line.
 
 `python -m harness report` re-evaluates every claim from the run cache (no training; claims whose
-runs are missing are reported as errors) and re-renders the report.
+runs are missing are reported as "not run") and re-renders the report.
 `python -m harness bench` times the training step, eager one-at-a-time vs grouped seeds.
 `python -m harness plan` lists what a tier trains: runs, optimiser steps and FLOPs per experiment,
 and estimates its wall time on this machine's GPU (see `plan`).

@@ -83,6 +83,22 @@ def _in_band(value, expect) -> tuple:
     return miss == 0.0, miss
 
 
+def position(expect, value) -> dict:
+    """Where `value` lies against the expected band, to describe a result (verdicts do not use
+    it): `delta` = value - target and `rel` = delta / |target| (None without a target, or rel
+    for a zero target), `outside` = signed distance outside the band (0 inside), and `units` =
+    (value - centre) / half-width, the value in tolerance units with the band at [-1, 1] (None for
+    a one-sided or zero-width band)."""
+    lo, hi = _band(expect)
+    t = expect.get("target")
+    delta = None if t is None else value - t
+    half = (hi - lo) / 2
+    units = (value - (lo + hi) / 2) / half if math.isfinite(half) and half > 0 else None
+    outside = value - lo if value < lo else value - hi if value > hi else 0.0
+    return {"delta": delta, "rel": delta / abs(t) if delta is not None and t else None,
+            "outside": outside, "units": units}
+
+
 def _describe_band(expect) -> str:
     lo, hi = _band(expect)
     if "target" in expect:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from . import checks, experiments, report, spec
+from . import cache, checks, experiments, report, spec
 from .data import DataError
 
 
@@ -165,7 +165,9 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
     try:
         rows = experiments.run(exp, tier, ctx, reading)
         out = checks.evaluate(t["check"], t["expect"], rows)
-    except (DataError, checks.SelectionError, experiments.NotCached) as e:
+    except experiments.NotCached as e:
+        return {**base, "verdict": "not run", "measured": None, "detail": _not_run(exp, tier, ctx, e), "table": []}
+    except (DataError, checks.SelectionError) as e:
         return {**base, "verdict": "error", "measured": None, "detail": str(e), "table": []}
     out["plot"] = report.experiment_series(exp, rows) if exp.plot else None
     out["experiment_seconds"] = ctx.run_seconds.get(
@@ -176,6 +178,20 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
                          if row["key"] and "wall_s" in row["metrics"]}
     out["run_provenance"] = {row["key"]: row.get("provenance") for row in rows if row["key"]}
     return {**base, **out}
+
+
+def _not_run(exp, tier, ctx, err) -> str:
+    """'not run (k of N runs missing)': the runs of `exp` in `tier` absent from the cache (for a
+    ticket experiment its dense runs, the start of the chain); all present means a measurement or
+    a later ticket round is missing, and the NotCached message says which."""
+    keys = [cache.run_key(c) for c in experiments.expand(exp, tier, ctx.device)]
+    missing = sum(not ctx.cache.has(k) for k in keys)
+    runs = "dense runs" if exp.procedure == "ticket" else "runs"
+    if missing:
+        return f"not run ({missing} of {len(keys)} {runs} missing)"
+    if exp.procedure == "ticket":
+        return f"not run (ticket chain not complete: {err})"
+    return f"not run (all {len(keys)} runs cached, but: {err})"
 
 
 class ClaimItem(pytest.Item):
@@ -192,6 +208,8 @@ class ClaimItem(pytest.Item):
         result = claim_result(self.claim, self.tier, self.exp, self.claim_file, self.config._harness_ctx,
                               self.reading)
         self.user_properties.append(("harness_claim", json.dumps(result, default=float)))
+        if result["verdict"] == "not run":
+            pytest.skip(result["detail"])
         if result["verdict"] in ("fail", "diverged") and not self.reading.is_primary:
             # the claim's verdict is the primary reading's; another reading that does not
             # reproduce it is a finding (the report's readings table), not a failed test

@@ -18,6 +18,8 @@ at collection time, before anything trains. Schema (see claims/*.toml for real o
     instruments = {hessian = {samples = 1000}}  # options per instrument
     ticket = {fractions = [0.7, 0.5]}   # lottery-ticket options (procedure = "ticket")
     plot = {x = "width", y = ["train_acc", "test_acc"], logx = true}
+                                        # optional: by = "field" (a series per value), apart =
+                                        # {"label" = {where}} (points drawn beside the x sweep)
     notes = "..."                       # readings taken for lost numbers, shown in the report
     [experiments.NAME.smoke]            # per tier: seeds (required) and overrides of
     seeds = [0, 1]                      #   base/instruments/ticket (merged), grid/configs (replaced)
@@ -319,7 +321,9 @@ def _parse_experiment(name, t, path) -> Experiment:
             tiers[tier] = t[tier]
     plot = t.get("plot", {})
     if plot:
-        _keys(plot, {"x", "y", "logx", "logy", "by"}, {"x", "y"}, path, where, "plot.")
+        _keys(plot, {"x", "y", "logx", "logy", "by", "apart"}, {"x", "y"}, path, where, "plot.")
+        for label, w in _typed(plot.get("apart", {}), dict, path, where, "plot.apart").items():
+            _run_fields(_typed(w, dict, path, where, f"plot.apart.{label}"), path, where, f"plot.apart.{label}.")
     exp = Experiment(name, str(path), t["procedure"], t["dataset"], t["model"], measure,
                      t.get("base", {}), t.get("grid", {}), t.get("configs", []),
                      t.get("instruments", {}), t.get("ticket", {}), plot, t.get("notes", ""), tiers)

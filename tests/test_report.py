@@ -1,0 +1,355 @@
+"""The HTML report from a small fixture cache (fabricated run metrics, no training): its structure,
+numbers, "not run" state, provenance, accessibility; and, where chromium is installed, the page in
+a real headless browser at phone width."""
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from harness import cache, checks, experiments, report, spec
+from harness.plugin import claim_result
+
+SWEEP = """
+section = "V-E"
+title = "Sweep"
+
+[experiments.sweep]
+procedure = "train"
+dataset = "mnist"
+model = "mlp"
+base = {width = 16, train_subset = 256, epochs = 1}
+configs = [{batch_size = 16, lr = 0.01}, {batch_size = 64, lr = 0.02}, {batch_size = 0, lr = 0.001},
+           {optimizer = "adam", batch_size = 16, lr = 0.001}]
+plot = {x = "batch_size", y = ["test_acc"], logx = true}
+smoke = {seeds = [0, 1, 2]}
+
+[[claims]]
+id = "bs16"
+statement = "Batch 16 reaches 90% test accuracy"
+paper = "90.0%"
+paper_value = 90.0
+experiment = "sweep"
+check = {type = "value", metric = "test_acc", where = {optimizer = "sgd", batch_size = 16}}
+[claims.smoke]
+expect = {target = 90.0, abs_tol = 1.0, why = "w"}
+
+[[claims]]
+id = "bs64"
+statement = "Batch 64 reaches 80% test accuracy"
+paper = "80.0%"
+paper_value = 80.0
+experiment = "sweep"
+check = {type = "value", metric = "test_acc", where = {batch_size = 64}}
+[claims.smoke]
+expect = {target = 80.0, abs_tol = 1.0, why = "w"}
+
+[[claims]]
+id = "gd"
+statement = "GD reaches 30% test accuracy"
+paper = "30.0%"
+paper_value = 30.0
+experiment = "sweep"
+check = {type = "value", metric = "test_acc", where = {batch_size = 0}}
+[claims.smoke]
+expect = {target = 30.0, abs_tol = 5.0, why = "w"}
+
+[[claims]]
+id = "all-interpolate"
+statement = "Every SGD batch size interpolates"
+paper = "100%"
+paper_value = 100.0
+experiment = "sweep"
+check = {type = "all", metric = "train_acc", where = {optimizer = "sgd", batch_size = [16, 64]}}
+[claims.smoke]
+expect = {min = 99.95, why = "w"}
+
+[[claims]]
+id = "bigger-batch-better"
+statement = "Batch 64 beats batch 16"
+paper = "-"
+experiment = "sweep"
+check = {type = "welch", metric = "test_acc", a = {batch_size = 64}, b = {optimizer = "sgd", batch_size = 16}}
+[claims.smoke]
+expect = {significant = true, direction = "greater", why = "w"}
+"""
+
+OTHERS = """
+section = "{section}"
+title = "{title}"
+
+[experiments.{name}]
+procedure = "{procedure}"
+dataset = "mnist"
+model = "mlp"
+grid = {{width = [8, 2048]}}
+plot = {{x = "width", y = ["test_acc"], logx = true}}
+smoke = {{seeds = [0, 1, 2]}}
+
+[[claims]]
+id = "{name}-claim"
+statement = "{name} statement"
+paper = "-"
+experiment = "{name}"
+check = {{type = "value", metric = "{metric}", where = {{width = 2048}}}}
+[claims.smoke]
+expect = {{min = 0.0, why = "w"}}
+"""
+
+ACC = {(16, "sgd"): [90.1, 90.3, 89.9], (64, "sgd"): [85.0, 85.4, 85.2], (0, "sgd"): [31.0, 29.0, 30.5],
+       (16, "adam"): [88.0, 88.5, 88.2]}
+
+
+def _project(tmp_path):
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    (claims / "sweep.toml").write_text(SWEEP)
+    (claims / "counts.toml").write_text(OTHERS.format(section="IV-C", title="Counts", name="counted",
+                                                      procedure="count", metric="params")
+                                        .replace('plot = {x = "width", y = ["test_acc"], logx = true}\n', ""))
+    (claims / "missing.toml").write_text(OTHERS.format(section="Review controls", title="Controls",
+                                                       name="missing", procedure="train", metric="test_acc"))
+    root = tmp_path / "cache"
+    rc = cache.RunCache(root)
+    exp = spec.load(claims / "sweep.toml").experiments["sweep"]
+    for cfg in experiments.expand(exp, "smoke", "cpu"):
+        acc = ACC[(cfg.batch_size, cfg.optimizer)][cfg.seed]
+        final = {"train_acc": 100.0, "test_acc": acc, "train_loss": 0.01, "test_loss": 0.3, "gen_gap": 100 - acc}
+        rc.save(cache.run_key(cfg), {"config": cfg.to_dict(), "extra": None, "final": final, "history": [final],
+                                     "diverged": False, "steps": 16, "wall_s": 1.5})
+    return claims, root
+
+
+def _results(claims, root):
+    ctx = experiments.Context(cache_root=str(root), allow_train=False)
+    out = []
+    for path in sorted(claims.glob("*.toml")):
+        cf = spec.load(path)
+        out += [claim_result(c, t, c.experiment, cf, ctx) for c in cf.claims for t in c.tiers]
+    return out
+
+
+def _provenance(results, devices):
+    """run_provenance as the run recording will attach it: per run key, a dict (or None)."""
+    for r in results:
+        keys = sorted(r.get("run_wall_s") or {})
+        r["run_provenance"] = {k: None if devices[i % len(devices)] is None else
+                               {"device": devices[i % len(devices)], "torch": "2.5.1", "cuda": None,
+                                "commit": "abc1234", "date": f"2026-11-2{i % 3}", "tf32_conv": False,
+                                "tf32_matmul": False, "amp": False, "trainer": "single", "cuda_graph": False}
+                               for i, k in enumerate(keys)}
+    return results
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    claims, root = _project(tmp)
+    results = _provenance(_results(claims, root), ["cpu", "NVIDIA H100 80GB HBM3", None])
+    json_path, html_path = report.write(results, tmp / "out", wall_s=1.0)
+    return json.loads(json_path.read_text()), html_path.read_text(), html_path
+
+
+def test_verdicts_headline_and_not_run(rendered):
+    doc, html, _ = rendered
+    verdicts = {c["id"]: c["verdict"] for c in doc["claims"]}
+    assert verdicts == {"bs16": "pass", "bs64": "fail", "gd": "pass", "all-interpolate": "pass",
+                        "bigger-batch-better": "fail",
+                        "counted-claim": "pass", "missing-claim": "not run"}
+    missing = next(c for c in doc["claims"] if c["id"] == "missing-claim")
+    assert missing["detail"] == "not run (6 of 6 runs missing)"
+    assert "6 of 7 claims evaluated: 4 pass, 2 fail, 1 not run." in html
+    assert '<details class="claim not-run"' in html and "6 of 6 runs missing" in html
+    # the summary lists sections in the paper's order, the review's controls last, with a total row
+    order = [html.index(f'id="sec-{s}"') for s in ("IV-C", "V-E", "Review-controls")]
+    assert order == sorted(order)
+    assert '<tr class="total"><th scope="row">Total</th>' in html
+
+
+def test_one_figure_per_plotted_experiment_beside_its_claims_with_paper_values(rendered):
+    doc, html, _ = rendered
+    assert list(doc["plots"]) == ["sweep[smoke]"]  # `missing` has no runs, so no figure
+    figures = re.findall(r'<svg[^>]*id="(fig-[^"]+)"', html)
+    assert figures == ["fig-forest", "fig-sweep-smoke"]
+    fig, exp_head = html.index('id="fig-sweep-smoke"'), html.index('id="exp-V-E-sweep-smoke"')
+    first_card = html.index('id="sweep-bs16-smoke"')
+    assert exp_head < fig < first_card
+    svg = html[fig:html.index("</svg>", fig)]
+    # the paper's values are drawn (legend entry, and listed in the SVG description), Adam and
+    # full-batch GD apart from the log batch-size axis, whose ticks are the SGD batch sizes only
+    assert "paper: test accuracy" in svg
+    for s in ("paper, test accuracy at batch size 16: 90", "paper, test accuracy at batch size 64: 80",
+              "paper, test accuracy at GD (full batch): 30", "Adam (batch 16)"):
+        assert s in svg, s
+    plot = doc["plots"]["sweep[smoke]"]
+    assert [p["x"] for p in plot["series"][0]["points"]] == [16, 64]
+    assert {a["label"] for a in plot["apart"]} == {"GD (full batch)", "Adam (batch 16)"}
+    # 95% CI error bars, not std
+    bs16 = plot["series"][0]["points"][0]
+    assert bs16["lo"] < bs16["mean"] < bs16["hi"] and bs16["mean"] == pytest.approx(90.1)
+    assert 'role="img" aria-labelledby="fig-sweep-smoke-title fig-sweep-smoke-desc"' in svg
+    assert "<title id=\"fig-sweep-smoke-title\">V-E · Sweep: test accuracy (%) against batch size" in svg
+
+
+def test_forest_rows_in_tolerance_units(rendered):
+    doc, html, _ = rendered
+    rows = {r["label"]: r for r in doc["forest"]}
+    assert list(rows) == ["bs16", "bs64", "gd", "all-interpolate"]  # not the count, welch or not-run claims
+    assert rows["bs64"]["z"] == pytest.approx(5.2) and rows["bs64"]["band"] == [-1.0, 1.0]
+    assert rows["gd"]["z"] == pytest.approx((30.1667 - 30) / 5, abs=1e-4)
+    # one-sided (>= 99.95, paper 100): units of the paper's distance to the bound, band [-1, unbounded)
+    assert rows["all-interpolate"]["z"] == 0.0 and rows["all-interpolate"]["band"] == [-1.0, None]
+    assert 'id="fig-forest"' in html and "bs64: +5.20 (fail)" in html
+
+
+def test_page_is_valid_for_readers_and_tools(rendered):
+    doc, html, _ = rendered
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), [i for i in set(ids) if ids.count(i) > 1]
+    for ref in set(re.findall(r'(?:href="#|url\(#)([^")]+)', html)):
+        assert ref in ids, ref
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+    assert "<thead>" in html and "<caption>" in html and 'scope="col"' in html
+    assert "<link" not in html and "src=" not in html  # self-contained
+
+
+def _luminance(hex_colour):
+    rgb = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def test_verdict_colours_meet_contrast_minimum():
+    for verdict, colour in report.COLOURS.items():
+        ratio = 1.05 / (_luminance(colour) + 0.05)
+        assert ratio >= 4.5, (verdict, colour, ratio)
+
+
+def test_numbers_deltas_and_welch_in_words(rendered):
+    doc, html, _ = rendered
+    assert report.num(10020874.0) == "10,020,874" and report.num(94.454) == "94.45"
+    assert report.num(3.31e-4, digits=2) == "3.3×10⁻⁴"
+    assert "e+0" not in html and "e-0" not in html
+    counted = next(c for c in doc["claims"] if c["id"] == "counted-claim")
+    assert counted["measured_text"] == {"value": "10,020,874", "ci": "", "n": 3}  # no degenerate CI
+    bs64 = next(c for c in doc["claims"] if c["id"] == "bs64")
+    assert bs64["measured_text"]["value"] == "85.20 %" and bs64["paper_text"] == "80 %"
+    assert bs64["deviation"] == "+5.20 pp (+6.5%), +5.20 tol"
+    welch = next(c for c in doc["claims"] if c["id"] == "bigger-batch-better")
+    assert welch["explanation"].startswith("significant, opposite direction (p = ")
+    assert "test accuracy at optimizer = sgd, batch_size = 16 is 4.90 pp above batch_size = 64" in welch["explanation"]
+    # the measured line appears once per card (the check's raw detail is not repeated)
+    card = html[html.index('id="sweep-bs64-smoke"'):]
+    card = card[:card.index("Per configuration")]
+    assert card.count("85.20") == 1
+
+
+def test_provenance_per_experiment_with_mixed_warning(rendered):
+    doc, html, _ = rendered
+    sweep = next(g for s in doc["sections"] for g in s["groups"] if g["experiment"] == "sweep")
+    p = sweep["provenance"]
+    assert p["runs"] == 12 and p["without"] == 4 and p["mixed"] == ["device"]
+    assert p["device"] == ["NVIDIA H100 80GB HBM3", "cpu"] and p["dates"] == ["2026-11-20", "2026-11-21"]
+    block = html[html.index('id="exp-V-E-sweep-smoke"'):html.index('id="sweep-bs16-smoke"')]
+    assert "trained on NVIDIA H100 80GB HBM3, cpu" in block and "4 runs without recorded provenance" in block
+    assert "Mixed provenance:</strong> this experiment's runs differ in device" in block
+
+
+def test_report_without_provenance_or_with_one_device(tmp_path):
+    claims, root = _project(tmp_path)
+    plain = report.build(_results(claims, root), 1.0)  # before the recording exists: no run_provenance
+    sweep = next(g for s in plain["sections"] for g in s["groups"] if g["experiment"] == "sweep")
+    assert sweep["provenance"]["runs"] == 12 and sweep["provenance"]["without"] == 12
+    one = report.build(_provenance(_results(claims, root), ["cpu"]), 1.0)
+    sweep = next(g for s in one["sections"] for g in s["groups"] if g["experiment"] == "sweep")
+    assert sweep["provenance"]["mixed"] == [] and "Mixed provenance" not in report.render(one)
+
+
+def test_position_against_the_band_in_exact_numbers():
+    assert checks.position({"target": 10.0, "abs_tol": 2.0}, 13.0) == \
+        {"delta": 3.0, "rel": 0.3, "outside": 1.0, "units": 1.5}
+    assert checks.position({"target": 10.0, "rel_tol": 0.5}, 7.5)["units"] == -0.5
+    assert checks.position({"min": 1.0, "max": 3.0}, 2.5) == {"delta": None, "rel": None, "outside": 0.0, "units": 0.5}
+    assert checks.position({"min": 99.5}, 99.0) == {"delta": None, "rel": None, "outside": -0.5, "units": None}
+    assert checks.position({"target": 6514.0, "abs_tol": 0.0}, 6514.0)["units"] is None  # exact: no tolerance unit
+
+
+def test_paper_order_and_log_ticks():
+    names = ["Review controls", "V-F", "V-A / V-D", "IV-C", "V-B", "VI"]
+    assert sorted(names, key=report.section_key) == ["IV-C", "V-A / V-D", "V-B", "V-F", "VI", "Review controls"]
+    # log-y ticks reach past both ends of the data, so both ends are labelled
+    assert report._log_ticks(0.0831, 1.3413) == pytest.approx([0.05, 0.1, 0.2, 0.5, 1.0, 2.0])
+    assert report._log_ticks(0.19, 2.24) == pytest.approx([0.1, 0.2, 0.5, 1.0, 2.0, 5.0])
+
+
+def test_plot_apart_is_validated(tmp_path):
+    bad = SWEEP.replace('logx = true}', 'logx = true, apart = {"GD" = {bogus = 1}}}')
+    (tmp_path / "bad.toml").write_text(bad)
+    with pytest.raises(spec.SpecError, match=r"bad.toml: experiment 'sweep': field 'plot.apart.GD.bogus'"):
+        spec.load(tmp_path / "bad.toml")
+
+
+CONFTEST = """
+import pytest
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    config._harness_ctx.allow_train = False  # the fixture cache only: nothing trains
+"""
+
+
+def test_pytest_skips_a_claim_whose_runs_are_not_cached(pytester, tmp_path):
+    claims, root = _project(tmp_path)
+    shutil.copytree(claims, pytester.path / "claims")
+    pytester.makeconftest(CONFTEST)
+    r = pytester.runpytest_subprocess("claims", "-rs", "--run-cache", str(root), "--report", str(tmp_path / "r"))
+    r.assert_outcomes(passed=4, failed=2, skipped=1)
+    assert "not run (6 of 6 runs missing)" in r.stdout.str()
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert {c["id"]: c["verdict"] for c in doc["claims"]}["missing-claim"] == "not run"
+
+
+BROWSER_PROBE = """<script>
+window.addEventListener("load", function () {
+  var out = {width: innerWidth, scroll: document.documentElement.scrollWidth,
+             svgs: Array.prototype.map.call(document.querySelectorAll("figure svg"),
+                                            function (s) { return s.getBoundingClientRect().width; }),
+             filter: !document.getElementById("filter-box").hidden};
+  var cb = document.getElementById("failures-only");
+  cb.click();
+  out.passing_shown = Array.prototype.filter.call(document.querySelectorAll(".claim.pass"),
+                                                  function (e) { return e.offsetParent !== null; }).length;
+  out.failing_shown = Array.prototype.filter.call(document.querySelectorAll(".claim.fail"),
+                                                  function (e) { return e.offsetParent !== null; }).length;
+  parent.postMessage(JSON.stringify(out), "*");
+});
+</script></body>"""
+# headless chromium's window is at least 500 px wide: the report is probed in a 390 px iframe
+FRAME = """<!doctype html><html><body style="margin:0">
+<iframe src="probe.html" width="390" height="800" style="border:0"></iframe>
+<script>addEventListener("message", function (e) {
+  var pre = document.createElement("pre"); pre.id = "probe"; pre.textContent = e.data; document.body.appendChild(pre);
+});</script></body></html>"""
+
+
+def _browser():
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless chromium installed (apt-get install chromium)")
+def test_in_headless_browser_at_phone_width(rendered, tmp_path):
+    """At 390 px the page does not scroll sideways (wide tables scroll in their own boxes), the
+    figures fit, and the failures-only filter hides passing claims."""
+    _, html, _ = rendered
+    (tmp_path / "probe.html").write_text(html.replace("</body>", BROWSER_PROBE))
+    (tmp_path / "frame.html").write_text(FRAME)
+    p = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=800,900",
+                        "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "frame.html").as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    m = re.search(r'<pre id="probe">(.*?)</pre>', p.stdout)
+    assert m, p.stderr[-2000:]
+    out = json.loads(m.group(1).replace("&quot;", '"'))
+    assert out["width"] == 390 and out["scroll"] <= out["width"], out
+    assert out["svgs"] and all(0 < w <= out["width"] for w in out["svgs"]), out
+    assert out["filter"] and out["passing_shown"] == 0 and out["failing_shown"] == 2, out
