@@ -1,13 +1,17 @@
 """Command line.
 
 `python -m harness report` re-evaluates every claim from the run cache (no training; claims whose
-runs are missing are reported as errors) and re-renders the report.
+runs are missing are reported as errors) and re-renders the report. It only reads the cache.
+Exit status, as pytest's: 0 all claims pass, 1 some fail or are errors, 2 nothing to report (no
+claim files, or no run cache at --run-cache) or a malformed claim file.
 `python -m harness bench` times the training step, eager one-at-a-time vs seed-batched.
 `python -m harness plan` lists what a tier trains: runs, optimiser steps and FLOPs per experiment.
-`python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz."""
+`python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz
+(exit status 2 where the cache holds none)."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -39,8 +43,11 @@ def main(argv=None) -> int:
     e.add_argument("--out", default="build/results-cache.tar.gz")
     args = p.parse_args(argv)
     if args.command == "export":
-        n = cache.RunCache(cache.default_root(args.run_cache)).export_metrics(args.out)
-        print(f"{n} entries -> {args.out} (extract with: tar -xzf {args.out} -C CACHE_ROOT)")
+        root = cache.default_root(args.run_cache)
+        if not _has_runs(root):
+            return 2
+        n = cache.RunCache(root, read_only=True).export_metrics(args.out)
+        print(f"{n} entries -> {args.out} (extract with: tar -xzf {shlex.quote(str(args.out))} -C CACHE_ROOT)")
         return 0
     if args.command == "plan":
         plan(args.claims, args.tier)
@@ -51,18 +58,35 @@ def main(argv=None) -> int:
         return 0
 
     start = time.time()
+    try:
+        files = [spec.load(path) for path in sorted(Path(args.claims).glob("*.toml"))]
+    except spec.SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    todo = [(claim, tier, cf) for cf in files for claim in cf.claims for tier in claim.tiers
+            if args.tier is None or tier in args.tier]
+    if not todo:
+        print(f"error: no claims found in {args.claims}/*.toml (tiers: {args.tier or 'all'}); "
+              "name the folder with --claims", file=sys.stderr)
+        return 2
+    if not _has_runs(cache.default_root(args.run_cache)):
+        return 2
     ctx = experiments.Context(device=args.device, data_dir=args.data_dir, cache_root=args.run_cache,
                               allow_train=False)
-    results = []
-    for path in sorted(Path(args.claims).glob("*.toml")):
-        cf = spec.load(path)
-        for claim in cf.claims:
-            for tier in claim.tiers:
-                if args.tier is None or tier in args.tier:
-                    results.append(claim_result(claim, tier, claim.experiment, cf, ctx))
+    results = [claim_result(claim, tier, claim.experiment, cf, ctx) for claim, tier, cf in todo]
     json_path, html_path = report.write(results, args.out, time.time() - start, args.device)
-    print(f"{len(results)} claims; report: {html_path}; results: {json_path}")
-    return 0
+    bad = sum(r["verdict"] != "pass" for r in results)
+    print(f"{len(results)} claims, {bad} not passed; report: {html_path}; results: {json_path}")
+    return 1 if bad else 0
+
+
+def _has_runs(root: Path) -> bool:
+    """Whether `root` is a run cache with entries; if not, says so (a mistyped --run-cache)."""
+    if any(root.glob("runs/*/metrics.json")):
+        return True
+    print(f"error: no run cache entries in {root} (expected {root / 'runs'}/KEY/metrics.json); "
+          "name the cache with --run-cache DIR or HARNESS_CACHE_DIR", file=sys.stderr)
+    return False
 
 
 def plan(claims_dir, tier) -> list:

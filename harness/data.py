@@ -3,10 +3,12 @@ whole splits held on the target device as float tensors (no DataLoader in the tr
 
 Where the data lives: an explicit option > $HARNESS_DATA_DIR > ~/.cache/harness/data.
 A missing file is downloaded through torchvision and written as the same npz; offline, the
-error names the directory, the file expected and how to provide it.
+error names the directory, the file expected and how to provide it. `fingerprint` identifies the
+file a run was trained on (recorded with the run, see cache.py).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -111,6 +113,25 @@ def load_arrays(name: str, root: str | os.PathLike | None = None, download: bool
         raise DataError(f"{path}: cannot read as npz: {e}") from e
     validate(name, arrays, path)
     return arrays
+
+
+_FINGERPRINTS = {}
+
+
+def fingerprint(name: str, root: str | os.PathLike | None = None) -> dict | None:
+    """{"file", "size", "sha256"} of the dataset's npz file, or None where it is absent. The hash
+    is taken once per file per process (memoised by path, size and modification time)."""
+    path = data_dir(root) / f"{name}.npz"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _FINGERPRINTS:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        _FINGERPRINTS[memo] = {"file": path.name, "size": st.st_size, "sha256": digest}
+    return _FINGERPRINTS[memo]
 
 
 def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:

@@ -4,13 +4,16 @@ claims writes results.json and report.html.
 
 Options: --gpu, --data-dir, --run-cache DIR, --report DIR, --refresh, --seed-batching, --cuda-graphs. Under pytest-xdist, items are
 grouped by experiment (`xdist_group`, use `--dist loadgroup`) and the run cache's per-run lock
-keeps two workers from training the same run.
+keeps two workers from training the same run. A claim file outside the rootdir is named by its
+path (relative to the invocation directory where it can be, else absolute), in node ids and in the
+report. Any exception inside a claim makes its record an "error" verdict, so it is counted.
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -67,9 +70,24 @@ def pytest_configure(config):
     config.pluginmanager.register(_Collector(config), "harness-collector")
 
 
+def file_label(path) -> str:
+    """How a claim file is named: relative to the invocation directory where it is under it
+    (claims/FILE.toml in the project), else its absolute path."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def pytest_collect_file(file_path, parent):
     if file_path.suffix == ".toml" and file_path.parent.name == "claims":
-        return ClaimsFile.from_parent(parent, path=file_path)
+        try:  # inside the rootdir pytest's own node id; outside it one that names the file
+            file_path.relative_to(parent.config.rootpath)
+            nodeid = None
+        except ValueError:
+            nodeid = file_label(file_path)
+        return ClaimsFile.from_parent(parent, path=file_path, nodeid=nodeid)
     return None
 
 
@@ -89,7 +107,7 @@ class ClaimsFile(pytest.File):
 def claim_result(claim, tier, exp, cf, ctx) -> dict:
     """Run the claim's experiment (cached) and evaluate its check: the record the report shows."""
     t = claim.tiers[tier]
-    base = {"id": claim.id, "file": f"claims/{Path(claim.file).name}", "order": cf.claims.index(claim),
+    base = {"id": claim.id, "file": file_label(claim.file), "order": cf.claims.index(claim),
             "section": claim.section, "title": cf.title,
             "tier": tier, "statement": claim.statement, "paper": claim.paper,
             "paper_value": claim.paper_value, "experiment": exp.name, "check": t["check"],
@@ -101,6 +119,10 @@ def claim_result(claim, tier, exp, cf, ctx) -> dict:
         out = checks.evaluate(t["check"], t["expect"], rows)
     except (DataError, checks.SelectionError, experiments.NotCached) as e:
         return {**base, "verdict": "error", "measured": None, "detail": str(e), "table": []}
+    except Exception as e:  # a fault of the harness or of the cache: an error verdict, never a missing row
+        tail = "".join(traceback.format_exception(e)[-4:-1]).rstrip()  # the last frames
+        return {**base, "verdict": "error", "measured": None, "table": [],
+                "detail": f"{type(e).__name__}: {e}\n{tail}"}
     out["plot"] = report.experiment_series(exp, rows) if exp.plot else None
     out["experiment_seconds"] = ctx.run_seconds.get(exp.name)
     # training time recorded with each run (per model; a seed group's wall time is split evenly),
@@ -115,7 +137,8 @@ class ClaimItem(pytest.Item):
         super().__init__(**kw)
         self.claim, self.tier, self.exp, self.claim_file = claim, tier, experiment, claim_file
         self.add_marker(getattr(pytest.mark, tier))
-        self.add_marker(pytest.mark.xdist_group(f"{self.path.name}:{experiment.name}:{tier}"))
+        # grouped by the experiment's own file, so that users of FILE.toml:NAME share a worker
+        self.add_marker(pytest.mark.xdist_group(f"{file_label(experiment.file)}:{experiment.name}:{tier}"))
 
     def runtest(self):
         result = claim_result(self.claim, self.tier, self.exp, self.claim_file, self.config._harness_ctx)

@@ -1,10 +1,10 @@
 """Reproduction report: results.json (machine-readable) and report.html (Jinja, autoescaped,
-templates in report_templates/), with one inline-SVG plot per experiment that declares `plot`."""
+templates in report_templates/), with one inline-SVG plot per experiment that declares `plot`.
+results.json is strict JSON: non-finite numbers (a diverged run's) are written as null."""
 from __future__ import annotations
 
 import datetime
 import io
-import json
 import math
 import platform
 import subprocess
@@ -14,6 +14,7 @@ from pathlib import Path
 import jinja2
 
 from . import checks, stats
+from .cache import dumps
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "report_templates"
 
@@ -124,6 +125,6 @@ def write(results: list, out_dir, wall_s: float, device: str = "cpu") -> tuple:
     out.mkdir(parents=True, exist_ok=True)
     doc = build(results, wall_s, device)
     json_path, html_path = out / "results.json", out / "report.html"
-    json_path.write_text(json.dumps(doc, indent=1, default=float))
+    json_path.write_text(dumps(doc, indent=1))
     html_path.write_text(render(doc))
     return json_path, html_path
