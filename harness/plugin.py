@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from . import checks, experiments, report, spec
+from .cache import DamagedEntry
 from .data import DataError
 
 
@@ -120,9 +121,9 @@ def claim_result(claim, tier, exp, cf, ctx) -> dict:
     except (DataError, checks.SelectionError, experiments.NotCached) as e:
         return {**base, "verdict": "error", "measured": None, "detail": str(e), "table": []}
     except Exception as e:  # a fault of the harness or of the cache: an error verdict, never a missing row
-        tail = "".join(traceback.format_exception(e)[-4:-1]).rstrip()  # the last frames
+        tail = "" if isinstance(e, DamagedEntry) else "\n" + "".join(traceback.format_exception(e)[-4:-1]).rstrip()
         return {**base, "verdict": "error", "measured": None, "table": [],
-                "detail": f"{type(e).__name__}: {e}\n{tail}"}
+                "detail": f"{type(e).__name__}: {e}{tail}"}
     out["plot"] = report.experiment_series(exp, rows) if exp.plot else None
     out["experiment_seconds"] = ctx.run_seconds.get(exp.name)
     # training time recorded with each run (per model; a seed group's wall time is split evenly),

@@ -458,3 +458,36 @@ def test_export_prints_a_quoted_tar_hint(tmp_path, capsys):
     out = tmp_path / "my results.tar.gz"
     assert cli.main(["export", "--run-cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
     assert f"tar -xzf '{out}' -C CACHE_ROOT" in capsys.readouterr().out
+
+
+# what already held when the matrix was run, kept under test ----------------------------------------
+
+def test_a_broken_npz_is_an_error_naming_the_file(tmp_path):
+    (tmp_path / "mnist.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(data.DataError, match=re.escape(str(tmp_path / "mnist.npz"))):
+        data.load_arrays("mnist", tmp_path, download=False)
+
+
+def test_two_xdist_workers_share_runs_each_trained_once(pytester, data_dir, tmp_path):
+    write_claims(pytester.path)
+    with open(pytester.path / "claims" / "f.toml", "a") as f:  # a second claim on the same experiment
+        f.write('[[claims]]\nid = "too"\nstatement = "s"\npaper = "-"\nexperiment = "tiny"\n'
+                'check = {type = "value", metric = "train_acc"}\n[claims.smoke]\nexpect = {min = 0.0, why = "-"}\n')
+    (pytester.path / "conftest.py").write_text(  # every training call leaves a line
+        "import os\nfrom harness import experiments\nreal = experiments.train\n"
+        "def logged(cfg, *a, **k):\n"
+        "    with open(os.environ['TRAIN_LOG'], 'a') as f:\n        f.write(f'{cfg.seed}\\n')\n"
+        "    return real(cfg, *a, **k)\n"
+        "experiments.train = logged\n")
+    os.environ["TRAIN_LOG"] = str(tmp_path / "trained.log")
+    try:
+        r = pytester.runpytest_subprocess("claims", "-n", "2", "--dist", "load", "--data-dir", str(data_dir),
+                                          "--run-cache", str(tmp_path / "a cache with spaces"),
+                                          "--report", str(tmp_path / "r"))
+    finally:
+        del os.environ["TRAIN_LOG"]
+    r.assert_outcomes(passed=2)
+    assert (tmp_path / "trained.log").read_text().split() == ["0"]  # one run, trained once
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    (a, b) = doc["claims"]
+    assert a["measured"] == b["measured"]
