@@ -3,7 +3,7 @@
 A file holds experiments (what to train and measure) and claims (what the paper says about the
 measurements). Every error names the file, the claim or experiment, and the field, and is raised
 at collection time, before anything trains. Numbers are checked against their ranges (RUN_RANGES,
-INSTRUMENT_RANGES; seeds, fractions), and every run of every tier must have a width. Schema (see claims/*.toml for real ones):
+INSTRUMENT_RANGES, EXPECT_RANGES; seeds, fractions), and every run of every tier must have a width. Schema (see claims/*.toml for real ones):
 
     section = "V-A"                     # the paper's section
     title = "Double descent"
@@ -41,6 +41,7 @@ INSTRUMENT_RANGES; seeds, fractions), and every run of every tier must have a wi
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -92,6 +93,13 @@ INSTRUMENT_RANGES = {  # option -> (type, allowed, what is allowed); sigmas: a l
     "seed": (int, lambda v: v >= 0, ">= 0"),
     "tol": (float, lambda v: v >= 0, ">= 0"),
     "dtype": (str, lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
+}
+
+EXPECT_RANGES = {
+    "abs_tol": (lambda v: v >= 0, ">= 0"),
+    "rel_tol": (lambda v: v >= 0, ">= 0"),
+    "slack": (lambda v: v >= 0, ">= 0"),
+    "alpha": (lambda v: 0 < v < 1, "in (0, 1)"),
 }
 
 CHECK_FIELDS = {
@@ -403,6 +411,11 @@ def _parse_claim(t, experiments, path, section) -> Claim:
         for k in ("target", "abs_tol", "rel_tol", "min", "max", "slack", "alpha"):
             if k in expect:
                 _typed(expect[k], float, path, where, f"{tier}.expect.{k}")
+        for k, (ok, allowed) in EXPECT_RANGES.items():
+            if k in expect and not ok(expect[k]):
+                raise _err(path, where, f"{tier}.expect.{k}", f"{expect[k]!r}: expected {allowed}")
+        if expect.get("min", -math.inf) > expect.get("max", math.inf):
+            raise _err(path, where, f"{tier}.expect.min", f"{expect['min']!r} is above max {expect['max']!r}")
         if ctype in ("value", "ratio", "difference", "loglog_slope", "all"):
             if not ({"target", "min", "max"} & set(expect)):
                 raise _err(path, where, f"{tier}.expect", "give target (with abs_tol or rel_tol) or min/max")

@@ -274,6 +274,18 @@ def test_nonsense_settings_are_a_collection_error_naming_file_experiment_field(t
     assert msg.startswith(f"{p}: experiment 'tiny': field {field}") and "\n" not in msg, msg
 
 
+@pytest.mark.parametrize("new, field", [
+    ("expect = {target = 1.0, abs_tol = -1.0, why = 'w'}", "'smoke.expect.abs_tol'"),
+    ("expect = {target = 1.0, rel_tol = -0.1, why = 'w'}", "'smoke.expect.rel_tol'"),
+    ("expect = {min = 5.0, max = 1.0, why = 'w'}", "'smoke.expect.min'"),
+])
+def test_nonsense_expectations_are_a_collection_error_naming_the_claim(tmp_path, new, field):
+    p = tmp_path / "bad.toml"
+    p.write_text(TOML.format(measure="[]", threshold=0.0).replace('expect = {min = 0.0, why = "any accuracy"}', new))
+    with pytest.raises(spec.SpecError, match=f"^{re.escape(str(p))}: claim 'learns': field {field}"):
+        spec.load(p)
+
+
 # 4. python -m harness report / export -----------------------------------------------------------
 
 def report_cli(tmp_path, data_dir, *extra):
