@@ -83,7 +83,8 @@ def run_key(config, extra: dict | None = None) -> str:
 
 
 class DamagedEntry(RuntimeError):
-    """A cache entry or checkpoint cannot be read, and could not be set aside (read-only cache)."""
+    """A cache entry or checkpoint cannot be read. Raised where it could not be set aside (a
+    read-only cache), and by load_tensors after setting its entry aside (to be trained again)."""
 
 
 class DamagedWarning(UserWarning):
@@ -119,8 +120,8 @@ def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: others could not read a shared cache
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600: others could not read a shared cache
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -154,14 +155,14 @@ def set_aside(path: Path, problem, read_only: bool = False, file: Path | None = 
     warnings.warn(f"{what}; set aside as {aside} and made again", DamagedWarning, stacklevel=3)
 
 
-def load_torch(path: Path, read_only: bool = False):
+def load_torch(path: Path):
     """A torch file (weights_only), or None where it is missing or damaged (then set aside)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         return None
     except Exception as e:
-        set_aside(path, e, read_only)
+        set_aside(path, e)
         return None
 
 
