@@ -23,11 +23,11 @@ tensors.pt or checkpoint that does not load) is set aside, renamed to NAME.damag
 a warning naming it, and is then absent, so it is trained again; a read-only cache leaves it in
 place and raises DamagedEntry naming it.
 
-Data: the metrics.json of a run (and of a measurement) records the fingerprint of the data file it
-was made from ("data": file name, size, sha256; see data.fingerprint). It is not part of the key
-(keys stay those of the runs already cached); an entry whose recorded fingerprint differs from the
-data file in use is not reused (experiments._cached: made again, with a warning naming both), one
-recorded without a fingerprint (by older code) is.
+Data: the metrics.json of a run (and of a measurement) records the fingerprint of the data it was
+made from ("data": file name, size, sha256 of the arrays; see data.fingerprint). It is not part of
+the key (keys stay those of the runs already cached); an entry whose recorded fingerprint differs
+from that of the data file in use is not reused (experiments._cached: made again, with a warning
+naming both), one recorded without a fingerprint (by older code) is.
 """
 from __future__ import annotations
 

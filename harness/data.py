@@ -119,8 +119,10 @@ _FINGERPRINTS = {}
 
 
 def fingerprint(name: str, root: str | os.PathLike | None = None) -> dict | None:
-    """{"file", "size", "sha256"} of the dataset's npz file, or None where it is absent. The hash
-    is taken once per file per process (memoised by path, size and modification time)."""
+    """{"file", "size", "sha256"} of a dataset's npz file, or None where it is absent. The hash is
+    of the arrays (name, dtype, shape and bytes of each), not of the file's bytes, so the same data
+    written by another numpy or zlib has the same fingerprint. It is taken once per file per
+    process (memoised by path, size and modification time; about 2 s for CIFAR-10)."""
     path = data_dir(root) / f"{name}.npz"
     try:
         st = path.stat()
@@ -128,9 +130,16 @@ def fingerprint(name: str, root: str | os.PathLike | None = None) -> dict | None
         return None
     memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if memo not in _FINGERPRINTS:
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        _FINGERPRINTS[memo] = {"file": path.name, "size": st.st_size, "sha256": digest}
+        h = hashlib.sha256()
+        try:
+            with np.load(path) as f:
+                for k in sorted(f.files):
+                    a = np.ascontiguousarray(f[k])
+                    h.update(f"{k}:{a.dtype.str}:{a.shape};".encode())
+                    h.update(a.data)
+        except Exception as e:
+            raise DataError(f"{path}: cannot read as npz: {e}") from e
+        _FINGERPRINTS[memo] = {"file": path.name, "size": st.st_size, "sha256": h.hexdigest()}
     return _FINGERPRINTS[memo]
 
 

@@ -416,13 +416,14 @@ def test_file_label_is_relative_inside_the_invocation_dir(tmp_path, monkeypatch)
 
 # 8. the data a run was trained on ---------------------------------------------------------------
 
-def test_fingerprint_names_the_file_and_tells_files_apart(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    (tmp_path / "a" / "mnist.npz").write_bytes(b"one")
-    (tmp_path / "b" / "mnist.npz").write_bytes(b"two")
-    fa, fb = data.fingerprint("mnist", tmp_path / "a"), data.fingerprint("mnist", tmp_path / "b")
-    assert fa["file"] == "mnist.npz" and fa["size"] == 3 and fa["sha256"] != fb["sha256"]
+def test_fingerprint_is_of_the_arrays_and_tells_data_apart(tmp_path):
+    import numpy as np
+    for name, save, x in (("a", np.savez, 0), ("b", np.savez_compressed, 0), ("c", np.savez, 1)):
+        (tmp_path / name).mkdir()
+        save(tmp_path / name / "mnist.npz", x_train=np.full((3, 2), x, np.uint8), y_train=np.zeros(3, np.uint8))
+    fa, fb, fc = (data.fingerprint("mnist", tmp_path / n) for n in "abc")
+    assert fa["file"] == "mnist.npz" and fa["size"] != fb["size"]
+    assert fa["sha256"] == fb["sha256"] != fc["sha256"]  # same arrays in another file; other arrays
     assert data.fingerprint("cifar10", tmp_path / "a") is None
 
 
