@@ -3,7 +3,8 @@
 A file holds experiments (what to train and measure) and claims (what the paper says about the
 measurements). Every error names the file, the claim or experiment, and the field, and is raised
 at collection time, before anything trains. Numbers are checked against their ranges (RUN_RANGES,
-INSTRUMENT_RANGES, EXPECT_RANGES; seeds, fractions), and every run of every tier must have a width. Schema (see claims/*.toml for real ones):
+INSTRUMENT_RANGES, EXPECT_RANGES; seeds, fractions), and every run of every tier must have a
+width. Schema (see claims/*.toml for real ones):
 
     section = "V-A"                     # the paper's section
     title = "Double descent"
@@ -78,7 +79,7 @@ RUN_RANGES = {  # run setting -> (allowed, what is allowed); subsets are bounded
     "width": (lambda v: v >= 1, ">= 1"),
     "epochs": (lambda v: v >= 1, ">= 1"),
     "subset_seed": (lambda v: v >= 0, ">= 0"),
-    "lr": (lambda v: 0 < v < float("inf"), "a finite number > 0"),
+    "lr": (lambda v: 0 < v < math.inf, "a finite number > 0"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "batch_size": (lambda v: v >= 0, ">= 0 (0: full batch)"),
     "init_seed": (lambda v: v >= -1, ">= 0, or -1 (the run's seed)"),
