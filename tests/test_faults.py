@@ -329,6 +329,10 @@ def test_report_and_export_exit_2_when_nothing_is_found_and_create_nothing(tmp_p
     (tmp_path / "empty").mkdir()
     assert cli.main(["report", "--claims", str(tmp_path / "empty")]) == 2
     assert "no claims found" in capsys.readouterr().err
+    (tmp_path / "empty" / "bad.toml").write_bytes(b"\xff")
+    assert cli.main(["report", "--claims", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'empty' / 'bad.toml'}: not a UTF-8 text file " \
+        "('utf-8' codec can't decode byte 0xff in position 0: invalid start byte)\n"
 
 
 # 5. a claim file that is not UTF-8 --------------------------------------------------------------
