@@ -1,16 +1,22 @@
 """Command line.
 
 `python -m harness report` re-evaluates every claim from the run cache (no training; claims whose
-runs are missing are reported as "not run") and re-renders the report.
+runs are missing are reported as "not run") and re-renders the report. It only reads the cache
+(or, with --exports DIR, the committed exports in DIR). Exit status, as pytest's: 0 no claim fails
+or errors ("not run" claims and other readings' findings do not count), 1 some fail, diverge or
+are errors, 2 nothing to report (no claim files, or no run cache at --run-cache) or a malformed
+claim file.
 `python -m harness bench` times the training step, eager one-at-a-time vs grouped seeds.
 `python -m harness plan` lists what a tier trains: runs, optimiser steps and FLOPs per experiment,
 and estimates its wall time on this machine's GPU (see `plan`).
-`python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz.
+`python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz
+(exit status 2 where the cache holds none).
 `python -m harness fit EXPERIMENT` ranks an experiment's readings (spec.py) by how well they
 match the paper's numbers together, from the run cache (no training)."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 import time
@@ -60,8 +66,11 @@ def main(argv=None) -> int:
     e.add_argument("--out", default="build/results-cache.tar.gz")
     args = p.parse_args(argv)
     if args.command == "export":
-        n = cache.RunCache(cache.default_root(args.run_cache)).export_metrics(args.out)
-        print(f"{n} entries -> {args.out} (extract with: tar -xzf {args.out} -C CACHE_ROOT)")
+        root = cache.default_root(args.run_cache)
+        if not _has_runs(root):
+            return 2
+        n = cache.RunCache(root, read_only=True).export_metrics(args.out)
+        print(f"{n} entries -> {args.out} (extract with: tar -xzf {shlex.quote(str(args.out))} -C CACHE_ROOT)")
         return 0
     if args.command == "plan":
         plan(args.claims, args.tier, estimate=args.estimate)
@@ -84,19 +93,39 @@ def main(argv=None) -> int:
 
 
 def main_report(args, start) -> int:
+    try:
+        files = [spec.load(path) for path in sorted(Path(args.claims).glob("*.toml"))]
+    except spec.SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    todo = [(claim, tier, cf, reading) for cf in files for claim in cf.claims for tier in claim.tiers
+            if args.tier is None or tier in args.tier
+            for reading in selected_readings(claim.experiment, tier, args.readings)]
+    if not todo:
+        print(f"error: no claims found in {args.claims}/*.toml (tiers: {args.tier or 'all'}); "
+              "name the folder with --claims", file=sys.stderr)
+        return 2
+    if not _has_runs(cache.default_root(args.run_cache)):
+        return 2
     ctx = experiments.Context(device=args.device, data_dir=args.data_dir, cache_root=args.run_cache,
                               allow_train=False)
-    results = []
-    for path in sorted(Path(args.claims).glob("*.toml")):
-        cf = spec.load(path)
-        for claim in cf.claims:
-            for tier in claim.tiers:
-                if args.tier is None or tier in args.tier:
-                    for reading in selected_readings(claim.experiment, tier, args.readings):
-                        results.append(claim_result(claim, tier, claim.experiment, cf, ctx, reading))
+    results = [claim_result(claim, tier, claim.experiment, cf, ctx, reading) for claim, tier, cf, reading in todo]
     json_path, html_path = report.write(results, args.out, time.time() - start, args.device)
-    print(f"{len(results)} claims; report: {html_path}; results: {json_path}")
-    return 0
+    primary = [r for r in results if r.get("reading_id", "primary") == "primary"]
+    bad = sum(r["verdict"] in ("fail", "diverged", "error") for r in primary)
+    not_run = sum(r["verdict"] == "not run" for r in primary)
+    print(f"{len(primary)} claims ({len(results) - len(primary)} more under other readings), {bad} failed or errors, "
+          f"{not_run} not run; report: {html_path}; results: {json_path}")
+    return 1 if bad else 0
+
+
+def _has_runs(root: Path) -> bool:
+    """Whether `root` is a run cache with entries; if not, says so (a mistyped --run-cache)."""
+    if any(root.glob("runs/*/metrics.json")):
+        return True
+    print(f"error: no run cache entries in {root} (expected {root / 'runs'}/KEY/metrics.json); "
+          "name the cache with --run-cache DIR or HARNESS_CACHE_DIR", file=sys.stderr)
+    return False
 
 
 def plan(claims_dir, tier, estimate="off") -> list:

@@ -9,8 +9,25 @@ Each file is written to a temporary name and renamed into place, tensors first a
 last: metrics.json is the completion marker, so a run killed half-way leaves no entry a reader
 would take. Runs in training keep a checkpoint in <root>/checkpoints/ (train.Checkpoint), so a
 rerun resumes a killed run from its last saved epoch. Tensors load with torch.load(weights_only=True).
+metrics.json is strict JSON: a non-finite number (a diverged run's loss) is written as null, and
+readers take null where a number is expected as NaN (see `jsonable`). Files get the umask's
+permissions, so a cache can be shared between users or kept by CI.
+
 A per-key file lock makes parallel workers (pytest-xdist) wait for one another instead of
-training the same run twice.
+training the same run twice. Reading needs no write access: a cache opened read-only (report
+re-rendering), or one whose lock files cannot be created (a read-only mount), is read without
+locks, which is safe because an entry appears complete or not at all.
+
+A damaged entry (metrics.json that is not a JSON object with the fields its reader needs, or a
+tensors.pt or checkpoint that does not load) is set aside, renamed to NAME.damaged-TIMESTAMP with
+a warning naming it, and is then absent, so it is trained again; a read-only cache leaves it in
+place and raises DamagedEntry naming it.
+
+Data: the metrics.json of a run (and of a measurement) records the fingerprint of the data it was
+made from ("data": file name, size, sha256 of the arrays; see data.fingerprint). It is not part of
+the key (keys stay those of the runs already cached); an entry whose recorded fingerprint differs
+from that of the data file in use is not reused (experiments._cached: made again, with a warning
+naming both), one recorded without a fingerprint (by older code) is.
 """
 from __future__ import annotations
 
@@ -23,6 +40,8 @@ import math
 import os
 import tarfile
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -63,11 +82,46 @@ def run_key(config, extra: dict | None = None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+class DamagedEntry(RuntimeError):
+    """A cache entry or checkpoint cannot be read. Raised where it could not be set aside (a
+    read-only cache), and by load_tensors after setting its entry aside (to be trained again)."""
+
+
+class DamagedWarning(UserWarning):
+    """A cache entry or checkpoint could not be read and was set aside, to be trained again."""
+
+
+def jsonable(value):
+    """`value` as strict JSON takes it: non-finite floats (NaN, inf: a diverged run) become None,
+    written as null; other numbers that are not int or float (numpy, tensor scalars) become
+    floats. Used for metrics.json and results.json."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def dumps(value, **kw) -> str:
+    """Strict JSON text of `value` (see `jsonable`)."""
+    return json.dumps(jsonable(value), allow_nan=False, **kw)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600: others could not read a shared cache
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -84,33 +138,85 @@ def _tar(f, paths, root):
             tar.add(p, arcname=str(p.relative_to(root)))
 
 
+def set_aside(path: Path, problem, read_only: bool = False, file: Path | None = None) -> None:
+    """Move a damaged file, or the entry folder holding the damaged `file`, out of the way
+    (PATH.damaged-TIMESTAMP) with a warning, so that it is absent and is made again; raise
+    DamagedEntry where it cannot be moved."""
+    what = f"{file or path}: cannot be read ({type(problem).__name__}: {problem})"
+    if read_only:
+        raise DamagedEntry(f"{what}; the cache is read-only here, so it is left in place")
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return  # another worker set it aside first
+    except OSError as e:
+        raise DamagedEntry(f"{what}; could not set it aside ({e})") from problem
+    warnings.warn(f"{what}; set aside as {aside} and made again", DamagedWarning, stacklevel=3)
+
+
+def load_torch(path: Path):
+    """A torch file (weights_only), or None where it is missing or damaged (then set aside)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        return None
+    except Exception as e:
+        set_aside(path, e)
+        return None
+
+
 class RunCache:
-    def __init__(self, root):
+    """`read_only`: the cache is only read (no locks, nothing renamed or written)."""
+
+    def __init__(self, root, read_only: bool = False):
         self.root = Path(root)
+        self.read_only = read_only
 
     def dir(self, key: str) -> Path:
         return self.root / "runs" / key
 
-    def has(self, key: str) -> bool:
-        return (self.dir(key) / "metrics.json").exists()
+    def has(self, key: str, required=()) -> bool:
+        return self.load_metrics(key, required) is not None
 
-    def load_metrics(self, key: str) -> dict | None:
+    def load_metrics(self, key: str, required=()) -> dict | None:
+        """A complete entry's metrics, or None; an entry whose metrics.json is not a JSON object
+        with the `required` fields is damaged: set aside (it is then absent)."""
         path = self.dir(key) / "metrics.json"
-        if not path.exists():
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
             return None
-        return json.loads(path.read_text())
+        try:
+            metrics = json.loads(text)
+            if not isinstance(metrics, dict):
+                raise ValueError(f"not a JSON object: {text[:40]!r}")
+            missing = [f for f in required if f not in metrics]
+            if missing:
+                raise ValueError(f"fields {missing} missing")
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            set_aside(self.dir(key), e, self.read_only, path)
+            return None
+        return metrics
 
     def load_tensors(self, key: str) -> dict:
+        """A run's tensors; {} where the entry has none (a metrics-only cache). A damaged
+        tensors.pt sets its entry aside and raises DamagedEntry, naming it."""
         path = self.dir(key) / "tensors.pt"
         if not path.exists():
             return {}
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            set_aside(self.dir(key), e, self.read_only, path)
+            raise DamagedEntry(f"{path}: cannot be read ({type(e).__name__}: {e}); its entry was set "
+                               "aside, to be trained again") from e
 
     def save(self, key: str, metrics: dict, tensors: dict | None = None) -> None:
         d = self.dir(key)
         if tensors:
             atomic_write(d / "tensors.pt", lambda f: torch.save(tensors, f))
-        text = json.dumps(metrics, indent=1, sort_keys=True, default=float).encode()
+        text = dumps(metrics, indent=1, sort_keys=True).encode()
         atomic_write(d / "metrics.json", lambda f: f.write(text))
 
     def export_metrics(self, out) -> int:
@@ -118,7 +224,7 @@ class RunCache:
         tar.gz `out`, as runs/<key>/metrics.json: a small copy of the results that another
         machine extracts into its cache root (`tar -xzf out -C ROOT`) to report, or to go on
         without retraining what is done. Returns the number of entries."""
-        paths = sorted(self.root.glob("runs/*/metrics.json"))
+        paths = sorted(p for p in self.root.glob("runs/*/metrics.json") if ".damaged-" not in p.parent.name)
         atomic_write(Path(out), lambda f: _tar(f, paths, self.root))
         return len(paths)
 
@@ -133,9 +239,22 @@ class RunCache:
 
     @contextlib.contextmanager
     def lock(self, key: str):
-        path = self.root / "locks" / f"{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as f:
+        """Exclusive lock on one key while its entry may be written. A read-only cache takes none;
+        a lock file that cannot be written (another user's) is locked through a read-only handle;
+        where none can be created (a read-only mount) nothing can be written, so none is needed."""
+        f = None
+        if not self.read_only:
+            path = self.root / "locks" / f"{key}.lock"
+            with contextlib.suppress(OSError):
+                path.parent.mkdir(parents=True, exist_ok=True)
+            for mode in ("a", "r"):
+                with contextlib.suppress(OSError):
+                    f = open(path, mode)
+                    break
+        if f is None:
+            yield
+            return
+        with f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield

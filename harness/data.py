@@ -3,10 +3,12 @@ whole splits held on the target device as float tensors (no DataLoader in the tr
 
 Where the data lives: an explicit option > $HARNESS_DATA_DIR > ~/.cache/harness/data.
 A missing file is downloaded through torchvision and written as the same npz; offline, the
-error names the directory, the file expected and how to provide it.
+error names the directory, the file expected and how to provide it. `fingerprint` identifies the
+file a run was trained on (recorded with the run, see cache.py).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -114,6 +116,34 @@ def load_arrays(name: str, root: str | os.PathLike | None = None, download: bool
         raise DataError(f"{path}: cannot read as npz: {e}") from e
     validate(name, arrays, path)
     return arrays
+
+
+_FINGERPRINTS = {}
+
+
+def fingerprint(name: str, root: str | os.PathLike | None = None) -> dict | None:
+    """{"file", "size", "sha256"} of a dataset's npz file, or None where it is absent. The hash is
+    of the arrays (name, dtype, shape and bytes of each), not of the file's bytes, so the same data
+    written by another numpy or zlib has the same fingerprint. It is taken once per file per
+    process (memoised by path, size and modification time; about 2 s for CIFAR-10)."""
+    path = data_dir(root) / f"{name}.npz"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        try:
+            with np.load(path) as f:
+                for k in sorted(f.files):
+                    a = np.ascontiguousarray(f[k])
+                    h.update(f"{k}:{a.dtype.str}:{a.shape};".encode())
+                    h.update(a.data)
+        except Exception as e:
+            raise DataError(f"{path}: cannot read as npz: {e}") from e
+        _FINGERPRINTS[memo] = {"file": path.name, "size": st.st_size, "sha256": h.hexdigest()}
+    return _FINGERPRINTS[memo]
 
 
 def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:

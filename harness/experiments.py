@@ -8,7 +8,8 @@ Training results and each instrument's measurement are cached separately (an ins
 later does not retrain). The lottery-ticket procedure chains runs: every pruning round's key
 includes its parent's key, so the whole chain is content-addressed. The seeds of one
 configuration form a group that trains together when Context.batch_seeds is set; a group's
-missing runs are trained, cached ones are reused, so an interrupted experiment resumes.
+missing runs are trained, cached ones are reused, so an interrupted experiment resumes. A cached
+entry is reused only if it is readable and was made from the data file in use (see `_cached`).
 An experiment runs under one of its readings (spec.Reading, default the primary): the reading's
 overrides change the runs' configurations (so their keys) or the instruments' options.
 """
@@ -19,6 +20,7 @@ import dataclasses
 import itertools
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -56,8 +58,8 @@ class Context:
     run_seconds: dict = field(default_factory=dict)  # experiment name -> seconds spent training here
     _speed: dict = field(default_factory=dict)  # model family -> [seconds, training FLOPs] trained here
 
-    def __post_init__(self):
-        self.cache = cache_mod.RunCache(cache_mod.default_root(self.cache_root))
+    def __post_init__(self):  # a context that may not train only reads the cache
+        self.cache = cache_mod.RunCache(cache_mod.default_root(self.cache_root), read_only=not self.allow_train)
 
     def say(self, msg):
         if self.log:
@@ -77,6 +79,9 @@ class Context:
         if left <= 0 or need > left:
             raise OutOfBudget(f"not run: {what} needs about {need:.0f} s of training, "
                               f"{max(left, 0):.0f} s of the time budget are left")
+
+    def fingerprint(self, dataset: str) -> dict | None:
+        return data_mod.fingerprint(dataset, self.data_dir)
 
     def split(self, cfg: RunConfig) -> data_mod.Split:
         k = (cfg.dataset, cfg.train_subset, cfg.test_subset, cfg.subset_seed, cfg.device, cfg.input_norm)
@@ -118,6 +123,28 @@ class Job:
         return cache_mod.run_key(self.cfg, self.extra)
 
 
+RUN_FIELDS = ("final", "history", "diverged", "steps", "wall_s")  # what a run's metrics.json must hold
+
+
+def _cached(ctx: Context, key: str, cfg: RunConfig, required=()) -> dict | None:
+    """A cache entry's metrics if it may be reused: complete and readable (a damaged entry is set
+    aside, see cache.RunCache.load_metrics), and made from the data file in use now. An entry
+    that recorded another file's fingerprint is not reused (a warning names both); one made by
+    older code, which recorded none, is."""
+    m = ctx.cache.load_metrics(key, required)
+    now = ctx.fingerprint(cfg.dataset) if m and isinstance(m.get("data"), dict) else None
+    if now and m["data"].get("sha256") != now["sha256"]:
+        warnings.warn(f"cache entry {ctx.cache.dir(key)} was made from data {m['data']}, but the "
+                      f"{cfg.dataset} file in use is {now}: not reused", stacklevel=2)
+        return None
+    return m
+
+
+def _num(value) -> float:
+    """A number read from a metrics.json: null (a non-finite value, see cache.jsonable) is NaN."""
+    return math.nan if value is None else value
+
+
 def _train_group(ctx: Context, jobs: list) -> list:
     """(key, metrics) for runs that differ only in seed; the ones not cached yet are trained, as
     one grouped network when ctx.batch_seeds is set, else one at a time."""
@@ -129,7 +156,7 @@ def _train_group(ctx: Context, jobs: list) -> list:
             for key in set(keys) - ctx._refreshed:
                 ctx.cache.invalidate(key)
                 ctx._refreshed.add(key)
-        todo = [j for j in jobs if not ctx.cache.has(j.key)]
+        todo = [j for j in jobs if _cached(ctx, j.key, j.cfg, RUN_FIELDS) is None]
         if todo and not ctx.allow_train:
             j = todo[0]
             raise NotCached(f"run {j.key} ({_varying(j.cfg)}, seed {j.cfg.seed}) is not in the cache")
@@ -169,6 +196,7 @@ def _train_group(ctx: Context, jobs: list) -> list:
                 tensors = {"theta0": res.theta0, "thetaT": res.thetaT}
                 if j.masks:
                     tensors["masks"] = {k: v.bool() for k, v in j.masks.items()}
+                metrics["data"] = ctx.fingerprint(j.cfg.dataset)
                 ctx.cache.save(j.key, metrics, tensors)
         return [(key, ctx.cache.load_metrics(key)) for key in keys]
 
@@ -177,7 +205,11 @@ def _tensors(ctx: Context, key: str, purpose: str) -> dict:
     """A cached run's weights; a metrics-only cache (see `python -m harness export`) has none."""
     out = ctx.cache.load_tensors(key)
     if not out:
-        raise NotCached(f"run {key} has metrics but no tensors (a metrics-only cache), which are needed {purpose}")
+        d = ctx.cache.dir(key)
+        raise NotCached(f"run {key} has metrics but no weights ({d / 'tensors.pt'} missing: this cache "
+                        f"holds results only, as `python -m harness export` writes them); they are needed "
+                        f"{purpose}. To go on, point --run-cache at the cache that holds the weights, or "
+                        f"delete {d} so that the run is trained again")
     return out
 
 
@@ -188,13 +220,14 @@ def _measure_cached(ctx: Context, run_key: str, cfg: RunConfig, instrument: str,
         if ctx.refresh and key not in ctx._refreshed:
             ctx.cache.invalidate(key)
             ctx._refreshed.add(key)
-        if not ctx.cache.has(key):
+        if _cached(ctx, key, cfg) is None:
             if not ctx.allow_train:
                 raise NotCached(f"measurement {instrument} of run {run_key} is not in the cache")
             if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
                 raise OutOfBudget(f"not run: the time budget is spent before the {instrument} measurement")
             tensors = _tensors(ctx, run_key, f"to take its {instrument} measurement")
-            ctx.cache.save(key, {**_measure(ctx, cfg, instrument, opts, tensors),
+            out = _measure(ctx, cfg, instrument, opts, tensors)
+            ctx.cache.save(key, {**out, "data": ctx.fingerprint(cfg.dataset),
                                  "provenance": provenance.record(cfg.device)})
         return ctx.cache.load_metrics(key)
 
@@ -237,24 +270,25 @@ def movement(theta0: dict, thetaT: dict, names: list, definition: str = "all") -
 
 
 def _row(ctx, exp, r, cfg, key, metrics, fields=None) -> dict:
-    final = dict(metrics["final"])
+    final = {k: _num(v) for k, v in metrics["final"].items()}
+    # diverged also where the training losses stayed finite but the final weights' are not
+    diverged = bool(metrics["diverged"]) or not all(math.isfinite(final[k]) for k in ("train_loss", "test_loss"))
     row_metrics = {**final, "steps": metrics["steps"], "wall_s": metrics["wall_s"],
                    "epochs_run": len(metrics["history"]),
                    "params": models.count_params(models.build(cfg.model, cfg.width))}
-    if not metrics["diverged"]:
+    if not diverged:
         for inst, opts in r["instruments"].items():
             m = _measure_cached(ctx, key, cfg, inst, opts)
             if inst == "movement":
-                row_metrics["movement"] = m["total"]
+                row_metrics["movement"] = _num(m["total"])
             elif inst == "hessian":
-                row_metrics["hessian_top"] = m["value"]
-                row_metrics["hessian_residual"] = m["residual"]
+                row_metrics["hessian_top"] = _num(m["value"])
+                row_metrics["hessian_residual"] = _num(m["residual"])
             else:
                 for s in opts["sigmas"]:
-                    row_metrics[perturb_metric(s)] = m["sigmas"][repr(float(s))]["mean"]
+                    row_metrics[perturb_metric(s)] = _num(m["sigmas"][repr(float(s))]["mean"])
     return {"config": {**_varying(cfg), **(fields or {})}, "seed": cfg.seed, "key": key,
-            "diverged": bool(metrics["diverged"]), "metrics": row_metrics,
-            "provenance": metrics.get("provenance")}
+            "diverged": diverged, "metrics": row_metrics, "provenance": metrics.get("provenance")}
 
 
 class _Incomplete(Exception):
@@ -290,7 +324,7 @@ def _ticket_chain(ctx, exp, r, cfgs, live: bool) -> list:
         return _tensors(ctx, key, f"to go on with the ticket chain of {exp.file}: {exp.name!r}")
 
     def group(variant, f, jobs):
-        if not live and not all(ctx.cache.has(j.key) for j in jobs):
+        if not live and not all(_cached(ctx, j.key, j.cfg, RUN_FIELDS) for j in jobs):
             raise _Incomplete
         out = _train_group(ctx, jobs)
         fields = {"remaining": f, "variant": variant}
@@ -373,12 +407,24 @@ def training_cost(cfg: RunConfig) -> dict:
 
 def run(exp: Experiment, tier: str, ctx: Context, reading: Reading | None = None) -> list[dict]:
     """All rows of an experiment in a tier, under a reading (default the primary); memoised per
-    context. ctx.run_seconds is keyed by the experiment's name, plus [reading] if not primary."""
+    context. ctx.run_seconds is keyed by the experiment's name, plus [reading] if not primary.
+    A damaged tensors.pt met on the way has had its entry set aside: the experiment is walked
+    once more, to train it again."""
     name = exp.name if reading is None or reading.is_primary else f"{exp.name}[{reading.name}]"
     memo = (exp.file, name, tier)
     if memo in ctx._tables:
         return ctx._tables[memo]
     start = time.perf_counter()
+    try:
+        rows = _rows(exp, tier, ctx, reading)
+    except cache_mod.DamagedEntry:
+        rows = _rows(exp, tier, ctx, reading)
+    ctx.run_seconds[name] = time.perf_counter() - start
+    ctx._tables[memo] = rows
+    return rows
+
+
+def _rows(exp: Experiment, tier: str, ctx: Context, reading: Reading | None) -> list[dict]:
     r = exp.resolved(tier, reading)
     rows = []
     for cfgs in seed_groups(expand(exp, tier, ctx.device, reading)):
@@ -392,6 +438,4 @@ def run(exp: Experiment, tier: str, ctx: Context, reading: Reading | None = None
                 rows.append(_row(ctx, exp, r, cfg, key, metrics))
         else:
             rows.extend(_ticket_rows(ctx, exp, r, cfgs))
-    ctx.run_seconds[name] = time.perf_counter() - start
-    ctx._tables[memo] = rows
     return rows

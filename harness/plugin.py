@@ -14,18 +14,22 @@ holding under every reading tried, only under some, or under none.
 Options: --gpu, --data-dir, --run-cache DIR, --report DIR, --refresh, --time-budget SECONDS,
 --seed-batching, --cuda-graphs, --readings. Under pytest-xdist, items are
 grouped by experiment (`xdist_group`, use `--dist loadgroup`) and the run cache's per-run lock
-keeps two workers from training the same run.
+keeps two workers from training the same run. A claim file outside the rootdir is named by its
+path (relative to the invocation directory where it can be, else absolute), in node ids and in the
+report. Any exception inside a claim makes its record an "error" verdict, so it is counted.
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
 
 from . import cache, checks, experiments, report, spec
+from .cache import DamagedEntry
 from .data import DataError
 
 
@@ -95,9 +99,24 @@ def pytest_configure(config):
     config.pluginmanager.register(_Collector(config), "harness-collector")
 
 
+def file_label(path) -> str:
+    """How a claim file is named: relative to the invocation directory where it is under it
+    (claims/FILE.toml in the project), else its absolute path."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def pytest_collect_file(file_path, parent):
     if file_path.suffix == ".toml" and file_path.parent.name == "claims":
-        return ClaimsFile.from_parent(parent, path=file_path)
+        try:  # inside the rootdir pytest's own node id; outside it one that names the file
+            file_path.relative_to(parent.config.rootpath)
+            nodeid = None
+        except ValueError:
+            nodeid = file_label(file_path)
+        return ClaimsFile.from_parent(parent, path=file_path, nodeid=nodeid)
     return None
 
 
@@ -150,7 +169,7 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
     `reading_values` (the value of every parameter the experiment declares readings for)."""
     reading = reading or exp.readings(tier)[0]
     t = claim.tiers[tier]
-    base = {"id": claim.id, "file": f"claims/{Path(claim.file).name}", "order": cf.claims.index(claim),
+    base = {"id": claim.id, "file": file_label(claim.file), "order": cf.claims.index(claim),
             "section": claim.section, "title": cf.title,
             "tier": tier, "statement": claim.statement, "paper": claim.paper,
             "paper_value": claim.paper_value, "experiment": exp.name, "check": t["check"],
@@ -166,9 +185,14 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
         rows = experiments.run(exp, tier, ctx, reading)
         out = checks.evaluate(t["check"], t["expect"], rows)
     except experiments.NotCached as e:
-        return {**base, "verdict": "not run", "measured": None, "detail": _not_run(exp, tier, ctx, e), "table": []}
+        return {**base, "verdict": "not run", "measured": None, "detail": _not_run(exp, tier, ctx, reading, e),
+                "table": []}
     except (DataError, checks.SelectionError) as e:
         return {**base, "verdict": "error", "measured": None, "detail": str(e), "table": []}
+    except Exception as e:  # a fault of the harness or of the cache: an error verdict, never a missing row
+        tail = "" if isinstance(e, DamagedEntry) else "\n" + "".join(traceback.format_exception(e)[-4:-1]).rstrip()
+        return {**base, "verdict": "error", "measured": None, "table": [],
+                "detail": f"{type(e).__name__}: {e}{tail}"}
     out["plot"] = report.experiment_series(exp, rows) if exp.plot else None
     out["experiment_seconds"] = ctx.run_seconds.get(
         exp.name if reading.is_primary else f"{exp.name}[{reading.name}]")
@@ -180,15 +204,17 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
     return {**base, **out}
 
 
-def _not_run(exp, tier, ctx, err) -> str:
+def _not_run(exp, tier, ctx, reading, err) -> str:
     """'not run (k of N runs missing)': the runs of `exp` in `tier` absent from the cache (for a
     ticket experiment its dense runs, the start of the chain); all present means a measurement or
-    a later ticket round is missing, and the NotCached message says which."""
-    keys = [cache.run_key(c) for c in experiments.expand(exp, tier, ctx.device)]
+    a later ticket round is missing, and the NotCached message says which. Under a time budget
+    (experiments.OutOfBudget) the budget's message follows."""
+    keys = [cache.run_key(c) for c in experiments.expand(exp, tier, ctx.device, reading)]
     missing = sum(not ctx.cache.has(k) for k in keys)
     runs = "dense runs" if exp.procedure == "ticket" else "runs"
     if missing:
-        return f"not run ({missing} of {len(keys)} {runs} missing)"
+        budget = f": {err}" if isinstance(err, experiments.OutOfBudget) else ""
+        return f"not run ({missing} of {len(keys)} {runs} missing){budget}"
     if exp.procedure == "ticket":
         return f"not run (ticket chain not complete: {err})"
     return f"not run (all {len(keys)} runs cached, but: {err})"
@@ -202,7 +228,9 @@ class ClaimItem(pytest.Item):
         self.add_marker(getattr(pytest.mark, tier))
         if not reading.is_primary:
             self.add_marker(pytest.mark.readings)
-        self.add_marker(pytest.mark.xdist_group(f"{self.path.name}:{experiment.name}:{node_suffix(tier, reading)}"))
+        # grouped by the experiment's own file, so that users of FILE.toml:NAME share a worker
+        self.add_marker(pytest.mark.xdist_group(f"{file_label(experiment.file)}:{experiment.name}:"
+                                                f"{node_suffix(tier, reading)}"))
 
     def runtest(self):
         result = claim_result(self.claim, self.tier, self.exp, self.claim_file, self.config._harness_ctx,

@@ -8,12 +8,12 @@ last), a forest plot of every numeric claim against its expected band, an at-a-g
 experiment's figure (measured points with 95% CI bars, the paper's values as open diamonds), the
 provenance of its runs, and its claim cards (passing ones collapsed). Figures are matplotlib SVG,
 inlined, text kept as text, ids made unique per figure. Verdicts: pass, fail, diverged, error and
-"not run" (the runs are not in the cache)."""
+"not run" (the runs are not in the cache). results.json is strict JSON: non-finite numbers (a
+diverged run's) are written as null."""
 from __future__ import annotations
 
 import datetime
 import io
-import json
 import math
 import platform
 import re
@@ -24,6 +24,7 @@ from pathlib import Path
 import jinja2
 
 from . import checks, stats
+from .cache import dumps
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "report_templates"
 VERDICTS = ("pass", "fail", "diverged", "error", "not run")
@@ -641,7 +642,7 @@ def write(results: list, out_dir, wall_s: float, device: str = "cpu") -> tuple:
     # sections list their claims by anchor in results.json (the claims are in doc["claims"])
     slim = {**doc, "sections": [{**sec, "groups": [{**g, "claims": [r["anchor"] for r in g["claims"]]}
                                                    for g in sec["groups"]]} for sec in doc["sections"]]}
-    json_path.write_text(json.dumps(slim, indent=1, default=float))
+    json_path.write_text(dumps(slim, indent=1))
     html_path.write_text(render(doc))
     return json_path, html_path
 

@@ -2,7 +2,9 @@
 
 A file holds experiments (what to train and measure) and claims (what the paper says about the
 measurements). Every error names the file, the claim or experiment, and the field, and is raised
-at collection time, before anything trains. Schema (see claims/*.toml for real ones):
+at collection time, before anything trains. Numbers are checked against their ranges (RUN_RANGES,
+INSTRUMENT_RANGES, EXPECT_RANGES; seeds, fractions), and every run of every tier must have a
+width. Schema (see claims/*.toml for real ones):
 
     section = "V-A"                     # the paper's section
     title = "Double descent"
@@ -67,6 +69,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -102,6 +105,34 @@ INSTRUMENT_DEFAULTS = {
 # key at these default values (as cache.run_key leaves default RunConfig fields out).
 KEYLESS_DEFAULTS = {"movement": {"definition": "all"}}
 MOVEMENT_DEFINITIONS = ("all", "weights", "layer_mean")
+
+RUN_RANGES = {  # run setting -> (allowed, what is allowed); subsets are bounded by the split (_run_ranges)
+    "width": (lambda v: v >= 1, ">= 1"),
+    "epochs": (lambda v: v >= 1, ">= 1"),
+    "subset_seed": (lambda v: v >= 0, ">= 0"),
+    "lr": (lambda v: 0 < v < math.inf, "a finite number > 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "batch_size": (lambda v: v >= 0, ">= 0 (0: full batch)"),
+    "init_seed": (lambda v: v >= -1, ">= 0, or -1 (the run's seed)"),
+    "optimizer": (lambda v: v in ("sgd", "adam"), "'sgd' or 'adam'"),
+    "schedule": (lambda v: v in ("cosine", "constant"), "'cosine' or 'constant'"),
+}
+INSTRUMENT_RANGES = {  # option -> (type, allowed, what is allowed); sigmas: a list of numbers > 0
+    "samples": (int, lambda v: v >= 1, ">= 1"),
+    "iters": (int, lambda v: v >= 1, ">= 1"),
+    "chunk": (int, lambda v: v >= 1, ">= 1"),
+    "draws": (int, lambda v: v >= 1, ">= 1"),
+    "seed": (int, lambda v: v >= 0, ">= 0"),
+    "tol": (float, lambda v: v >= 0, ">= 0"),
+    "dtype": (str, lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
+}
+
+EXPECT_RANGES = {
+    "abs_tol": (lambda v: v >= 0, ">= 0"),
+    "rel_tol": (lambda v: v >= 0, ">= 0"),
+    "slack": (lambda v: v >= 0, ">= 0"),
+    "alpha": (lambda v: 0 < v < 1, "in (0, 1)"),
+}
 
 CHECK_FIELDS = {
     "value": {"metric", "where"},
@@ -249,17 +280,29 @@ def _typed(value, expected, path, where, fld):
     return value
 
 
-def _run_fields(table, path, where, prefix, as_lists=False):
+def _run_ranges(dataset) -> dict:
+    """RUN_RANGES, with the subsets bounded by the dataset's splits (0: the whole split)."""
+    info = DATASETS[dataset]
+    out = dict(RUN_RANGES)
+    for name, n, split in (("train_subset", info.train_shape[0], "training"),
+                           ("test_subset", info.test_shape[0], "test")):
+        out[name] = (lambda v, n=n: 0 <= v <= n, f"0 (the whole split) to {n} (the {dataset} {split} split)")
+    return out
+
+
+def _run_fields(table, path, where, prefix, ranges, as_lists=False):
     for k, v in table.items():
         if k not in CONFIG_FIELDS:
             raise _err(path, where, prefix + k, f"not a run setting; allowed: {sorted(CONFIG_FIELDS)}")
         ftype = RUN_FIELDS[k].type
         expected = {"int": int, "float": float, "str": str, "bool": bool}[ftype if isinstance(ftype, str) else ftype.__name__]
         values = v if as_lists else [v]
-        if as_lists:
-            _typed(v, list, path, where, prefix + k)
+        if as_lists and not _typed(v, list, path, where, prefix + k):
+            raise _err(path, where, prefix + k, "expected a non-empty list")
         for x in values:
             _typed(x, expected, path, where, prefix + k)
+            if k in ranges and not ranges[k][0](x):
+                raise _err(path, where, prefix + k, f"{x!r}: expected {ranges[k][1]}")
 
 
 def _parse_experiment(name, t, path) -> Experiment:
@@ -278,6 +321,8 @@ def _parse_experiment(name, t, path) -> Experiment:
         if m not in INSTRUMENTS:
             raise _err(path, where, "measure", f"unknown instrument {m!r}; known: {list(INSTRUMENTS)}")
 
+    ranges = _run_ranges(t["dataset"])
+
     def check_instruments(table, prefix):
         _keys(table, set(INSTRUMENTS), set(), path, where, prefix)
         for inst, opts in table.items():
@@ -285,14 +330,30 @@ def _parse_experiment(name, t, path) -> Experiment:
             if inst == "movement" and opts.get("definition", "all") not in MOVEMENT_DEFINITIONS:
                 raise _err(path, where, f"{prefix}movement.definition",
                            f"{opts['definition']!r}: expected one of {list(MOVEMENT_DEFINITIONS)}")
+            for k, v in opts.items():
+                if k == "definition":  # (checked above)
+                    continue
+                fld = f"{prefix}{inst}.{k}"
+                if k == "sigmas":
+                    if not _typed(v, list, path, where, fld):
+                        raise _err(path, where, fld, "expected a non-empty list")
+                    for x in v:
+                        if not (_typed(x, float, path, where, fld) > 0):
+                            raise _err(path, where, fld, f"{x!r}: expected a number > 0")
+                    continue
+                kind, ok, allowed = INSTRUMENT_RANGES[k]
+                if not ok(_typed(v, kind, path, where, fld)):
+                    raise _err(path, where, fld, f"{v!r}: expected {allowed}")
 
     def check_body(table, prefix):
         if "base" in table:
-            _run_fields(_typed(table["base"], dict, path, where, prefix + "base"), path, where, prefix + "base.")
+            _run_fields(_typed(table["base"], dict, path, where, prefix + "base"), path, where, prefix + "base.", ranges)
         if "grid" in table:
-            _run_fields(_typed(table["grid"], dict, path, where, prefix + "grid"), path, where, prefix + "grid.", True)
+            _run_fields(_typed(table["grid"], dict, path, where, prefix + "grid"), path, where, prefix + "grid.",
+                        ranges, True)
         for i, c in enumerate(_typed(table.get("configs", []), list, path, where, prefix + "configs")):
-            _run_fields(_typed(c, dict, path, where, f"{prefix}configs[{i}]"), path, where, f"{prefix}configs[{i}].")
+            _run_fields(_typed(c, dict, path, where, f"{prefix}configs[{i}]"), path, where, f"{prefix}configs[{i}].",
+                        ranges)
         if "instruments" in table:
             check_instruments(table["instruments"], prefix + "instruments.")
         if "ticket" in table:
@@ -304,9 +365,13 @@ def _parse_experiment(name, t, path) -> Experiment:
                 if c not in TICKET_DEFAULTS["controls"]:
                     raise _err(path, where, prefix + "ticket.controls",
                                f"unknown control {c!r}; known: {TICKET_DEFAULTS['controls']}")
-            for f in t.get("fractions", []) + t.get("control_fractions", []):
-                if not (isinstance(f, (int, float)) and 0 < f <= 1):
-                    raise _err(path, where, prefix + "ticket.fractions", f"{f!r}: expected a number in (0, 1]")
+            for k in ("fractions", "control_fractions"):
+                for f in _typed(t.get(k, []), list, path, where, f"{prefix}ticket.{k}"):
+                    if not (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1):
+                        raise _err(path, where, f"{prefix}ticket.{k}", f"{f!r}: expected a number in (0, 1]")
+            for k in ("retrain_epochs", "reinit_seed_offset"):  # retrain_epochs 0: the parent's epochs
+                if k in t and _typed(t[k], int, path, where, f"{prefix}ticket.{k}") < 0:
+                    raise _err(path, where, f"{prefix}ticket.{k}", f"{t[k]!r}: expected >= 0")
 
     check_body(t, "")
     tiers = {}
@@ -315,18 +380,26 @@ def _parse_experiment(name, t, path) -> Experiment:
             _keys(t[tier], {"seeds", "base", "grid", "configs", "instruments", "ticket"}, {"seeds"},
                   path, where, f"{tier}.")
             seeds = _typed(t[tier]["seeds"], list, path, where, f"{tier}.seeds")
-            if not seeds or not all(isinstance(s, int) for s in seeds):
-                raise _err(path, where, f"{tier}.seeds", "expected a non-empty list of integers")
+            if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds) \
+                    or len(set(seeds)) < len(seeds):
+                raise _err(path, where, f"{tier}.seeds", f"{seeds!r}: expected a non-empty list of distinct integers >= 0")
             check_body(t[tier], f"{tier}.")
             tiers[tier] = t[tier]
     plot = t.get("plot", {})
     if plot:
         _keys(plot, {"x", "y", "logx", "logy", "by", "apart"}, {"x", "y"}, path, where, "plot.")
         for label, w in _typed(plot.get("apart", {}), dict, path, where, "plot.apart").items():
-            _run_fields(_typed(w, dict, path, where, f"plot.apart.{label}"), path, where, f"plot.apart.{label}.")
+            _run_fields(_typed(w, dict, path, where, f"plot.apart.{label}"), path, where, f"plot.apart.{label}.",
+                        ranges)
     exp = Experiment(name, str(path), t["procedure"], t["dataset"], t["model"], measure,
                      t.get("base", {}), t.get("grid", {}), t.get("configs", []),
                      t.get("instruments", {}), t.get("ticket", {}), plot, t.get("notes", ""), tiers)
+    for tier in tiers:
+        r = exp.resolved(tier)
+        for c in r["configs"] or [{}]:
+            if "width" not in {**r["base"], **r["grid"], **c}:
+                raise _err(path, where, "width", f"missing in the {tier} tier: every run needs a width "
+                                                 "(in base, grid or configs)")
     if "readings" in t:
         _parse_readings(t["readings"], exp, path)
     return exp
@@ -396,6 +469,11 @@ def _parse_claim(t, experiments, path, section) -> Claim:
         for k in ("target", "abs_tol", "rel_tol", "min", "max", "slack", "alpha"):
             if k in expect:
                 _typed(expect[k], float, path, where, f"{tier}.expect.{k}")
+        for k, (ok, allowed) in EXPECT_RANGES.items():
+            if k in expect and not ok(expect[k]):
+                raise _err(path, where, f"{tier}.expect.{k}", f"{expect[k]!r}: expected {allowed}")
+        if expect.get("min", -math.inf) > expect.get("max", math.inf):
+            raise _err(path, where, f"{tier}.expect.min", f"{expect['min']!r} is above max {expect['max']!r}")
         if ctype in ("value", "ratio", "difference", "loglog_slope", "all"):
             if not ({"target", "min", "max"} & set(expect)):
                 raise _err(path, where, f"{tier}.expect", "give target (with abs_tol or rel_tol) or min/max")
@@ -418,7 +496,9 @@ def _parse_claim(t, experiments, path, section) -> Claim:
 def load(path, with_claims: bool = True) -> ClaimFile:
     path = Path(path)
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not a UTF-8 text file ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: malformed TOML: {e}") from e
     _keys(doc, {"section", "title", "experiments", "claims"}, {"section", "title"}, path, "file")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import models
-from .cache import atomic_write
+from .cache import atomic_write, load_torch
 from .data import Split
 
 
@@ -350,8 +350,8 @@ class Checkpoint:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def load(self):
-        p = Path(self.path)
-        return torch.load(p, map_location="cpu", weights_only=True) if p.exists() else None
+        """The saved state, or None (none saved; a damaged file is set aside, see cache.set_aside)."""
+        return load_torch(Path(self.path))
 
     def save(self, state: dict):
         atomic_write(Path(self.path), lambda f: torch.save(state, f))

@@ -74,5 +74,6 @@ def test_tensors_load_with_weights_only(tmp_path):
     c = cache.RunCache(tmp_path)
     c.save("k", {}, {"x": {"w": torch.zeros(1)}})
     torch.save({"evil": object()}, c.dir("k") / "tensors.pt")
-    with pytest.raises(Exception):
+    with pytest.raises(cache.DamagedEntry), pytest.warns(cache.DamagedWarning):  # refused, and set aside
         c.load_tensors("k")
+    assert not c.has("k")

@@ -131,5 +131,5 @@ def test_a_metrics_only_cache_reports_a_finished_chain_and_explains_an_unfinishe
     last = [r for r in rows if r["config"]["variant"] == "init_magnitude"][0]["key"]
     (tmp_path / "elsewhere" / "runs" / last / "metrics.json").unlink()
     other = experiments.Context(data_dir=str(data_dir), cache_root=str(tmp_path / "elsewhere"))
-    with pytest.raises(experiments.NotCached, match="metrics but no tensors"):
+    with pytest.raises(experiments.NotCached, match="metrics but no weights"):
         experiments.run(exp, "smoke", other)

@@ -138,9 +138,12 @@ def test_report_rerenders_from_cache_without_training(pytester, project, tmp_pat
     walls = [json.loads(m.read_text())["wall_s"] for m in (tmp_path / "cache" / "runs").glob("*/metrics.json")]
     assert doc["training_seconds_total"] == pytest.approx(sum(walls)) and sum(walls) > 0
     assert "Training time recorded with the runs" in (out / "report.html").read_text()
+    from harness import cache
+    cache.RunCache(tmp_path / "other").save("k", {})  # a cache without these runs
     p = subprocess.run([sys.executable, "-m", "harness", "report", "--claims", str(pytester.path / "claims"),
-                        "--run-cache", str(tmp_path / "empty"), "--data-dir", args[1], "--tier", "smoke",
+                        "--run-cache", str(tmp_path / "other"), "--data-dir", args[1], "--tier", "smoke",
                         "--out", str(out)], capture_output=True, text=True)
+    assert p.returncode == 1, p.stderr  # like pytest: some claims are not passed
     doc = json.loads((out / "results.json").read_text())
     learns = next(c for c in doc["claims"] if c["id"] == "learns")
     assert learns["verdict"] == "not run" and learns["detail"] == "not run (2 of 2 runs missing)"
