@@ -3,7 +3,8 @@
 `python -m harness report` re-evaluates every claim from the run cache (no training; claims whose
 runs are missing are reported as errors) and re-renders the report.
 `python -m harness bench` times the training step, eager one-at-a-time vs seed-batched.
-`python -m harness plan` lists what a tier trains: runs, optimiser steps and FLOPs per experiment.
+`python -m harness plan` lists what a tier trains: runs, optimiser steps and FLOPs per experiment;
+`plan --pending` lists the training groups not yet in the run cache (harness/planner.py).
 `python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz."""
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import cache, experiments, report, spec
+from . import cache, experiments, planner, report, spec
 from .plugin import claim_result
 
 
@@ -34,6 +35,11 @@ def main(argv=None) -> int:
     pl = sub.add_parser("plan", help="runs, optimiser steps and training FLOPs per experiment of a tier")
     pl.add_argument("--claims", default="claims", help="folder of claim TOML files")
     pl.add_argument("--tier", choices=spec.TIERS, default="full")
+    pl.add_argument("--pending", action="store_true",
+                    help="list the training groups not yet in the run cache: keys, settings, estimated cost")
+    pl.add_argument("--run-cache", default=None, help="run cache folder (as for pytest; with --pending)")
+    pl.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                    help="device the runs train on (part of their keys; default: cuda for full, cpu for smoke)")
     e = sub.add_parser("export", help="the cache's results (metrics.json files, no tensors) as one tar.gz")
     e.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
     e.add_argument("--out", default="build/results-cache.tar.gz")
@@ -41,6 +47,13 @@ def main(argv=None) -> int:
     if args.command == "export":
         n = cache.RunCache(cache.default_root(args.run_cache)).export_metrics(args.out)
         print(f"{n} entries -> {args.out} (extract with: tar -xzf {args.out} -C CACHE_ROOT)")
+        return 0
+    if args.command == "plan" and args.pending:
+        selection = [(exp, args.tier) for path in sorted(Path(args.claims).glob("*.toml"))
+                     for exp in spec.load(path).experiments.values() if args.tier in exp.tiers]
+        device = args.device or ("cuda" if args.tier == "full" else "cpu")
+        for line in planner.describe(planner.pending(selection, cache.RunCache(cache.default_root(args.run_cache)), device)):
+            print(line)
         return 0
     if args.command == "plan":
         plan(args.claims, args.tier)

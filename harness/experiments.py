@@ -43,6 +43,7 @@ class Context:
     cuda_graphs: bool = False  # replay the SGD step as a CUDA graph (train.GraphedStep)
     checkpoint_every: float = 60.0  # seconds between mid-run checkpoints (at epoch ends)
     log: object = None
+    progress: object = None  # called with the jobs about to train; returns a per-epoch callback or None
     _splits: dict = field(default_factory=dict)
     _tables: dict = field(default_factory=dict)
     _refreshed: set = field(default_factory=set)
@@ -114,6 +115,7 @@ def _train_group(ctx: Context, jobs: list) -> list:
             split = ctx.split(todo[0].cfg)
             together = ctx.batch_seeds and len(todo) > 1
             groups = [todo] if together else [[j] for j in todo]
+            progress = ctx.progress(todo) if ctx.progress else None
             checkpoints = [Checkpoint(ctx.cache.checkpoint_path([j.key for j in g]), ctx.checkpoint_every)
                            for g in groups]
             if ctx.refresh:  # start over: no resuming from an old checkpoint either
@@ -122,10 +124,10 @@ def _train_group(ctx: Context, jobs: list) -> list:
             if together:
                 results = train_seeds([j.cfg for j in todo], split, [j.masks for j in todo],
                                       [j.init_state for j in todo], checkpoint=checkpoints[0],
-                                      graphed=ctx.cuda_graphs)
+                                      graphed=ctx.cuda_graphs, progress=progress)
             else:
                 results = [train(j.cfg, split, masks=j.masks, init_state=j.init_state, checkpoint=ck,
-                                 graphed=ctx.cuda_graphs) for j, ck in zip(todo, checkpoints)]
+                                 graphed=ctx.cuda_graphs, progress=progress) for j, ck in zip(todo, checkpoints)]
             for j, res in zip(todo, results):
                 metrics = {"config": j.cfg.to_dict(), "extra": j.extra, "final": res.final,
                            "history": res.history, "diverged": res.diverged, "steps": res.steps,
@@ -307,6 +309,17 @@ def training_cost(cfg: RunConfig) -> dict:
     f = models.forward_flops(cfg.model, cfg.width)
     steps_per_epoch = n // bs + (1 if n % bs >= 2 else 0)  # a last batch of one is skipped
     return {"steps": cfg.epochs * steps_per_epoch, "flops": cfg.epochs * (3 * f * n + f * m) + f * (n + m)}
+
+
+def train_planned_group(ctx: Context, group) -> None:
+    """Train one planned group (harness.planner.Group) into the cache: a seed group's runs, or a
+    whole lottery-ticket chain walked as `run` walks it. The seam between the executors
+    (harness/executors.py, which call this in their workers) and the claims, which then find the
+    runs cached in `run`."""
+    if group.exp is None:
+        _train_group(ctx, [Job(c) for c in group.cfgs])
+    else:
+        _ticket_rows(ctx, group.exp, group.exp.resolved(group.tier), list(group.cfgs))
 
 
 def run(exp: Experiment, tier: str, ctx: Context) -> list[dict]:

@@ -5,9 +5,16 @@ claims writes results.json and report.html.
 Options: --gpu, --data-dir, --run-cache DIR, --report DIR, --refresh, --seed-batching, --cuda-graphs. Under pytest-xdist, items are
 grouped by experiment (`xdist_group`, use `--dist loadgroup`) and the run cache's per-run lock
 keeps two workers from training the same run.
+
+After collection the controlling process plans the pending training groups of the selected claims
+(harness/planner.py). `--plan-only` lists them and runs no claim; `--executor local|submitit`
+trains them (harness/executors.py) before the first claim runs, so that the claims only read the
+cache; `--executor inline` (the default) leaves the training to the claims, as before. Progress
+(harness/progress.py) is written through pytest's terminal reporter, past its output capture.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -15,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from . import checks, experiments, report, spec
+from . import checks, executors, experiments, planner, progress, report, spec
 from .data import DataError
 
 
@@ -45,6 +52,22 @@ def pytest_addoption(parser):
     g.addoption("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
                 help="capture the SGD training step once as a CUDA graph and replay it "
                      "(auto: on with --gpu; it has no effect on the CPU)")
+    g.addoption("--executor", choices=executors.EXECUTORS, default="inline",
+                help="who trains the pending runs: inline (the claims, in this process; default), local "
+                     "(worker processes, one per GPU), submitit (a SLURM job array)")
+    g.addoption("--plan-only", action="store_true",
+                help="list the pending training groups of the selected claims and run no claim")
+    g.addoption("--workers", type=int, default=None,
+                help="local executor: worker processes (default: one per visible GPU with --gpu, else one per CPU core)")
+    for name, kind, what in (("submitit-folder", str, "folder for submitit's job files and logs"),
+                             ("submitit-cluster", str, "submitit cluster: slurm (detected where sbatch "
+                                                       "exists) or local (processes on this machine)"),
+                             ("slurm-partition", str, "SLURM partition"),
+                             ("slurm-time", int, "SLURM time limit per job, minutes"),
+                             ("slurm-gpus-per-node", int, "GPUs per job (default: 1 with --gpu, else 0)"),
+                             ("slurm-array-parallelism", int, "most jobs of the array running at once")):
+        g.addoption(f"--{name}", type=kind, default=None,
+                    help=f"submitit executor: {what} (default: [tool.harness] {name.replace('-', '_')} in pyproject.toml)")
 
 
 def pytest_configure(config):
@@ -62,6 +85,11 @@ def pytest_configure(config):
         batch_seeds={"on": True, "off": False, "auto": config.getoption("--gpu")}[config.getoption("--seed-batching")],
         cuda_graphs={"on": True, "off": False, "auto": config.getoption("--gpu")}[config.getoption("--cuda-graphs")],
         log=_progress if config.option.verbose > 0 else None)
+    parallel = config.getoption("dist", "no") != "no"
+    if parallel and (config.getoption("--plan-only") or config.getoption("--executor") != "inline"):
+        raise pytest.UsageError("--plan-only and --executor local|submitit plan in one process: drop -n "
+                                "(the executor's own workers train in parallel)")
+    config._harness_failed = {}
     config._harness_results = []
     config._harness_start = time.time()
     config.pluginmanager.register(_Collector(config), "harness-collector")
@@ -110,6 +138,10 @@ def claim_result(claim, tier, exp, cf, ctx) -> dict:
     return {**base, **out}
 
 
+class NotTrained(Exception):
+    """An executor failed to train runs a claim needs."""
+
+
 class ClaimItem(pytest.Item):
     def __init__(self, *, claim, tier, experiment, claim_file, **kw):
         super().__init__(**kw)
@@ -118,6 +150,10 @@ class ClaimItem(pytest.Item):
         self.add_marker(pytest.mark.xdist_group(f"{self.path.name}:{experiment.name}:{tier}"))
 
     def runtest(self):
+        failed = self.config._harness_failed.get((planner.exp_id(self.exp), self.tier))
+        if failed:
+            raise NotTrained(f"not run: the {self.config.getoption('--executor')} executor failed to train "
+                             f"runs of experiment {self.exp.name!r}: {failed}")
         result = claim_result(self.claim, self.tier, self.exp, self.claim_file, self.config._harness_ctx)
         self.user_properties.append(("harness_claim", json.dumps(result, default=float)))
         if result["verdict"] != "pass":
@@ -133,7 +169,7 @@ class ClaimItem(pytest.Item):
                      f"  why:      {r['why']}"]
             lines += [f"  paper disagreement: {d}" for d in r["disagreements"]]
             return "\n".join(lines)
-        if isinstance(excinfo.value, (DataError, spec.SpecError)):
+        if isinstance(excinfo.value, (DataError, spec.SpecError, NotTrained)):
             return f"{self.claim.file}: claim {self.claim.id!r}: {excinfo.value}"
         return super().repr_failure(excinfo, style=style)
 
@@ -155,8 +191,102 @@ class _Collector:
                     self.config._harness_results.append(json.loads(value))
 
 
+def _pyproject_options(config) -> dict:
+    """The submitit executor's options: command line, else [tool.harness] in pyproject.toml."""
+    path = Path(config.rootpath) / "pyproject.toml"
+    table = spec.tomllib.loads(path.read_text()).get("tool", {}).get("harness", {}) if path.exists() else {}
+    names = {"folder": "submitit-folder", "cluster": "submitit-cluster", "partition": "slurm-partition",
+             "time_min": "slurm-time", "gpus_per_node": "slurm-gpus-per-node",
+             "array_parallelism": "slurm-array-parallelism"}
+    return {k: config.getoption(f"--{o}") if config.getoption(f"--{o}") is not None else table.get(o.replace("-", "_"))
+            for k, o in names.items()}
+
+
+def _display(config, plan, live: bool):
+    """A progress display writing through pytest's terminal reporter with capture suspended; a
+    status line rewritten in place on a terminal when `live` (nothing else writes meanwhile), plain
+    lines otherwise; none with -q."""
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if config.option.verbose < 0 or tr is None or not plan:
+        return None
+    shown = []
+
+    def uncaptured(write):
+        def out(text):
+            with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+                write(text)
+        return out
+
+    def line(text):
+        if shown:
+            tr.rewrite("", erase=True)
+            shown.clear()
+        tr.write_line(text)
+
+    def status(text):
+        tr.rewrite(text, erase=True)
+        shown.append(True)
+    return progress.Display(plan, uncaptured(line), uncaptured(status) if live and tr.isatty() else None)
+
+
+def _selection(items) -> list:
+    out = {}
+    for item in items:
+        if isinstance(item, ClaimItem):
+            out.setdefault((planner.exp_id(item.exp), item.tier), (item.exp, item.tier))
+    return list(out.values())
+
+
+def pytest_collection_finish(session):
+    """Plan the pending groups of the selected claims (controlling process only)."""
+    config = session.config
+    if hasattr(config, "workerinput") or config.option.collectonly:
+        return
+    ctx = config._harness_ctx
+    config._harness_plan = planner.pending(_selection(session.items), ctx.cache, ctx.device, ctx.refresh)
+    if config.getoption("--executor") == "inline" and not config.getoption("--plan-only"):
+        display = _display(config, config._harness_plan, live=False)
+        if display:
+            ctx.progress = config._harness_inline = progress.InlineTracker(display, ctx.batch_seeds)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    """--plan-only: print the plan and run no claim. --executor local|submitit: train the plan
+    first; a group that fails marks the claims that need it as not run."""
+    config = session.config
+    plan = getattr(config, "_harness_plan", None)
+    if plan is None:
+        return None
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if config.getoption("--plan-only"):
+        for text in planner.describe(plan):
+            tr.write_line(text)
+        return True
+    name = config.getoption("--executor")
+    if name == "inline" or not plan:
+        return None
+    ctx = config._harness_ctx
+    display = _display(config, plan, live=True)
+    on_event = display.event if display else (lambda e: None)
+    if name == "local":
+        workers = config.getoption("--workers") or executors.default_workers(ctx.device)
+        failures = executors.run_local(plan, executors.settings(ctx), workers, on_event)
+    else:
+        failures = executors.run_submitit(plan, executors.settings(ctx), _pyproject_options(config), on_event)
+    for i, err in failures.items():
+        for e in plan[i].experiments:
+            config._harness_failed.setdefault((e, plan[i].tier), err)
+    if ctx.refresh:  # trained afresh just now: the claims must not retrain them
+        ctx._refreshed.update(k for g in plan for k in g.keys)
+    return None
+
+
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
+    if getattr(config, "_harness_inline", None):
+        config._harness_inline.finish()
     if hasattr(config, "workerinput") or not getattr(config, "_harness_results", None):
         return
     paths = report.write(config._harness_results, config.getoption("--report"),
