@@ -81,9 +81,10 @@ def test_local_executor_with_two_workers_matches_inline(project):
     assert local_claims == inline_claims
 
 
-def test_submitit_executor_runs_claims_through_submitits_local_executor(project, tmp_path):
-    r, runs, claims = project("sub", "--executor", "submitit", "--submitit-cluster", "local",
-                              "--submitit-folder", str(tmp_path / "jobs"), "--slurm-time", "10")
+def test_submitit_executor_runs_claims_through_submitits_local_executor(project, pytester, tmp_path):
+    (pytester.path / "pyproject.toml").write_text(  # options from [tool.harness], and the command line
+        f'[tool.pytest.ini_options]\n[tool.harness]\nsubmitit_cluster = "local"\nsubmitit_folder = "{tmp_path / "jobs"}"\n')
+    r, runs, claims = project("sub", "--executor", "submitit", "--slurm-time", "10")
     r.assert_outcomes(passed=2)
     assert "jobs: 0 queued, 0 running, 3 done, 0 failed" in r.stdout.str()
     assert len(runs) == 10 and {v for v, _ in claims.values()} == {"pass"}
@@ -156,3 +157,49 @@ def test_an_interrupted_submitit_job_requeues_and_resumes_from_its_checkpoint(tm
     executors.train_group(ref_settings, group, 0, lambda e: None)
     for k in group.keys:
         assert c.load_metrics(k)["final"] == ref.load_metrics(k)["final"]
+
+
+def test_epoch_reporter_and_display_with_a_fake_clock():
+    from harness import progress
+    from harness.train import RunConfig
+    t = [0.0]
+    clock = lambda: t[0]  # noqa: E731
+    jobs = [experiments.Job(RunConfig("mnist", "mlp", 8, train_subset=256, epochs=4, seed=s)) for s in (0, 1)]
+    sent = []
+    one_by_one = progress.epoch_reporter(3, jobs, sent.append, batched=False, clock=clock)
+    for now, epoch in ((2.0, 1), (4.0, 2), (6.0, 3), (8.0, 4), (10.0, 1)):
+        t[0] = now
+        one_by_one({"epoch": epoch})
+    assert [(e["run"], e["epoch"], e["samples_per_s"], e["eta_s"]) for e in sent] == [
+        (1, 1, 128.0, 14.0), (1, 2, 128.0, 12.0), (1, 3, 128.0, 10.0), (1, 4, 128.0, 8.0), (2, 1, 128.0, 6.0)]
+    sent.clear()
+    together = progress.epoch_reporter(0, jobs, sent.append, batched=True, clock=clock)
+    t[0] = 14.0
+    together({"epoch": 1})
+    together({"epoch": 1})  # the second model of the same epoch
+    assert [(e["runs"], e["samples_per_s"], e["eta_s"]) for e in sent] == [(1, 128.0, 12.0)]
+
+    plan = [planner.Group(("f.toml:a",), "smoke", tuple(j.cfg for j in jobs), ("k1", "k2"), 10, 1.0),
+            planner.Group(("f.toml:b",), "smoke", tuple(j.cfg for j in jobs), ("k3", "k4"), 30, 3.0)]
+    t[0], lines, statuses = 0.0, [], []
+    d = progress.Display(plan, lines.append, every=10.0, clock=clock)
+    epoch = {"event": "epoch", "group": 0, "run": 1, "runs": 2, "epoch": 1, "epochs": 4,
+             "samples_per_s": 1234.4, "eta_s": 75.0}
+    d.event({"event": "start", "group": 0})
+    for now in (0.0, 5.0, 11.0):
+        t[0] = now
+        d.event(epoch)
+    t[0] = 20.0
+    d.event({"event": "done", "group": 0})
+    d.event({"event": "jobs", "counts": {"queued": 1, "running": 0}})
+    d.event({"event": "jobs", "counts": {"queued": 1, "running": 0}})
+    assert lines == [
+        "[harness] start group 1/2 f.toml:a [smoke] seeds, 2 run(s)",
+        "[harness] group 1/2 f.toml:a [smoke] seeds, 2 run(s): run 1/2 epoch 1/4, 1,234 samples/s, ETA 0:01:15",
+        "[harness] group 1/2 f.toml:a [smoke] seeds, 2 run(s): run 1/2 epoch 1/4, 1,234 samples/s, ETA 0:01:15",
+        "[harness] done: group 1/2 f.toml:a [smoke] seeds, 2 run(s) | 1/2 groups done, 0:00:20 elapsed, ETA 0:01:00",
+        "[harness] jobs: 1 queued, 0 running | 1/2 groups done, 0:00:20 elapsed, ETA 0:01:00"]
+    live = progress.Display(plan, lines.append, statuses.append, clock=clock)
+    live.event({**epoch, "group": 1})
+    assert statuses == ["[harness] 2: run 1/2 epoch 1/4, 1,234 samples/s, ETA 0:01:15 | "
+                        "0/2 groups done, 0:00:00 elapsed, ETA ?"]
