@@ -209,3 +209,52 @@ def run_submitit(plan: list, settings: dict, options: dict, on_event=lambda e: N
         if len(reported) == len(jobs):
             return failures
         time.sleep(poll)
+
+
+def bench(experiment_ids: list, tier: str, workers: int, data_dir=None, claims_dir="claims") -> dict:
+    """Wall time of training the groups of `experiment_ids` ("file.toml:name") one after another in
+    this process (what the inline executor does) against `run_local` with `workers` workers, each
+    into a fresh temporary cache, in the same run. Prints and returns both and their ratio, with
+    the CPU seconds each used (on a shared machine, the share of the cores it got)."""
+    import tempfile
+    from pathlib import Path
+
+    from . import cache, experiments, planner, spec
+    exps = {planner.exp_id(e): e for p in sorted(Path(claims_dir).glob("*.toml")) for e in spec.load(p).experiments.values()}
+    selection = [(exps[i], tier) for i in experiment_ids]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("inline", "local"):
+            ctx = experiments.Context(data_dir=data_dir, cache_root=f"{tmp}/{name}")
+            plan = planner.pending(selection, cache.RunCache(ctx.cache.root), ctx.device)
+            start, cpu = time.perf_counter(), _cpu_seconds()
+            if name == "inline":
+                for i, g in enumerate(plan):
+                    train_group(settings(ctx), g, i, lambda e: None)
+            elif run_local(plan, settings(ctx), workers):
+                raise RuntimeError("a group failed in the local executor")
+            out[name], out[f"{name}_cpu"] = time.perf_counter() - start, _cpu_seconds() - cpu
+    print(f"{len(plan)} groups, {sum(len(g.keys) for g in plan)} runs of {', '.join(experiment_ids)} [{tier}]: "
+          f"inline {out['inline']:.1f} s ({out['inline_cpu']:.1f} CPU s), local with {workers} workers "
+          f"{out['local']:.1f} s ({out['local_cpu']:.1f} CPU s), ratio {out['inline'] / out['local']:.2f}x")
+    return out
+
+
+def _cpu_seconds() -> float:
+    import resource
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m harness.executors",
+                                 description="benchmark: inline against the local executor, in one run")
+    ap.add_argument("--experiment", action="append", help="FILE.toml:NAME (repeatable; default: "
+                    "double_descent.toml:dd_mlp and ntk.toml:ntk_mlp, 6 seed groups in the smoke tier)")
+    ap.add_argument("--tier", default="smoke")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--claims", default="claims")
+    a = ap.parse_args()
+    bench(a.experiment or ["double_descent.toml:dd_mlp", "ntk.toml:ntk_mlp"], a.tier, a.workers, a.data_dir, a.claims)
