@@ -40,12 +40,17 @@ def settings(ctx) -> dict:
             "checkpoint_every": ctx.checkpoint_every}
 
 
+_contexts = {}  # one experiments.Context per settings in a worker process: data splits load once
+
+
 def train_group(settings: dict, group, index: int, send) -> None:
     """Train one planned group in this process, sending its epoch events through `send`."""
     from . import experiments, progress
-    batched = settings["batch_seeds"]
-    ctx = experiments.Context(**settings, progress=lambda jobs: progress.epoch_reporter(
-        index, jobs, send, batched and len(jobs) > 1))
+    memo = json.dumps(settings, sort_keys=True)
+    if memo not in _contexts:
+        _contexts[memo] = experiments.Context(**settings)
+    ctx = _contexts[memo]
+    ctx.progress = lambda jobs: progress.epoch_reporter(index, jobs, send, ctx.batch_seeds and len(jobs) > 1)
     experiments.train_planned_group(ctx, group)
 
 

@@ -275,6 +275,8 @@ def pytest_runtestloop(session):
         failures = executors.run_local(plan, executors.settings(ctx), workers, on_event)
     else:
         failures = executors.run_submitit(plan, executors.settings(ctx), _pyproject_options(config), on_event)
+    if display:
+        display.line(f"[harness] {name} executor: {display.overall()}")
     for i, err in failures.items():
         for e in plan[i].experiments:
             config._harness_failed.setdefault((e, plan[i].tier), err)

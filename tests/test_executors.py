@@ -84,11 +84,11 @@ def test_local_executor_with_two_workers_matches_inline(project):
 def test_submitit_executor_runs_claims_through_submitits_local_executor(project, pytester, tmp_path):
     (pytester.path / "pyproject.toml").write_text(  # options from [tool.harness], and the command line
         f'[tool.pytest.ini_options]\n[tool.harness]\nsubmitit_cluster = "local"\nsubmitit_folder = "{tmp_path / "jobs"}"\n')
-    r, runs, claims = project("sub", "--executor", "submitit", "--slurm-time", "10")
-    r.assert_outcomes(passed=2)
-    assert "jobs: 0 queued, 0 running, 3 done, 0 failed" in r.stdout.str()
-    assert len(runs) == 10 and {v for v, _ in claims.values()} == {"pass"}
-    assert len(list((tmp_path / "jobs").glob("*_result.pkl"))) == 3
+    r, runs, claims = project("sub", "--executor", "submitit", "--slurm-time", "10", "-k", "learns")
+    r.assert_outcomes(passed=1)
+    assert "jobs: 0 queued, 0 running, 2 done, 0 failed" in r.stdout.str()
+    assert len(runs) == 4 and claims["learns"][0] == "pass"
+    assert len(list((tmp_path / "jobs").glob("*_result.pkl"))) == 2
 
 
 def _tiny(tmp_path, epochs=3, widths=(8, 16, 32)):
