@@ -154,7 +154,11 @@ class ClaimItem(pytest.Item):
         if failed:
             raise NotTrained(f"not run: the {self.config.getoption('--executor')} executor failed to train "
                              f"runs of experiment {self.exp.name!r}: {failed}")
-        result = claim_result(self.claim, self.tier, self.exp, self.claim_file, self.config._harness_ctx)
+        try:
+            result = claim_result(self.claim, self.tier, self.exp, self.claim_file, self.config._harness_ctx)
+        finally:  # an experiment's runs train within the claim that first needs them
+            if getattr(self.config, "_harness_inline", None):
+                self.config._harness_inline.finish()
         self.user_properties.append(("harness_claim", json.dumps(result, default=float)))
         if result["verdict"] != "pass":
             raise ClaimFailed(result)
@@ -287,8 +291,6 @@ def pytest_runtestloop(session):
 
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
-    if getattr(config, "_harness_inline", None):
-        config._harness_inline.finish()
     if hasattr(config, "workerinput") or not getattr(config, "_harness_results", None):
         return
     paths = report.write(config._harness_results, config.getoption("--report"),

@@ -91,6 +91,16 @@ def test_submitit_executor_runs_claims_through_submitits_local_executor(project,
     assert len(list((tmp_path / "jobs").glob("*_result.pkl"))) == 2
 
 
+def test_a_group_that_fails_in_a_worker_leaves_its_claims_not_run(pytester, project, tmp_path):
+    r = pytester.runpytest_subprocess("claims", "--data-dir", str(tmp_path / "nowhere"), "--run-cache",
+                                      str(tmp_path / "c"), "--executor", "local", "--workers", "1", "-k", "learns")
+    r.assert_outcomes(failed=1)
+    out = r.stdout.str()
+    assert "FAILED (DataError" in out and "0/2 groups done, 2 failed" in out
+    assert "not run: the local executor failed to train runs of experiment 'tiny': DataError" in out
+    assert "nowhere/mnist.npz" in out
+
+
 def _tiny(tmp_path, epochs=3, widths=(8, 16, 32)):
     p = tmp_path / "k.toml"
     p.write_text(CLAIMS.replace("epochs = 3", f"epochs = {epochs}").replace("width = [8, 16]", f"width = {list(widths)}"))
