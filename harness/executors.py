@@ -100,14 +100,15 @@ def _local_worker(settings, plan, conn, threads):
 
 
 def run_local(plan: list, settings: dict, workers: int, on_event=lambda e: None) -> dict:
-    """Train `plan` on `workers` spawned processes, handing each the next group when it is free;
+    """Train `plan` on `workers` spawned processes, handing each the next group when it is free
+    (costliest first, by the plan's FLOP estimate);
     returns {group index: error} for the groups that failed. A worker that dies fails the group
     it was training, and the others go on; groups left when every worker is gone fail too. Each
     worker talks to this process over its own pipe, so a killed one takes no shared lock down."""
     ctx = multiprocessing.get_context("spawn")
     gpus = visible_gpus() if settings["device"] == "cuda" else []
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
-    todo = list(range(len(plan)))
+    todo = sorted(range(len(plan)), key=lambda i: -plan[i].flops)  # costliest first: the last to end is short
     conns, procs, current, finished = {}, {}, {}, {}  # current: worker -> group; finished: group -> error
 
     def finish(i, error):
