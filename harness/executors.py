@@ -195,8 +195,6 @@ def run_submitit(plan: list, settings: dict, options: dict, on_event=lambda e: N
     ex.update_parameters(**params)
     with ex.batch():
         jobs = [ex.submit(SubmititTask(settings, g, i)) for i, g in enumerate(plan)]
-    for i, job in enumerate(jobs):
-        on_event({"event": "submitted", "group": i, "job": job.job_id})
     failures, reported = {}, set()
     while True:
         counts = {"queued": 0, "running": 0, "done": 0, "failed": 0}

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness import cache, executors, experiments, planner, spec
+from harness import executors, experiments, planner, spec
 
 CLAIMS = """
 section = "T"
