@@ -59,7 +59,7 @@ class Display:
 
     def __init__(self, plan, line, status=None, every: float = 30.0, clock=time.monotonic):
         self.plan, self.line, self.status, self.every, self.clock = plan, line, status, every, clock
-        self.t0 = clock()
+        self.t0 = None  # set by the first event: the clock runs from when training starts
         self.done, self.failed, self.flops_done = set(), set(), 0.0
         self.active, self.printed, self.jobs = {}, {}, None
 
@@ -71,7 +71,7 @@ class Display:
 
     def overall(self) -> str:
         total = sum(g.flops for g in self.plan)
-        elapsed = self.clock() - self.t0
+        elapsed = self.clock() - self.t0 if self.t0 is not None else 0.0
         eta = elapsed * (total - self.flops_done) / self.flops_done if self.flops_done else None
         failed = f", {len(self.failed)} failed" if self.failed else ""
         return f"{len(self.done)}/{len(self.plan)} groups done{failed}, {_clock(elapsed)} elapsed, ETA {_clock(eta)}"
@@ -83,6 +83,8 @@ class Display:
 
     def event(self, e: dict) -> None:
         kind, i = e["event"], e.get("group")
+        if self.t0 is None:
+            self.t0 = self.clock()
         if kind == "start":
             self.active[i] = None
             self.line(f"[harness] start {self._label(i)}")
@@ -92,7 +94,7 @@ class Display:
             if self.status is not None:
                 self.status("[harness] " + "; ".join(f"{j + 1 if j is not None else '-'}: {self._epoch_text(a)}"
                                                      for j, a in self.active.items() if a) + f" | {self.overall()}")
-            elif now - self.printed.get(i, self.t0 - self.every) >= self.every:
+            elif i not in self.printed or now - self.printed[i] >= self.every:
                 self.printed[i] = now
                 self.line(f"[harness] {self._label(i)}: {self._epoch_text(e)}")
         elif kind in ("done", "failed"):

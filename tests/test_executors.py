@@ -145,7 +145,7 @@ def test_an_interrupted_submitit_job_requeues_and_resumes_from_its_checkpoint(tm
     the requeued task resumes the run from its epoch checkpoint; the result equals an uninterrupted run."""
     submitit = pytest.importorskip("submitit")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    sel = _tiny(tmp_path, epochs=40, widths=(64,))
+    sel = _tiny(tmp_path, epochs=60, widths=(64,))
     c, settings = _settings(tmp_path, data_dir)
     [group] = planner.pending(sel, c, "cpu")
     ex = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")

@@ -1,8 +1,5 @@
 """The planning step: groups and keys from claims alone, deduplicated across experiments, in a stable
 order, a ticket chain as one group, pending detection against the cache, and --plan-only."""
-import subprocess
-import sys
-
 import pytest
 
 from harness import cache, experiments, planner, spec
@@ -120,9 +117,13 @@ def test_plan_only_lists_pending_groups_and_runs_no_claim(pytester, exps, tmp_pa
     for g in planner.groups([(exps["a"], "smoke"), (exps["b"], "smoke")], "cpu"):
         assert " ".join(g.keys) in out
     assert "passed" not in out and not (tmp_path / "c" / "runs").exists() and not (tmp_path / "r").exists()
-    # the same from the command line
-    p = subprocess.run([sys.executable, "-m", "harness", "plan", "--pending", "--tier", "smoke", "--claims",
-                        str(pytester.path / "claims"), "--run-cache", str(tmp_path / "c")],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.startswith("pending: 4 group(s), 16 run(s)")  # a, b (3 groups) and the ticket chain
+
+
+
+def test_plan_pending_on_the_command_line(exps, tmp_path, capsys):
+    from harness.__main__ import main
+    assert main(["plan", "--pending", "--tier", "smoke", "--claims", str(tmp_path / "claims"),
+                 "--run-cache", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("pending: 4 group(s), 16 run(s)")  # a, b (3 groups) and the ticket chain
+    assert "[4] p.toml:tk [smoke] ticket chain, 10 run(s): mnist/mlp width=8" in out
