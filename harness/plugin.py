@@ -223,13 +223,15 @@ def _display(config, plan, live: bool):
         return out
 
     def line(text):
-        if shown:
-            tr.rewrite("", erase=True)
+        if shown:  # the status line becomes this line
+            tr.rewrite(text, erase=True)
+            tr.write_line("")
             shown.clear()
-        tr.write_line(text)
+        else:
+            tr.write_line(text)
 
-    def status(text):
-        tr.rewrite(text, erase=True)
+    def status(text):  # one terminal row, so that rewriting it in place works
+        tr.rewrite(text[:tr._tw.fullwidth - 1], erase=True)
         shown.append(True)
     return progress.Display(plan, uncaptured(line), uncaptured(status) if live and tr.isatty() else None)
 
