@@ -215,11 +215,12 @@ def run_submitit(plan: list, settings: dict, options: dict, on_event=lambda e: N
         time.sleep(poll)
 
 
-def bench(experiment_ids: list, tier: str, workers: int, data_dir=None, claims_dir="claims") -> dict:
+def bench(experiment_ids: list, tier: str, workers: int, data_dir=None, claims_dir="claims", device="cpu") -> dict:
     """Wall time of training the groups of `experiment_ids` ("file.toml:name") one after another in
     this process (what the inline executor does) against `run_local` with `workers` workers, each
     into a fresh temporary cache, in the same run. Prints and returns both and their ratio, with
-    the CPU seconds each used (on a shared machine, the share of the cores it got)."""
+    the CPU seconds each used (on a shared machine, the share of the cores it got). On CUDA both
+    train as `--gpu` does (seed-batched, CUDA graphs), the workers sharing the visible GPUs."""
     import tempfile
     from pathlib import Path
 
@@ -229,7 +230,8 @@ def bench(experiment_ids: list, tier: str, workers: int, data_dir=None, claims_d
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("inline", "local"):
-            ctx = experiments.Context(data_dir=data_dir, cache_root=f"{tmp}/{name}")
+            ctx = experiments.Context(device=device, data_dir=data_dir, cache_root=f"{tmp}/{name}",
+                                      batch_seeds=device == "cuda", cuda_graphs=device == "cuda")
             plan = planner.pending(selection, cache.RunCache(ctx.cache.root), ctx.device)
             start, cpu = time.perf_counter(), _cpu_seconds()
             if name == "inline":
@@ -239,7 +241,7 @@ def bench(experiment_ids: list, tier: str, workers: int, data_dir=None, claims_d
                 raise RuntimeError("a group failed in the local executor")
             out[name], out[f"{name}_cpu"] = time.perf_counter() - start, _cpu_seconds() - cpu
     print(f"{len(plan)} groups, {sum(len(g.keys) for g in plan)} runs of {', '.join(experiment_ids)} [{tier}]: "
-          f"inline {out['inline']:.1f} s ({out['inline_cpu']:.1f} CPU s), local with {workers} workers "
+          f"{device}: inline {out['inline']:.1f} s ({out['inline_cpu']:.1f} CPU s), local with {workers} workers "
           f"{out['local']:.1f} s ({out['local_cpu']:.1f} CPU s), ratio {out['inline'] / out['local']:.2f}x")
     return out
 
@@ -260,5 +262,7 @@ if __name__ == "__main__":
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--claims", default="claims")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     a = ap.parse_args()
-    bench(a.experiment or ["double_descent.toml:dd_mlp", "ntk.toml:ntk_mlp"], a.tier, a.workers, a.data_dir, a.claims)
+    bench(a.experiment or ["double_descent.toml:dd_mlp", "ntk.toml:ntk_mlp"], a.tier, a.workers, a.data_dir,
+          a.claims, a.device)
