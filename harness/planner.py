@@ -12,7 +12,8 @@ This is the first of three stages (see also harness/executors.py and harness/exp
 A group is the unit of training work: the seeds of one configuration of a "train" experiment, or
 one seed group's whole lottery-ticket chain (dense runs, every pruning round, the controls), which
 is sequential and therefore one job. A run needed by two experiments is planned once, in the group
-of the experiment listed first. Groups come in the order of the selection, then of the
+of the experiment listed first (a ticket chain keeps all its runs, since it walks them in order;
+the cache's per-run lock then keeps a run shared with a seed group from being trained twice). Groups come in the order of the selection, then of the
 experiment's configurations, so a plan is stable. A group is pending when any of its runs is not
 cached; a pending seed group carries only its missing runs. Instrument measurements are not
 planned: they are taken where the claims read the rows.

@@ -263,8 +263,8 @@ def pytest_runtestloop(session):
     first; a group that fails marks the claims that need it as not run."""
     config = session.config
     plan = getattr(config, "_harness_plan", None)
-    if plan is None:
-        return None
+    if plan is None or (session.testsfailed and not config.option.continue_on_collection_errors):
+        return None  # (collection errors: pytest's own loop stops the session)
     tr = config.pluginmanager.get_plugin("terminalreporter")
     if config.getoption("--plan-only"):
         for text in planner.describe(plan):
