@@ -68,7 +68,11 @@ def default_workers(device: str) -> int:
     core (each then trains with one torch thread per core it has)."""
     if device == "cuda":
         return max(1, len(visible_gpus()))
-    return len(os.sched_getaffinity(0))
+    return _cores()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextlib.contextmanager
@@ -107,7 +111,7 @@ def run_local(plan: list, settings: dict, workers: int, on_event=lambda e: None)
     worker talks to this process over its own pipe, so a killed one takes no shared lock down."""
     ctx = multiprocessing.get_context("spawn")
     gpus = visible_gpus() if settings["device"] == "cuda" else []
-    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    threads = max(1, _cores() // workers)
     todo = sorted(range(len(plan)), key=lambda i: -plan[i].flops)  # costliest first: the last to end is short
     conns, procs, current, finished = {}, {}, {}, {}  # current: worker -> group; finished: group -> error
 

@@ -8,8 +8,9 @@ Training reports events (plain dicts, so that they cross process boundaries on a
 `epoch_reporter` turns train._fit's per-epoch, per-model records into epoch events (it is what
 experiments.Context.progress hands to the trainer); `Display` renders events as text: a line for
 each start, end and failure, with the overall count of groups done of pending and an ETA from the
-plan's FLOP estimates; epoch progress as a status line that is rewritten in place where the output
-is a terminal (`status` given), otherwise as plain lines at most every `every` seconds per group.
+plan's FLOP estimates; epoch progress as a status line that is rewritten in place (at most twice a
+second) where the output is a terminal (`status` given), otherwise as plain lines at most every
+`every` seconds per group.
 Where the text goes is the caller's choice (the pytest plugin writes through pytest's terminal
 reporter, past its output capture).
 """
@@ -91,10 +92,11 @@ class Display:
         elif kind == "epoch":
             self.active[i] = e
             now = self.clock()
-            if self.status is not None:
+            if self.status is not None and now - self.printed.get("status", now - 1.0) >= 0.5:
+                self.printed["status"] = now
                 self.status("[harness] " + "; ".join(f"{j + 1 if j is not None else '-'}: {self._epoch_text(a)}"
                                                      for j, a in self.active.items() if a) + f" | {self.overall()}")
-            elif i not in self.printed or now - self.printed[i] >= self.every:
+            elif self.status is None and (i not in self.printed or now - self.printed[i] >= self.every):
                 self.printed[i] = now
                 self.line(f"[harness] {self._label(i)}: {self._epoch_text(e)}")
         elif kind in ("done", "failed"):

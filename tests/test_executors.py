@@ -211,5 +211,11 @@ def test_epoch_reporter_and_display_with_a_fake_clock():
         "[harness] jobs: 1 queued, 0 running | 1/2 groups done, 0:00:20 elapsed, ETA 0:01:00"]
     live = progress.Display(plan, lines.append, statuses.append, clock=clock)
     live.event({**epoch, "group": 1})
+    t[0] = 20.3
+    live.event({**epoch, "group": 1, "epoch": 2})  # within half a second: not shown
+    t[0] = 20.6
+    live.event({**epoch, "group": 1, "epoch": 3})
     assert statuses == ["[harness] 2: run 1/2 epoch 1/4, 1,234 samples/s, ETA 0:01:15 | "
-                        "0/2 groups done, 0:00:00 elapsed, ETA ?"]
+                        "0/2 groups done, 0:00:00 elapsed, ETA ?",
+                        "[harness] 2: run 1/2 epoch 3/4, 1,234 samples/s, ETA 0:01:15 | "
+                        "0/2 groups done, 0:00:01 elapsed, ETA ?"]
