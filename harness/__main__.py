@@ -8,7 +8,8 @@ are errors, 2 nothing to report (no claim files, or no run cache at --run-cache)
 claim file.
 `python -m harness bench` times the training step, eager one-at-a-time vs grouped seeds.
 `python -m harness plan` lists what a tier trains: runs, optimiser steps and FLOPs per experiment,
-and estimates its wall time on this machine's GPU (see `plan`).
+and estimates its wall time on this machine's GPU (see `plan`); `plan --pending` lists the training
+groups not yet in the run cache (harness/planner.py).
 `python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz
 (exit status 2 where the cache holds none).
 `python -m harness fit EXPERIMENT` ranks an experiment's readings (spec.py) by how well they
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import cache, experiments, report, spec
+from . import cache, experiments, planner, report, spec
 from .plugin import claim_result, selected_readings
 
 
@@ -61,6 +62,11 @@ def main(argv=None) -> int:
     pl.add_argument("--estimate", choices=("auto", "on", "off"), default="auto",
                     help="estimate the wall time from measured step times (auto: only where a CUDA GPU "
                          "is present; on: also on a CPU, where the large CNN steps take minutes)")
+    pl.add_argument("--pending", action="store_true",
+                    help="list the training groups not yet in the run cache: keys, settings, estimated cost")
+    pl.add_argument("--run-cache", default=None, help="run cache folder (as for pytest; with --pending)")
+    pl.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                    help="device the runs train on (part of their keys; default: cuda for full, cpu for smoke)")
     e = sub.add_parser("export", help="the cache's results (metrics.json files, no tensors) as one tar.gz")
     e.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
     e.add_argument("--out", default="build/results-cache.tar.gz")
@@ -71,6 +77,13 @@ def main(argv=None) -> int:
             return 2
         n = cache.RunCache(root, read_only=True).export_metrics(args.out)
         print(f"{n} entries -> {args.out} (extract with: tar -xzf {shlex.quote(str(args.out))} -C CACHE_ROOT)")
+        return 0
+    if args.command == "plan" and args.pending:
+        selection = [(exp, args.tier) for path in sorted(Path(args.claims).glob("*.toml"))
+                     for exp in spec.load(path).experiments.values() if args.tier in exp.tiers]
+        device = args.device or ("cuda" if args.tier == "full" else "cpu")
+        for line in planner.describe(planner.pending(selection, cache.RunCache(cache.default_root(args.run_cache)), device)):
+            print(line)
         return 0
     if args.command == "plan":
         plan(args.claims, args.tier, estimate=args.estimate)

@@ -52,6 +52,7 @@ class Context:
     checkpoint_every: float = 60.0  # seconds between mid-run checkpoints (at epoch ends)
     deadline: float | None = None  # time.monotonic() by which training stops (see check_budget)
     log: object = None
+    progress: object = None  # called with the jobs about to train; returns a per-epoch callback or None
     _splits: dict = field(default_factory=dict)
     _tables: dict = field(default_factory=dict)
     _refreshed: set = field(default_factory=set)
@@ -167,6 +168,7 @@ def _train_group(ctx: Context, jobs: list) -> list:
             started = time.perf_counter()
             together = ctx.batch_seeds and len(todo) > 1
             groups = [todo] if together else [[j] for j in todo]
+            progress = ctx.progress(todo) if ctx.progress else None
             checkpoints = [Checkpoint(ctx.cache.checkpoint_path([j.key for j in g]), ctx.checkpoint_every,
                                       ctx.deadline) for g in groups]
             if ctx.refresh:  # start over: no resuming from an old checkpoint either
@@ -176,10 +178,10 @@ def _train_group(ctx: Context, jobs: list) -> list:
                 if together:
                     results = train_seeds([j.cfg for j in todo], split, [j.masks for j in todo],
                                           [j.init_state for j in todo], checkpoint=checkpoints[0],
-                                          graphed=ctx.cuda_graphs)
+                                          graphed=ctx.cuda_graphs, progress=progress)
                 else:
                     results = [train(j.cfg, split, masks=j.masks, init_state=j.init_state, checkpoint=ck,
-                                     graphed=ctx.cuda_graphs) for j, ck in zip(todo, checkpoints)]
+                                     graphed=ctx.cuda_graphs, progress=progress) for j, ck in zip(todo, checkpoints)]
             except OutOfTime as e:
                 raise OutOfBudget(f"not run: {e}") from None
             speed = ctx._speed.setdefault(todo[0].cfg.model, [0.0, 0])
@@ -403,6 +405,17 @@ def training_cost(cfg: RunConfig) -> dict:
     f = models.forward_flops(cfg.model, cfg.width)
     steps_per_epoch = n // bs + (1 if n % bs >= 2 else 0)  # a last batch of one is skipped
     return {"steps": cfg.epochs * steps_per_epoch, "flops": cfg.epochs * (3 * f * n + f * m) + f * (n + m)}
+
+
+def train_planned_group(ctx: Context, group) -> None:
+    """Train one planned group (harness.planner.Group) into the cache: a seed group's runs, or a
+    whole lottery-ticket chain walked as `run` walks it. The seam between the executors
+    (harness/executors.py, which call this in their workers) and the claims, which then find the
+    runs cached in `run`."""
+    if group.exp is None:
+        _train_group(ctx, [Job(c) for c in group.cfgs])
+    else:
+        _ticket_rows(ctx, group.exp, group.exp.resolved(group.tier, group.reading), list(group.cfgs))
 
 
 def run(exp: Experiment, tier: str, ctx: Context, reading: Reading | None = None) -> list[dict]:

@@ -17,9 +17,16 @@ grouped by experiment (`xdist_group`, use `--dist loadgroup`) and the run cache'
 keeps two workers from training the same run. A claim file outside the rootdir is named by its
 path (relative to the invocation directory where it can be, else absolute), in node ids and in the
 report. Any exception inside a claim makes its record an "error" verdict, so it is counted.
+
+After collection the controlling process plans the pending training groups of the selected claims
+(harness/planner.py). `--plan-only` lists them and runs no claim; `--executor local|submitit`
+trains them (harness/executors.py) before the first claim runs, so that the claims only read the
+cache; `--executor inline` (the default) leaves the training to the claims, as before. Progress
+(harness/progress.py) is written through pytest's terminal reporter, past its output capture.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -28,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from . import cache, checks, experiments, report, spec
+from . import cache, checks, executors, experiments, planner, progress, report, spec
 from .cache import DamagedEntry
 from .data import DataError
 
@@ -66,6 +73,22 @@ def pytest_addoption(parser):
     g.addoption("--readings", action="append", default=None, metavar="all|NAME=VALUE",
                 help="also check claims under the paper's other readings: 'all', or NAME=VALUE "
                      "(repeatable) for the readings made of those values (default: the primary only)")
+    g.addoption("--executor", choices=executors.EXECUTORS, default="inline",
+                help="who trains the pending runs: inline (the claims, in this process; default), local "
+                     "(worker processes, one per GPU), submitit (a SLURM job array)")
+    g.addoption("--plan-only", action="store_true",
+                help="list the pending training groups of the selected claims and run no claim")
+    g.addoption("--workers", type=int, default=None,
+                help="local executor: worker processes (default: one per visible GPU with --gpu, else one per CPU core)")
+    for name, kind, what in (("submitit-folder", str, "folder for submitit's job files and logs"),
+                             ("submitit-cluster", str, "submitit cluster: slurm (detected where sbatch "
+                                                       "exists) or local (processes on this machine)"),
+                             ("slurm-partition", str, "SLURM partition"),
+                             ("slurm-time", int, "SLURM time limit per job, minutes"),
+                             ("slurm-gpus-per-node", int, "GPUs per job (default: 1 with --gpu, else 0)"),
+                             ("slurm-array-parallelism", int, "most jobs of the array running at once")):
+        g.addoption(f"--{name}", type=kind, default=None,
+                    help=f"submitit executor: {what} (default: [tool.harness] {name.replace('-', '_')} in pyproject.toml)")
 
 
 def pytest_configure(config):
@@ -94,6 +117,11 @@ def pytest_configure(config):
         log=_progress if config.option.verbose > 0 else None,
         deadline=None if config.getoption("--time-budget") is None
         else time.monotonic() + config.getoption("--time-budget"))
+    parallel = config.getoption("dist", "no") != "no"
+    if parallel and (config.getoption("--plan-only") or config.getoption("--executor") != "inline"):
+        raise pytest.UsageError("--plan-only and --executor local|submitit plan in one process: drop -n "
+                                "(the executor's own workers train in parallel)")
+    config._harness_failed = {}
     config._harness_results = []
     config._harness_start = time.time()
     config.pluginmanager.register(_Collector(config), "harness-collector")
@@ -155,14 +183,6 @@ def selected_readings(exp, tier, selection, matched=None) -> list:
     return out
 
 
-def pytest_collection_finish(session):
-    config = session.config
-    unmatched = [s for s in config._harness_readings if s != "all" and s not in config._harness_readings_matched]
-    if unmatched and any(isinstance(i, ClaimItem) for i in session.items):
-        raise pytest.UsageError(f"--readings {', '.join(unmatched)}: no collected experiment declares such a reading "
-                                f"(see the readings tables in claims/*.toml)")
-
-
 def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
     """Run the claim's experiment (cached) under a reading (default the primary) and evaluate its
     check: the record the report shows, with `reading_id` ("primary" or the reading's name) and
@@ -220,6 +240,10 @@ def _not_run(exp, tier, ctx, reading, err) -> str:
     return f"not run (all {len(keys)} runs cached, but: {err})"
 
 
+class NotTrained(Exception):
+    """An executor failed to train runs a claim needs."""
+
+
 class ClaimItem(pytest.Item):
     def __init__(self, *, claim, tier, experiment, claim_file, reading, **kw):
         super().__init__(**kw)
@@ -233,8 +257,16 @@ class ClaimItem(pytest.Item):
                                                 f"{node_suffix(tier, reading)}"))
 
     def runtest(self):
-        result = claim_result(self.claim, self.tier, self.exp, self.claim_file, self.config._harness_ctx,
-                              self.reading)
+        failed = self.config._harness_failed.get((planner.exp_id(self.exp), self.tier))
+        if failed:
+            raise NotTrained(f"not run: the {self.config.getoption('--executor')} executor failed to train "
+                             f"runs of experiment {self.exp.name!r}: {failed}")
+        try:
+            result = claim_result(self.claim, self.tier, self.exp, self.claim_file, self.config._harness_ctx,
+                                  self.reading)
+        finally:  # an experiment's runs train within the claim that first needs them
+            if getattr(self.config, "_harness_inline", None):
+                self.config._harness_inline.finish()
         self.user_properties.append(("harness_claim", json.dumps(result, default=float)))
         if result["verdict"] == "not run":
             pytest.skip(result["detail"])
@@ -255,7 +287,7 @@ class ClaimItem(pytest.Item):
                      f"  why:      {r['why']}"]
             lines += [f"  paper disagreement: {d}" for d in r["disagreements"]]
             return "\n".join(lines)
-        if isinstance(excinfo.value, (DataError, spec.SpecError)):
+        if isinstance(excinfo.value, (DataError, spec.SpecError, NotTrained)):
             return f"{self.claim.file}: claim {self.claim.id!r}: {excinfo.value}"
         return super().repr_failure(excinfo, style=style)
 
@@ -275,6 +307,108 @@ class _Collector:
             for name, value in report.user_properties:
                 if name == "harness_claim":
                     self.config._harness_results.append(json.loads(value))
+
+
+def _pyproject_options(config) -> dict:
+    """The submitit executor's options: command line, else [tool.harness] in pyproject.toml."""
+    path = Path(config.rootpath) / "pyproject.toml"
+    table = spec.tomllib.loads(path.read_text()).get("tool", {}).get("harness", {}) if path.exists() else {}
+    names = {"folder": "submitit-folder", "cluster": "submitit-cluster", "partition": "slurm-partition",
+             "time_min": "slurm-time", "gpus_per_node": "slurm-gpus-per-node",
+             "array_parallelism": "slurm-array-parallelism"}
+    return {k: config.getoption(f"--{o}") if config.getoption(f"--{o}") is not None else table.get(o.replace("-", "_"))
+            for k, o in names.items()}
+
+
+def _display(config, plan, live: bool):
+    """A progress display writing through pytest's terminal reporter with capture suspended; a
+    status line rewritten in place on a terminal when `live` (nothing else writes meanwhile), plain
+    lines otherwise; none with -q."""
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if config.option.verbose < 0 or tr is None or not plan:
+        return None
+    shown = []
+
+    def uncaptured(write):
+        def out(text):
+            with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+                write(text)
+        return out
+
+    def line(text):
+        if shown:  # the status line becomes this line
+            tr.rewrite(text, erase=True)
+            tr.write_line("")
+            shown.clear()
+        else:
+            tr.write_line(text)
+
+    def status(text):  # one terminal row, so that rewriting it in place works
+        tr.rewrite(text[:tr._tw.fullwidth - 1], erase=True)
+        shown.append(True)
+    return progress.Display(plan, uncaptured(line), uncaptured(status) if live and tr.isatty() else None)
+
+
+def _selection(items) -> list:
+    out = {}
+    for item in items:
+        if isinstance(item, ClaimItem):
+            out.setdefault((planner.exp_id(item.exp), item.tier, item.reading.name),
+                           (item.exp, item.tier, item.reading))
+    return list(out.values())
+
+
+def pytest_collection_finish(session):
+    """Check that every --readings NAME=VALUE matched a reading; then plan the pending groups of
+    the selected claims (controlling process only)."""
+    config = session.config
+    unmatched = [s for s in config._harness_readings if s != "all" and s not in config._harness_readings_matched]
+    if unmatched and any(isinstance(i, ClaimItem) for i in session.items):
+        raise pytest.UsageError(f"--readings {', '.join(unmatched)}: no collected experiment declares such a reading "
+                                f"(see the readings tables in claims/*.toml)")
+    if hasattr(config, "workerinput") or config.option.collectonly:
+        return
+    ctx = config._harness_ctx
+    config._harness_plan = planner.pending(_selection(session.items), ctx.cache, ctx.device, ctx.refresh)
+    if config.getoption("--executor") == "inline" and not config.getoption("--plan-only"):
+        display = _display(config, config._harness_plan, live=False)
+        if display:
+            ctx.progress = config._harness_inline = progress.InlineTracker(display, ctx.batch_seeds)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    """--plan-only: print the plan and run no claim. --executor local|submitit: train the plan
+    first; a group that fails marks the claims that need it as not run."""
+    config = session.config
+    plan = getattr(config, "_harness_plan", None)
+    if plan is None or (session.testsfailed and not config.option.continue_on_collection_errors):
+        return None  # (collection errors: pytest's own loop stops the session)
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if config.getoption("--plan-only"):
+        for text in planner.describe(plan):
+            tr.write_line(text)
+        return True
+    name = config.getoption("--executor")
+    if name == "inline" or not plan:
+        return None
+    ctx = config._harness_ctx
+    display = _display(config, plan, live=True)
+    on_event = display.event if display else (lambda e: None)
+    if name == "local":
+        workers = config.getoption("--workers") or executors.default_workers(ctx.device)
+        failures = executors.run_local(plan, executors.settings(ctx), workers, on_event)
+    else:
+        failures = executors.run_submitit(plan, executors.settings(ctx), _pyproject_options(config), on_event)
+    if display:
+        display.line(f"[harness] {name} executor: {display.overall()}")
+    for i, err in failures.items():
+        for e in plan[i].experiments:
+            config._harness_failed.setdefault((e, plan[i].tier), err)
+    if ctx.refresh:  # trained afresh just now: the claims must not retrain them
+        ctx._refreshed.update(k for g in plan for k in g.keys)
+    return None
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -143,7 +143,7 @@ def test_report_rerenders_from_cache_without_training(pytester, project, tmp_pat
     p = subprocess.run([sys.executable, "-m", "harness", "report", "--claims", str(pytester.path / "claims"),
                         "--run-cache", str(tmp_path / "other"), "--data-dir", args[1], "--tier", "smoke",
                         "--out", str(out)], capture_output=True, text=True)
-    assert p.returncode == 1, p.stderr  # like pytest: some claims are not passed
+    assert p.returncode == 0, p.stderr  # like pytest: claims not run are skips, not failures
     doc = json.loads((out / "results.json").read_text())
     learns = next(c for c in doc["claims"] if c["id"] == "learns")
     assert learns["verdict"] == "not run" and learns["detail"] == "not run (2 of 2 runs missing)"

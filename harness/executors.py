@@ -1,0 +1,272 @@
+"""Executors: train the planned groups (harness/planner.py) into the run cache before the claims run.
+
+  inline    no executor step: the claims train what they miss, one group after another, in the
+            pytest process (experiments.run; the default, and the behaviour before executors).
+  local     N worker processes on this machine (`run_local`), each pinned to one device before
+            CUDA initialises (CUDA_VISIBLE_DEVICES set in its environment when it is spawned;
+            workers round-robin over the visible GPUs, so two workers may share one) or, on the
+            CPU, with torch threads split between workers. Groups go to whichever worker is free.
+  submitit  one SLURM job per group, submitted as one job array through submitit
+            (`run_submitit`); a preempted or timed-out job is requeued by submitit and resumes from
+            the harness's own epoch checkpoints (train.Checkpoint, kept in the run cache, which
+            must be on a filesystem the nodes share).
+
+Every executor ends in experiments.train_planned_group, the seam with the experiments stage, and
+writes through the run cache's per-run locks and atomic writes, so executors, pytest-xdist
+workers and later sessions never train one run twice or leave a half-written entry. A group that
+fails (an exception, or its worker killed) is reported through the returned failures, and the
+other groups go on; the claims that need it are then reported as not run. Progress goes through
+`on_event` as harness/progress.py events.
+
+Groups and settings are plain data (configs and keys, no tensors); this module imports torch only
+inside the workers.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import time
+
+EXECUTORS = ("inline", "local", "submitit")
+
+
+def settings(ctx) -> dict:
+    """What a worker needs to rebuild the experiments.Context of the controlling process."""
+    return {"device": ctx.device, "data_dir": ctx.data_dir, "cache_root": str(ctx.cache.root),
+            "refresh": ctx.refresh, "batch_seeds": ctx.batch_seeds, "cuda_graphs": ctx.cuda_graphs,
+            "checkpoint_every": ctx.checkpoint_every}
+
+
+_contexts = {}  # one experiments.Context per settings in a worker process: data splits load once
+
+
+def train_group(settings: dict, group, index: int, send) -> None:
+    """Train one planned group in this process, sending its epoch events through `send`."""
+    from . import experiments, progress
+    memo = json.dumps(settings, sort_keys=True)
+    if memo not in _contexts:
+        _contexts[memo] = experiments.Context(**settings)
+    ctx = _contexts[memo]
+    ctx.progress = lambda jobs: progress.epoch_reporter(index, jobs, send, ctx.batch_seeds and len(jobs) > 1)
+    experiments.train_planned_group(ctx, group)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (without initialising CUDA)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d for d in env.split(",") if d.strip()]
+    import torch
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def default_workers(device: str) -> int:
+    """Local workers when --workers is not given: one per visible GPU with --gpu, else one per CPU
+    core (each then trains with one torch thread per core it has)."""
+    if device == "cuda":
+        return max(1, len(visible_gpus()))
+    return _cores()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _environ(**values):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _local_worker(settings, plan, conn, threads):
+    import torch
+    if settings["device"] == "cpu":
+        torch.set_num_threads(min(torch.get_num_threads(), threads))
+    while (i := conn.recv()) is not None:
+        conn.send({"event": "start", "group": i, "pid": os.getpid()})
+        try:
+            train_group(settings, plan[i], i, conn.send)
+        except Exception as e:  # the group fails, the worker goes on with the next
+            conn.send({"event": "failed", "group": i, "error": f"{type(e).__name__}: {e}"})
+        else:
+            conn.send({"event": "done", "group": i})
+
+
+def run_local(plan: list, settings: dict, workers: int, on_event=lambda e: None) -> dict:
+    """Train `plan` on `workers` spawned processes, handing each the next group when it is free
+    (costliest first, by the plan's FLOP estimate);
+    returns {group index: error} for the groups that failed. A worker that dies fails the group
+    it was training, and the others go on; groups left when every worker is gone fail too. Each
+    worker talks to this process over its own pipe, so a killed one takes no shared lock down."""
+    ctx = multiprocessing.get_context("spawn")
+    gpus = visible_gpus() if settings["device"] == "cuda" else []
+    threads = max(1, _cores() // workers)
+    todo = sorted(range(len(plan)), key=lambda i: -plan[i].flops)  # costliest first: the last to end is short
+    conns, procs, current, finished = {}, {}, {}, {}  # current: worker -> group; finished: group -> error
+
+    def finish(i, error):
+        if i is not None and i not in finished:
+            finished[i] = error
+            if error is not None:
+                on_event({"event": "failed", "group": i, "error": error})
+
+    def hand_out(w):
+        current[w] = todo.pop(0) if todo else None
+        conns[w].send(current[w])
+
+    for w in range(min(workers, len(plan))):
+        env = {"CUDA_VISIBLE_DEVICES": gpus[w % len(gpus)]} if gpus else {}
+        conns[w], child = ctx.Pipe()
+        with _environ(**env):  # the child inherits it at spawn, before it imports torch
+            procs[w] = ctx.Process(target=_local_worker, args=(settings, plan, child, threads), daemon=True)
+            procs[w].start()
+        child.close()
+        hand_out(w)
+    try:
+        while conns:
+            ready = multiprocessing.connection.wait(list(conns.values()))
+            for w, conn in list(conns.items()):
+                if conn not in ready:
+                    continue
+                try:
+                    e = conn.recv()
+                except (EOFError, OSError):  # the worker is gone
+                    procs[w].join()
+                    finish(current[w], f"worker (pid {procs[w].pid}) exited with code {procs[w].exitcode}")
+                    del conns[w]
+                    continue
+                on_event(e)
+                if e["event"] in ("done", "failed"):
+                    finish(e["group"], e.get("error"))
+                    hand_out(w)
+    finally:
+        for p in procs.values():
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    for i in todo:
+        finish(i, "not trained: every worker exited")
+    return {i: err for i, err in finished.items() if err is not None}
+
+
+class SubmititTask:
+    """One group as a submitit job. On preemption or timeout submitit calls `checkpoint`, which
+    requeues the same task; the requeued job resumes the group's runs from their epoch
+    checkpoints in the run cache, and skips the runs already cached."""
+
+    def __init__(self, settings: dict, group, index: int):
+        self.settings, self.group, self.index = settings, group, index
+
+    def __call__(self) -> int:
+        train_group(self.settings, self.group, self.index, lambda e: print(json.dumps(e), flush=True))
+        return self.index
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+        return submitit.helpers.DelayedSubmission(self)
+
+
+SUBMITIT_DEFAULTS = {"folder": "build/submitit", "cluster": None, "partition": None, "time_min": 240,
+                     "gpus_per_node": None, "array_parallelism": None}
+
+
+def run_submitit(plan: list, settings: dict, options: dict, on_event=lambda e: None, poll: float = 5.0) -> dict:
+    """Submit `plan` as one job array (one task per group, one GPU per task on CUDA) and wait for
+    it, reporting job states; returns {group index: error} for the jobs that failed. `options`:
+    SUBMITIT_DEFAULTS' keys (cluster None: detected, i.e. SLURM where sbatch exists; "local":
+    submitit's local executor, processes on this machine)."""
+    import submitit
+    o = {**SUBMITIT_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    ex = submitit.AutoExecutor(folder=o["folder"], cluster=o["cluster"])
+    gpus = o["gpus_per_node"] if o["gpus_per_node"] is not None else int(settings["device"] == "cuda")
+    params = {"name": "harness", "timeout_min": int(o["time_min"]), "gpus_per_node": gpus,
+              "nodes": 1, "tasks_per_node": 1}
+    if o["partition"]:
+        params["slurm_partition"] = o["partition"]
+    if o["array_parallelism"]:
+        params["slurm_array_parallelism"] = int(o["array_parallelism"])
+    ex.update_parameters(**params)
+    with ex.batch():
+        jobs = [ex.submit(SubmititTask(settings, g, i)) for i, g in enumerate(plan)]
+    failures, reported = {}, set()
+    while True:
+        counts = {"queued": 0, "running": 0, "done": 0, "failed": 0}
+        for i, job in enumerate(jobs):
+            if not job.done():
+                counts["queued" if job.state in ("PENDING", "REQUEUED", "CONFIGURING") else "running"] += 1
+                continue
+            err = job.exception()
+            counts["failed" if err else "done"] += 1
+            if i not in reported:
+                reported.add(i)
+                if err:
+                    failures[i] = f"job {job.job_id}: {type(err).__name__}: {(str(err).strip().splitlines() or [''])[-1]}"
+                on_event({"event": "failed", "group": i, "error": failures[i]} if err else {"event": "done", "group": i})
+        on_event({"event": "jobs", "counts": counts})
+        if len(reported) == len(jobs):
+            return failures
+        time.sleep(poll)
+
+
+def bench(experiment_ids: list, tier: str, workers: int, data_dir=None, claims_dir="claims", device="cpu") -> dict:
+    """Wall time of training the groups of `experiment_ids` ("file.toml:name") one after another in
+    this process (what the inline executor does) against `run_local` with `workers` workers, each
+    into a fresh temporary cache, in the same run. Prints and returns both and their ratio, with
+    the CPU seconds each used (on a shared machine, the share of the cores it got). On CUDA both
+    train as `--gpu` does (seed-batched, CUDA graphs), the workers sharing the visible GPUs."""
+    import tempfile
+    from pathlib import Path
+
+    from . import cache, experiments, planner, spec
+    exps = {planner.exp_id(e): e for p in sorted(Path(claims_dir).glob("*.toml")) for e in spec.load(p).experiments.values()}
+    selection = [(exps[i], tier) for i in experiment_ids]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("inline", "local"):
+            ctx = experiments.Context(device=device, data_dir=data_dir, cache_root=f"{tmp}/{name}",
+                                      batch_seeds=device == "cuda", cuda_graphs=device == "cuda")
+            plan = planner.pending(selection, cache.RunCache(ctx.cache.root), ctx.device)
+            start, cpu = time.perf_counter(), _cpu_seconds()
+            if name == "inline":
+                for i, g in enumerate(plan):
+                    train_group(settings(ctx), g, i, lambda e: None)
+            elif run_local(plan, settings(ctx), workers):
+                raise RuntimeError("a group failed in the local executor")
+            out[name], out[f"{name}_cpu"] = time.perf_counter() - start, _cpu_seconds() - cpu
+    print(f"{len(plan)} groups, {sum(len(g.keys) for g in plan)} runs of {', '.join(experiment_ids)} [{tier}]: "
+          f"{device}: inline {out['inline']:.1f} s ({out['inline_cpu']:.1f} CPU s), local with {workers} workers "
+          f"{out['local']:.1f} s ({out['local_cpu']:.1f} CPU s), ratio {out['inline'] / out['local']:.2f}x")
+    return out
+
+
+def _cpu_seconds() -> float:
+    import resource
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m harness.executors",
+                                 description="benchmark: inline against the local executor, in one run")
+    ap.add_argument("--experiment", action="append", help="FILE.toml:NAME (repeatable; default: "
+                    "double_descent.toml:dd_mlp and ntk.toml:ntk_mlp, 6 seed groups in the smoke tier)")
+    ap.add_argument("--tier", default="smoke")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--claims", default="claims")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    a = ap.parse_args()
+    bench(a.experiment or ["double_descent.toml:dd_mlp", "ntk.toml:ntk_mlp"], a.tier, a.workers, a.data_dir,
+          a.claims, a.device)
