@@ -17,7 +17,7 @@ import torch
 
 from harness import __main__ as cli
 from harness import cache, checks, data, experiments, plugin, report, spec, stats, train
-from tests.conftest import synthetic_split
+from conftest import synthetic_split
 
 TOML = """
 section = "F"
