@@ -542,9 +542,12 @@ def _plot_text(p: dict, first: dict) -> dict:
 def provenance(runs: dict) -> dict:
     """Where one experiment's runs were made, from their run_provenance ({run key: dict or None}):
     the distinct values of device, torch, cuda and commit, the date range, how many runs carry no
-    provenance (trained by older code), and `mixed`: the fields with more than one value."""
+    provenance (trained by older code), the part files that supplied it for runs that had none
+    (`sources`), and `mixed`: the fields with more than one value."""
     known = [p for p in runs.values() if p]
     out = {f: sorted({"none" if p.get(f) is None else str(p[f]) for p in known}) for f in PROVENANCE_FIELDS}
+    # provenance an export's part file supplied for runs made before it was recorded (cache.import_exports)
+    out["sources"] = sorted({p["source"] for p in known if p.get("source")})
     dates = sorted(str(p["date"])[:10] for p in known if p.get("date"))  # the day of an ISO date or time
     out.update({"runs": len(runs), "without": len(runs) - len(known),
                 "dates": [dates[0], dates[-1]] if dates else [],
