@@ -180,3 +180,13 @@ def test_a_diverged_run_is_reported_as_diverged_not_passed(pytester, data_dir, t
     assert "DIVERGED" in r.stdout.str()
     doc = json.loads((tmp_path / "r" / "results.json").read_text())
     assert doc["claims"][0]["verdict"] == "diverged" and doc["totals"] == {"diverged": 1}
+
+
+def test_a_spent_time_budget_leaves_claims_not_run_and_trains_nothing(pytester, project, tmp_path):
+    args = project()
+    r = pytester.runpytest_subprocess("claims", "-m", "smoke", "-rs", "--time-budget", "0", *args)
+    r.assert_outcomes(passed=1, skipped=1)  # the parameter count needs no training
+    assert "not run (2 of 2 runs missing): not run:" in r.stdout.str() and "time budget" in r.stdout.str()
+    assert not list((tmp_path / "cache").glob("runs/*/metrics.json"))
+    doc = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert {c["id"]: c["verdict"] for c in doc["claims"]} == {"learns": "not run", "count": "pass"}
