@@ -6,13 +6,14 @@ runs are missing are reported as "not run") and re-renders the report. It only r
 or errors ("not run" claims and other readings' findings do not count), 1 some fail, diverge or
 are errors, 2 nothing to report (no claim files, or no run cache at --run-cache) or a malformed
 claim file.
-`python -m harness bench` times the training step, eager one-at-a-time vs grouped seeds.
+`python -m harness bench` times the training step, eager one-at-a-time vs grouped seeds; with
+`--executors`, the inline executor against the local one (harness/bench.py).
 `python -m harness plan` lists what a tier trains: runs, optimiser steps and FLOPs per experiment,
 and estimates its wall time on this machine's GPU (see `plan`); `plan --pending` lists the training
-groups not yet in the run cache (harness/planner.py).
+groups not yet in the run cache (harness/runs/planner.py).
 `python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz
 (exit status 2 where the cache holds none).
-`python -m harness fit EXPERIMENT` ranks an experiment's readings (spec.py) by how well they
+`python -m harness fit EXPERIMENT` ranks an experiment's readings (harness/claims/readings.py) by how well they
 match the paper's numbers together, from the run cache (no training)."""
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import cache, experiments, planner, report, spec
-from .plugin import claim_result, selected_readings
+from .claims import readings, report, spec
+from .claims.results import claim_result
+from .runs import cache, expand, planner
+from .runs.context import Context
 
 
 def main(argv=None) -> int:
@@ -56,6 +59,14 @@ def main(argv=None) -> int:
     b.add_argument("--compile", action="store_true", help="add a torch.compile column (CUDA only)")
     b.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark on")
     b.add_argument("--nchw", action="store_true", help="grouped activations NCHW, not channels-last")
+    b.add_argument("--executors", action="store_true",
+                   help="instead: the smoke tier's MNIST seed groups trained inline against the local executor")
+    b.add_argument("--workers", type=int, default=2, help="with --executors: local worker processes")
+    b.add_argument("--experiment", action="append", help="with --executors: FILE.toml:NAME (repeatable; default: "
+                   "double_descent.toml:dd_mlp and ntk.toml:ntk_mlp, 6 seed groups in the smoke tier)")
+    b.add_argument("--tier", choices=spec.TIERS, default="smoke", help="with --executors")
+    b.add_argument("--data-dir", default=None, help="with --executors")
+    b.add_argument("--claims", default="claims", help="with --executors: folder of claim TOML files")
     pl = sub.add_parser("plan", help="runs, optimiser steps and training FLOPs per experiment of a tier")
     pl.add_argument("--claims", default="claims", help="folder of claim TOML files")
     pl.add_argument("--tier", choices=spec.TIERS, default="full")
@@ -92,6 +103,10 @@ def main(argv=None) -> int:
         return fit(args)
     if args.command == "bench":
         from . import bench
+        if args.executors:
+            bench.executors(args.experiment or ["double_descent.toml:dd_mlp", "ntk.toml:ntk_mlp"], args.tier,
+                            args.workers, args.data_dir, args.claims, args.device)
+            return 0
         bench.main(args.device, args.seeds, args.steps, args.quick, args.compile, args.cudnn_benchmark, args.nchw)
         return 0
 
@@ -113,14 +128,14 @@ def main_report(args, start) -> int:
         return 2
     todo = [(claim, tier, cf, reading) for cf in files for claim in cf.claims for tier in claim.tiers
             if args.tier is None or tier in args.tier
-            for reading in selected_readings(claim.experiment, tier, args.readings)]
+            for reading in readings.select(claim.experiment, tier, args.readings)]
     if not todo:
         print(f"error: no claims found in {args.claims}/*.toml (tiers: {args.tier or 'all'}); "
               "name the folder with --claims", file=sys.stderr)
         return 2
     if not _has_runs(cache.default_root(args.run_cache)):
         return 2
-    ctx = experiments.Context(device=args.device, data_dir=args.data_dir, cache_root=args.run_cache,
+    ctx = Context(device=args.device, data_dir=args.data_dir, cache_root=args.run_cache,
                               allow_train=False)
     results = [claim_result(claim, tier, claim.experiment, cf, ctx, reading) for claim, tier, cf, reading in todo]
     json_path, html_path = report.write(results, args.out, time.time() - start, args.device)
@@ -161,12 +176,12 @@ def plan(claims_dir, tier, estimate="off") -> list:
             if tier not in exp.tiers or exp.procedure == "count":
                 continue
             runs = []
-            for cfg in experiments.training_runs(exp, tier):
+            for cfg in expand.training_runs(exp, tier):
                 key = cache.run_key(cfg) if exp.procedure == "train" else None  # ticket rounds are unique
                 if key is None or key not in seen:
                     seen.add(key)
                     runs.append(cfg)
-            costs = [experiments.training_cost(c) for c in runs]
+            costs = [expand.training_cost(c) for c in runs]
             steps, seeds = sum(c["steps"] for c in costs), len(exp.resolved(tier)["seeds"])
             rows.append({"experiment": f"{path.name}:{exp.name}", "runs": len(runs), "steps": steps,
                          "group_steps": steps / seeds, "pflop": sum(c["flops"] for c in costs) / 1e15,
@@ -190,7 +205,7 @@ def plan(claims_dir, tier, estimate="off") -> list:
 
 
 def plan_readings(claims_dir, tier, seen) -> list:
-    """The cost of the readings (spec.py) beyond the primary tier, printed after plan's table:
+    """The cost of the readings (harness/claims/readings.py) beyond the primary tier, printed after plan's table:
     per experiment and reading, the training runs not already counted (`seen`: the primary's run
     keys; a ticket's dense runs are keyed, its pruning rounds are all new), optimiser steps and
     PFLOP. A reading that only changes an instrument option trains nothing."""
@@ -200,16 +215,16 @@ def plan_readings(claims_dir, tier, seen) -> list:
             if tier not in exp.tiers or exp.procedure == "count" or len(exp.readings(tier)) < 2:
                 continue
             if exp.procedure == "ticket":
-                seen |= {cache.run_key(c) for c in experiments.expand(exp, tier, "cuda")}
+                seen |= {cache.run_key(c) for c in expand.expand(exp, tier, "cuda")}
             for reading in exp.readings(tier)[1:]:
-                dense = len(experiments.expand(exp, tier, "cuda", reading))
+                dense = len(expand.expand(exp, tier, "cuda", reading))
                 runs = []
-                for i, cfg in enumerate(experiments.training_runs(exp, tier, reading=reading)):
+                for i, cfg in enumerate(expand.training_runs(exp, tier, reading=reading)):
                     key = cache.run_key(cfg) if exp.procedure == "train" or i < dense else None
                     if key is None or key not in seen:
                         seen.add(key)
                         runs.append(cfg)
-                costs = [experiments.training_cost(c) for c in runs]
+                costs = [expand.training_cost(c) for c in runs]
                 rows.append({"experiment": f"{path.name}:{exp.name}", "reading": reading.name, "runs": len(runs),
                              "steps": sum(c["steps"] for c in costs),
                              "pflop": sum(c["flops"] for c in costs) / 1e15})
@@ -233,8 +248,8 @@ def plan_readings(claims_dir, tier, seen) -> list:
 
 
 def fit(args) -> int:
-    """Print the readings of one experiment ranked by report.fit, from the cache (no training)."""
-    ctx = experiments.Context(device=args.device, data_dir=args.data_dir, cache_root=args.run_cache,
+    """Print the readings of one experiment ranked by readings.fit, from the cache (no training)."""
+    ctx = Context(device=args.device, data_dir=args.data_dir, cache_root=args.run_cache,
                               allow_train=False)
     results, declared = [], None
     for path in sorted(Path(args.claims).glob("*.toml")):
@@ -249,7 +264,7 @@ def fit(args) -> int:
     if declared is None:
         print(f"no claim of the {args.tier} tier uses an experiment named {args.experiment!r}", file=sys.stderr)
         return 2
-    rows = report.fit(results)
+    rows = readings.fit(results)
     errors = sum(r["verdict"] == "error" for r in results)
     print(f"{args.experiment} [{args.tier}]: {len(declared)} readings; ranked by the sum of squared misses "
           f"(measured - paper) / tolerance over the claims with a numeric paper value"

@@ -1,4 +1,6 @@
-"""Speed benchmark of the training step: the eager one-at-a-time path against the grouped path (S
+"""Speed benchmarks, each a ratio against a baseline measured in the same run.
+
+1. The training step (`main`): the eager one-at-a-time path against the grouped path (S
 seeds as one grouped network, train.Grouped) and, on CUDA, the grouped step captured as a CUDA
 graph and replayed (the fast path), measured in the same process on the same device.
 
@@ -14,6 +16,11 @@ there to measure those two settings: run the bench with and without.
 
 `step_seconds` times the step the training loop would run for one (family, width, batch, seeds)
 shape; `python -m harness plan` multiplies it by a tier's steps for a wall-time estimate.
+
+2. The executors (`executors`): training the smoke tier's MNIST seed groups inline, one after
+another in this process, against the local executor's worker processes.
+
+    python -m harness bench --executors [--workers 2] [--data-dir DIR] [--device cuda]
 """
 from __future__ import annotations
 
@@ -22,9 +29,9 @@ import time
 
 import torch
 
-from . import data, models
-from .experiments import training_cost
-from .train import Eager, GraphedStep, Grouped, RunConfig, _optimizer, graphable, step
+from .paper import data, models
+from .paper.train import Eager, GraphedStep, Grouped, RunConfig, _optimizer, graphable, step
+from .runs.expand import training_cost
 
 CASES = [("cnn", 32, 32), ("cnn", 32, 128), ("cnn", 32, 1024), ("mlp", 4096, 128)]
 QUICK = [("cnn", 8, 32), ("cnn", 8, 128), ("mlp", 512, 128)]
@@ -176,3 +183,45 @@ def main(device="cpu", seeds=5, steps=30, quick=False, compile=False, cudnn_benc
         print("(graphed = grouped step replayed as a CUDA graph, compiled = torch.compile'd forward in it: "
               "CUDA only; nan on this device)")
     return rows
+
+
+# ------------------------------------------------------------------------------------- executors
+
+def executors(experiment_ids: list, tier: str, workers: int, data_dir=None, claims_dir="claims", device="cpu") -> dict:
+    """Wall time of training the groups of `experiment_ids` ("file.toml:name") one after another in
+    this process (what the inline executor does) against `run_local` with `workers` workers, each
+    into a fresh temporary cache, in the same run. Prints and returns both and their ratio, with
+    the CPU seconds each used (on a shared machine, the share of the cores it got). On CUDA both
+    train as `--gpu` does (seed-batched, CUDA graphs), the workers sharing the visible GPUs."""
+    import tempfile
+    from pathlib import Path
+
+    from .claims import spec
+    from .runs import cache, planner
+    from .runs.context import Context
+    from .runs.executors import run_local, settings, train_group
+    exps = {planner.exp_id(e): e for p in sorted(Path(claims_dir).glob("*.toml")) for e in spec.load(p).experiments.values()}
+    selection = [(exps[i], tier) for i in experiment_ids]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("inline", "local"):
+            ctx = Context(device=device, data_dir=data_dir, cache_root=f"{tmp}/{name}",
+                          batch_seeds=device == "cuda", cuda_graphs=device == "cuda")
+            plan = planner.pending(selection, cache.RunCache(ctx.cache.root), ctx.device)
+            start, cpu = time.perf_counter(), _cpu_seconds()
+            if name == "inline":
+                for i, g in enumerate(plan):
+                    train_group(settings(ctx), g, i, lambda e: None)
+            elif run_local(plan, settings(ctx), workers):
+                raise RuntimeError("a group failed in the local executor")
+            out[name], out[f"{name}_cpu"] = time.perf_counter() - start, _cpu_seconds() - cpu
+    print(f"{len(plan)} groups, {sum(len(g.keys) for g in plan)} runs of {', '.join(experiment_ids)} [{tier}]: "
+          f"{device}: inline {out['inline']:.1f} s ({out['inline_cpu']:.1f} CPU s), local with {workers} workers "
+          f"{out['local']:.1f} s ({out['local_cpu']:.1f} CPU s), ratio {out['inline'] / out['local']:.2f}x")
+    return out
+
+
+def _cpu_seconds() -> float:
+    import resource
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))

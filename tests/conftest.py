@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.data import Split
+from harness.paper.data import Split
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ pytest_plugins = ["pytester"]
 
 def masked_inits(cfgs, fraction):
     """Per run: a magnitude mask keeping `fraction` of its initial weights, and that init masked."""
-    from harness import models, prune, train
+    from harness.paper import models, prune, train
     masks, inits = [], []
     for c in cfgs:
         m = train.init_model(c)

@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from harness import cache
-from harness.train import RunConfig
+from harness.runs import cache
+from harness.paper.train import RunConfig
 
 CFG = RunConfig(dataset="mnist", model="mlp", width=8)
 

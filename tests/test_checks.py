@@ -1,6 +1,6 @@
 import pytest
 
-from harness import checks
+from harness.claims import checks
 
 
 def rows_of(table):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import data
+from harness.paper import data
 
 
 def _write(path, **over):

@@ -10,7 +10,10 @@ import time
 import pytest
 import torch
 
-from harness import executors, experiments, planner, spec
+from harness.runs import executors, planner
+from harness.claims import spec
+from harness.runs.context import Context
+from harness.runs import inline
 
 CLAIMS = """
 section = "T"
@@ -109,7 +112,7 @@ def _tiny(tmp_path, epochs=3, widths=(8, 16, 32)):
 
 
 def _settings(tmp_path, data_dir, root="cache"):
-    ctx = experiments.Context(data_dir=str(data_dir), cache_root=str(tmp_path / root), checkpoint_every=0.0)
+    ctx = Context(data_dir=str(data_dir), cache_root=str(tmp_path / root), checkpoint_every=0.0)
     return ctx.cache, executors.settings(ctx)
 
 
@@ -176,11 +179,11 @@ def test_an_interrupted_submitit_job_requeues_and_resumes_from_its_checkpoint(tm
 
 
 def test_epoch_reporter_and_display_with_a_fake_clock():
-    from harness import progress
-    from harness.train import RunConfig
+    from harness.runs import progress
+    from harness.paper.train import RunConfig
     t = [0.0]
     clock = lambda: t[0]  # noqa: E731
-    jobs = [experiments.Job(RunConfig("mnist", "mlp", 8, train_subset=256, epochs=4, seed=s)) for s in (0, 1)]
+    jobs = [inline.Job(RunConfig("mnist", "mlp", 8, train_subset=256, epochs=4, seed=s)) for s in (0, 1)]
     sent = []
     one_by_one = progress.epoch_reporter(3, jobs, sent.append, batched=False, clock=clock)
     for now, epoch in ((2.0, 1), (4.0, 2), (6.0, 3), (8.0, 4), (10.0, 1)):

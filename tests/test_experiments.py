@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import experiments, models, prune, spec
+from harness.paper import models, prune
+from harness.claims import spec
+from harness.paper import procedures
+from harness.runs.context import Context
+from harness.runs.context import NotCached
+from harness.runs.expand import training_cost
+from harness.runs.expand import training_runs
+from harness.runs import inline
 
 TOML = """
 section = "T"
@@ -29,7 +36,7 @@ def _setup(tmp_path, data_dir, batch_seeds=False):
     p = tmp_path / "t.toml"
     p.write_text(textwrap.dedent(TOML))
     exp = spec.load(p).experiments["tk"]
-    ctx = experiments.Context(data_dir=str(data_dir), cache_root=str(tmp_path / "cache"),
+    ctx = Context(data_dir=str(data_dir), cache_root=str(tmp_path / "cache"),
                               batch_seeds=batch_seeds)
     return exp, ctx
 
@@ -37,7 +44,7 @@ def _setup(tmp_path, data_dir, batch_seeds=False):
 @pytest.mark.parametrize("batch_seeds", [False, True])
 def test_ticket_chain_controls_and_instruments(tmp_path, data_dir, batch_seeds):
     exp, ctx = _setup(tmp_path, data_dir, batch_seeds)
-    rows = experiments.run(exp, "smoke", ctx)
+    rows = procedures.rows(exp, "smoke", ctx)
     variants = [(r["config"]["variant"], r["config"]["remaining"]) for r in rows if r["seed"] == 0]
     assert variants == [("dense", 1.0), ("ticket", 0.5), ("ticket", 0.2), ("reinit", 0.2),
                         ("random", 0.2), ("init_magnitude", 0.2)]
@@ -82,27 +89,27 @@ def test_ticket_chain_controls_and_instruments(tmp_path, data_dir, batch_seeds):
 
 def test_second_run_is_served_from_the_cache(tmp_path, data_dir, monkeypatch):
     exp, ctx = _setup(tmp_path, data_dir)
-    first = experiments.run(exp, "smoke", ctx)
+    first = procedures.rows(exp, "smoke", ctx)
     calls = []
-    monkeypatch.setattr(experiments, "train", lambda *a, **k: calls.append(1))
-    monkeypatch.setattr(experiments, "_measure", lambda *a, **k: calls.append(1))
-    fresh = experiments.Context(data_dir=ctx.data_dir, cache_root=ctx.cache_root)
-    assert experiments.run(exp, "smoke", fresh) == first and calls == []
+    monkeypatch.setattr(inline, "train", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(procedures, "_take", lambda *a, **k: calls.append(1))
+    fresh = Context(data_dir=ctx.data_dir, cache_root=ctx.cache_root)
+    assert procedures.rows(exp, "smoke", fresh) == first and calls == []
 
 
 def test_training_runs_and_costs_of_a_ticket_chain(tmp_path):
     p = tmp_path / "t.toml"
     p.write_text(textwrap.dedent(TOML))
     exp = spec.load(p).experiments["tk"]
-    runs = experiments.training_runs(exp, "smoke")
+    runs = training_runs(exp, "smoke")
     # 2 seeds x (dense + 2 rounds + 3 controls at the one control fraction)
     assert len(runs) == 2 * (1 + 2 + 3)
-    cost = experiments.training_cost(runs[0])
+    cost = training_cost(runs[0])
     assert cost["steps"] == 2 * (256 // 32)
     f = models.forward_flops("mlp", 16)
     assert cost["flops"] == 2 * (3 * f * 256 + f * 256) + f * 512
     # a last mini-batch of one sample is skipped (BatchNorm cannot train on it)
-    assert experiments.training_cost(dataclasses.replace(runs[0], train_subset=257))["steps"] == 16
+    assert training_cost(dataclasses.replace(runs[0], train_subset=257))["steps"] == 16
 
 
 def test_plan_counts_a_shared_run_once(capsys):
@@ -117,19 +124,19 @@ def test_plan_counts_a_shared_run_once(capsys):
 def test_a_metrics_only_cache_reports_a_finished_chain_and_explains_an_unfinished_one(tmp_path, data_dir):
     import tarfile
     exp, ctx = _setup(tmp_path, data_dir)
-    rows = experiments.run(exp, "smoke", ctx)
+    rows = procedures.rows(exp, "smoke", ctx)
     out = tmp_path / "results.tar.gz"
     assert ctx.cache.export_metrics(out) == len(list((tmp_path / "cache").glob("runs/*/metrics.json")))
     with tarfile.open(out) as tar:
         assert all(n.endswith("metrics.json") for n in tar.getnames())  # no tensors travel
         tar.extractall(tmp_path / "elsewhere", filter="data")
-    other = experiments.Context(data_dir=str(data_dir), cache_root=str(tmp_path / "elsewhere"), allow_train=False)
-    again = experiments.run(exp, "smoke", other)
+    other = Context(data_dir=str(data_dir), cache_root=str(tmp_path / "elsewhere"), allow_train=False)
+    again = procedures.rows(exp, "smoke", other)
     assert [(r["key"], r["metrics"]) for r in again] == [(r["key"], r["metrics"]) for r in rows]
 
     # an unfinished chain needs its parents' tensors to go on: a clear error, not a KeyError
     last = [r for r in rows if r["config"]["variant"] == "init_magnitude"][0]["key"]
     (tmp_path / "elsewhere" / "runs" / last / "metrics.json").unlink()
-    other = experiments.Context(data_dir=str(data_dir), cache_root=str(tmp_path / "elsewhere"))
-    with pytest.raises(experiments.NotCached, match="metrics but no weights"):
-        experiments.run(exp, "smoke", other)
+    other = Context(data_dir=str(data_dir), cache_root=str(tmp_path / "elsewhere"))
+    with pytest.raises(NotCached, match="metrics but no weights"):
+        procedures.rows(exp, "smoke", other)

@@ -16,7 +16,13 @@ import pytest
 import torch
 
 from harness import __main__ as cli
-from harness import cache, checks, data, experiments, plugin, report, spec, stats, train
+from harness.runs import cache
+from harness.claims import checks, report, spec, stats
+from harness.paper import data, train
+from harness.paper import procedures
+from harness.runs.context import Context
+from harness.runs.context import NotCached
+from harness.claims import results
 from conftest import synthetic_split
 
 TOML = """
@@ -50,14 +56,14 @@ def write_claims(tmp_path, measure="[]", threshold=0.0, name="f.toml"):
 
 
 def context(tmp_path, data_dir, **kw):
-    return experiments.Context(data_dir=str(data_dir), cache_root=str(tmp_path / "cache"), **kw)
+    return Context(data_dir=str(data_dir), cache_root=str(tmp_path / "cache"), **kw)
 
 
 def tiny(tmp_path, data_dir, measure="[]", **kw):
     """The experiment, a fresh context, and its rows."""
     exp = spec.load(write_claims(tmp_path, measure)).experiments["tiny"]
     ctx = context(tmp_path, data_dir, **kw)
-    return exp, ctx, experiments.run(exp, "smoke", ctx)
+    return exp, ctx, procedures.rows(exp, "smoke", ctx)
 
 
 def entry(ctx, rows) -> pathlib.Path:
@@ -67,7 +73,7 @@ def entry(ctx, rows) -> pathlib.Path:
 def claim_record(path, ctx):
     cf = spec.load(path)
     c = cf.claims[0]
-    return plugin.claim_result(c, "smoke", c.experiment, cf, ctx)
+    return results.claim_result(c, "smoke", c.experiment, cf, ctx)
 
 
 def tree(root) -> dict:
@@ -82,7 +88,7 @@ def test_a_damaged_metrics_json_is_set_aside_with_a_warning_and_retrained(tmp_pa
     path = entry(ctx, rows) / "metrics.json"
     path.write_bytes(damage)
     with pytest.warns(cache.DamagedWarning, match=re.escape(str(entry(ctx, rows)))):
-        again = experiments.run(exp, "smoke", context(tmp_path, data_dir))
+        again = procedures.rows(exp, "smoke", context(tmp_path, data_dir))
     assert again[0]["metrics"]["train_acc"] == rows[0]["metrics"]["train_acc"]  # retrained, same run
     aside = list(path.parent.parent.glob(f"{path.parent.name}.damaged-*"))
     assert len(aside) == 1 and (aside[0] / "metrics.json").read_bytes() == damage
@@ -94,7 +100,7 @@ def test_a_garbage_tensors_pt_is_set_aside_and_its_run_retrained(tmp_path, data_
     exp.measure.append("movement")  # the movement measurement now needs the weights
     ctx = context(tmp_path, data_dir)
     with pytest.warns(cache.DamagedWarning, match="tensors.pt"):
-        again = experiments.run(exp, "smoke", ctx)
+        again = procedures.rows(exp, "smoke", ctx)
     assert again[0]["metrics"]["movement"] > 0
     assert ctx.cache.load_tensors(rows[0]["key"])["thetaT"]
 
@@ -107,7 +113,7 @@ def test_a_garbage_checkpoint_is_set_aside_and_training_starts_over(tmp_path):
     ck.parent.mkdir()
     ck.write_bytes(b"\x00garbage")
     with pytest.warns(cache.DamagedWarning, match=re.escape(str(ck))):
-        res = train.train(cfg, split, checkpoint=train.Checkpoint(ck))
+        res = train.train(cfg, split, checkpoint=cache.Checkpoint(ck))
     assert res.final == plain.final
     assert len(list(ck.parent.glob("group.pt.damaged-*"))) == 1
 
@@ -126,7 +132,7 @@ def test_an_unexpected_exception_in_a_claim_is_an_error_verdict(tmp_path, data_d
     def boom(*a, **k):
         raise ZeroDivisionError("boom in the harness")
 
-    monkeypatch.setattr(experiments, "run", boom)
+    monkeypatch.setattr(procedures, "rows", boom)
     r = claim_record(write_claims(tmp_path), context(tmp_path, data_dir))
     assert r["verdict"] == "error" and r["detail"].startswith("ZeroDivisionError: boom in the harness")
     assert "in boom" in r["detail"]  # a traceback tail says where
@@ -151,7 +157,7 @@ def test_pytest_heals_a_damaged_entry_and_counts_a_crashing_claim(pytester, data
     with open(write_claims(pytester.path), "a") as f:
         f.write(SECOND_CLAIM)
     (pytester.path / "conftest.py").write_text(  # the second claim's check crashes
-        "from harness import checks\nreal = checks.evaluate\n"
+        "from harness.claims import checks\nreal = checks.evaluate\n"
         "def boom(check, expect, rows):\n"
         "    if check['metric'] == 'test_acc':\n        raise KeyError('test_acc')\n"
         "    return real(check, expect, rows)\n"
@@ -172,7 +178,7 @@ def test_cache_files_get_the_umask_permissions(tmp_path, umask):
     try:
         c = cache.RunCache(tmp_path)
         c.save("k", {"v": 1.0}, {"w": torch.zeros(1)})
-        train.Checkpoint(c.checkpoint_path(["k"])).save({"w": torch.zeros(1)})
+        cache.Checkpoint(c.checkpoint_path(["k"])).save({"w": torch.zeros(1)})
     finally:
         os.umask(old)
     for p in (c.dir("k") / "metrics.json", c.dir("k") / "tensors.pt", c.checkpoint_path(["k"])):
@@ -223,7 +229,7 @@ def test_a_read_only_cache_with_everything_cached_is_used_without_writing(tmp_pa
     before = tree(tmp_path / "cache")
     read_only(tmp_path / "cache")
     for allow_train in (True, False):  # pytest, and python -m harness report
-        again = experiments.run(exp, "smoke", context(tmp_path, data_dir, allow_train=allow_train))
+        again = procedures.rows(exp, "smoke", context(tmp_path, data_dir, allow_train=allow_train))
         assert again == rows
     assert tree(tmp_path / "cache") == before
 
@@ -360,7 +366,7 @@ def test_metrics_and_results_json_are_strict_and_null_reads_back_as_nan(tmp_path
     ctx = context(tmp_path, data_dir)
     r = claim_record(p, ctx)
     assert r["verdict"] == "diverged"
-    key = experiments.run(cf.experiments["tiny"], "smoke", ctx)[0]["key"]  # (memoised)
+    key = procedures.rows(cf.experiments["tiny"], "smoke", ctx)[0]["key"]  # (memoised)
     m = strict((ctx.cache.dir(key) / "metrics.json").read_text())
     assert m["diverged"] and m["final"]["train_loss"] is None
     nan = stats.Estimate(math.nan, math.nan, (math.nan, math.inf), 1).to_dict()
@@ -370,7 +376,7 @@ def test_metrics_and_results_json_are_strict_and_null_reads_back_as_nan(tmp_path
     # read back by a fresh session, the nulls are NaN again and the verdict stays "diverged"
     again = claim_record(p, context(tmp_path, data_dir, allow_train=False))
     assert again["verdict"] == "diverged"
-    rows = experiments.run(cf.experiments["tiny"], "smoke", context(tmp_path, data_dir, allow_train=False))
+    rows = procedures.rows(cf.experiments["tiny"], "smoke", context(tmp_path, data_dir, allow_train=False))
     assert math.isnan(rows[0]["metrics"]["train_loss"])
     assert checks.evaluate(cf.claims[0].tiers["smoke"]["check"], cf.claims[0].tiers["smoke"]["expect"],
                            rows)["verdict"] == "diverged"
@@ -427,8 +433,8 @@ def test_claim_files_outside_the_project_get_distinct_node_ids_and_labels(pytest
 
 def test_file_label_is_relative_inside_the_invocation_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert plugin.file_label(tmp_path / "claims" / "x.toml") == "claims/x.toml"
-    assert plugin.file_label("/elsewhere/claims/x.toml") == "/elsewhere/claims/x.toml"
+    assert results.file_label(tmp_path / "claims" / "x.toml") == "claims/x.toml"
+    assert results.file_label("/elsewhere/claims/x.toml") == "/elsewhere/claims/x.toml"
 
 
 # 8. the data a run was trained on ---------------------------------------------------------------
@@ -451,13 +457,13 @@ def test_a_run_trained_on_other_data_is_retrained_one_without_a_fingerprint_reus
     assert m["data"] == data.fingerprint("mnist", data_dir)
     path.write_text(json.dumps({**m, "data": {**m["data"], "sha256": "0" * 64}}))
     with pytest.warns(UserWarning, match="0000000000.*" + m["data"]["sha256"]):
-        experiments.run(exp, "smoke", context(tmp_path, data_dir))
+        procedures.rows(exp, "smoke", context(tmp_path, data_dir))
     assert json.loads(path.read_text())["data"] == m["data"]  # retrained on today's file
     old = {k: v for k, v in m.items() if k != "data"}  # an entry made by older code
     path.write_text(json.dumps(old))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        experiments.run(exp, "smoke", context(tmp_path, data_dir))
+        procedures.rows(exp, "smoke", context(tmp_path, data_dir))
     assert json.loads(path.read_text()) == old  # reused as it is
 
 
@@ -467,8 +473,8 @@ def test_missing_weights_message_names_the_file_and_a_way_on(tmp_path, data_dir)
     exp, ctx, rows = tiny(tmp_path, data_dir)
     (entry(ctx, rows) / "tensors.pt").unlink()
     exp.measure.append("movement")
-    with pytest.raises(experiments.NotCached) as e:
-        experiments.run(exp, "smoke", context(tmp_path, data_dir))
+    with pytest.raises(NotCached) as e:
+        procedures.rows(exp, "smoke", context(tmp_path, data_dir))
     msg = str(e.value)
     assert str(entry(ctx, rows) / "tensors.pt") in msg and "--run-cache" in msg and f"delete {entry(ctx, rows)}" in msg
 
@@ -503,11 +509,11 @@ def test_two_xdist_workers_share_runs_each_trained_once(pytester, data_dir, tmp_
     with open(pytester.path / "claims" / "f.toml", "a") as f:  # a second claim on the same experiment
         f.write(SECOND_CLAIM)
     (pytester.path / "conftest.py").write_text(  # every training call leaves a line
-        "import os\nfrom harness import experiments\nreal = experiments.train\n"
+        "import os\nfrom harness.runs import inline\nreal = inline.train\n"
         "def logged(cfg, *a, **k):\n"
         "    with open(os.environ['TRAIN_LOG'], 'a') as f:\n        f.write(f'{cfg.seed}\\n')\n"
         "    return real(cfg, *a, **k)\n"
-        "experiments.train = logged\n")
+        "inline.train = logged\n")
     os.environ["TRAIN_LOG"] = str(tmp_path / "trained.log")
     try:
         r = pytester.runpytest_subprocess("claims", "-n", "2", "--dist", "load", "--data-dir", str(data_dir),

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, hessian, jvp
 
-from harness import measure, models
+from harness.paper import measure, models
 
 
 # ---------------------------------------------------------------- helpers

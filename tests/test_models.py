@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from harness import models
+from harness.paper import models
 
 
 @pytest.mark.parametrize("family,width", [(f, w) for f, d in models.PAPER_PARAM_COUNTS.items() for w in d])

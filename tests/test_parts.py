@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from harness import __main__ as cli
-from harness import cache, experiments, provenance, spec, train
+from harness.runs import cache, provenance
+from harness.claims import spec
+from harness.paper import train
+from harness.paper import procedures
+from harness.runs.context import Context
+from harness.runs.context import NotCached
+from harness.runs.context import OutOfBudget
+from harness.runs.expand import training_cost
 from conftest import synthetic_split
 
 TOML = """
@@ -30,7 +37,7 @@ smoke = {seeds = [0, 1]}
 def _experiment(tmp_path, data_dir, **ctx):
     p = tmp_path / "t.toml"
     p.write_text(textwrap.dedent(TOML))
-    return spec.load(p).experiments["tiny"], experiments.Context(
+    return spec.load(p).experiments["tiny"], Context(
         data_dir=str(data_dir), cache_root=str(tmp_path / "cache"), **ctx)
 
 
@@ -39,7 +46,7 @@ def test_runs_and_measurements_record_what_produced_them(tmp_path, data_dir, mon
     provenance.commit.cache_clear()
     try:
         exp, ctx = _experiment(tmp_path, data_dir)
-        rows = experiments.run(exp, "smoke", ctx)
+        rows = procedures.rows(exp, "smoke", ctx)
     finally:
         provenance.commit.cache_clear()
     for row in rows:
@@ -57,12 +64,12 @@ def test_a_run_stopped_by_its_deadline_resumes_bit_identical_and_counts_all_its_
     cfg = dataclasses.replace(train.RunConfig(dataset="mnist", model="mlp", width=16, batch_size=32, lr=0.05),
                               epochs=3)
     full = train.train(cfg, s)
-    ck = train.Checkpoint(tmp_path / "ck.pt", every=1e9, deadline=time.monotonic() - 1)
+    ck = cache.Checkpoint(tmp_path / "ck.pt", every=1e9, deadline=time.monotonic() - 1)
     with pytest.raises(train.OutOfTime, match="after epoch 1 of 3"):
         train.train(cfg, s, checkpoint=ck)
     saved = ck.load()
     assert saved["epoch"] == 1 and saved["elapsed"] > 0
-    resumed = train.train(cfg, s, checkpoint=train.Checkpoint(ck.path))
+    resumed = train.train(cfg, s, checkpoint=cache.Checkpoint(ck.path))
     assert resumed.history == full.history and resumed.final == full.final
     assert all(torch.equal(resumed.thetaT[k], full.thetaT[k]) for k in full.thetaT)
     assert resumed.wall_s >= saved["elapsed"]  # the time before the resume is counted
@@ -70,21 +77,21 @@ def test_a_run_stopped_by_its_deadline_resumes_bit_identical_and_counts_all_its_
 
 def test_a_spent_budget_trains_nothing_and_says_not_run(tmp_path, data_dir):
     exp, ctx = _experiment(tmp_path, data_dir, deadline=time.monotonic() - 1)
-    with pytest.raises(experiments.OutOfBudget, match="not run"):
-        experiments.run(exp, "smoke", ctx)
+    with pytest.raises(OutOfBudget, match="not run"):
+        procedures.rows(exp, "smoke", ctx)
     assert not list((tmp_path / "cache").glob("runs/*/metrics.json"))
-    assert issubclass(experiments.OutOfBudget, experiments.NotCached)  # reported like a missing run
+    assert issubclass(OutOfBudget, NotCached)  # reported like a missing run
 
 
 def test_a_group_is_not_started_when_its_estimate_exceeds_what_is_left(tmp_path):
-    ctx = experiments.Context(cache_root=str(tmp_path), deadline=time.monotonic() + 100)
+    ctx = Context(cache_root=str(tmp_path), deadline=time.monotonic() + 100)
     cfgs = [train.RunConfig(dataset="mnist", model="mlp", width=64, epochs=10)] * 2
-    flops = sum(experiments.training_cost(c)["flops"] for c in cfgs)
+    flops = sum(training_cost(c)["flops"] for c in cfgs)
     ctx.check_budget(cfgs, "g")  # no speed measured yet for the family: it starts
     ctx._speed["mlp"] = [50.0, flops]  # measured: these runs take 50 s
     ctx.check_budget(cfgs, "g")
     ctx._speed["mlp"] = [500.0, flops]  # 500 s > the ~100 s left
-    with pytest.raises(experiments.OutOfBudget, match="needs about 500 s"):
+    with pytest.raises(OutOfBudget, match="needs about 500 s"):
         ctx.check_budget(cfgs, "g")
     ctx._speed["cnn"] = [1e6, 1]  # another family's speed does not count
     ctx._speed.pop("mlp")
@@ -116,7 +123,7 @@ def test_exports_import_into_one_root_with_their_part_provenance(tmp_path):
 
 def test_report_from_exports_without_a_cache(tmp_path, data_dir, capsys):
     exp, ctx = _experiment(tmp_path, data_dir)
-    experiments.run(exp, "smoke", ctx)
+    procedures.rows(exp, "smoke", ctx)
     (tmp_path / "parts").mkdir()
     cache.RunCache(tmp_path / "cache").export_metrics(tmp_path / "parts" / "p.tar.gz")
     claims = tmp_path / "claims"

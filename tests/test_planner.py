@@ -2,7 +2,10 @@
 order, a ticket chain as one group, pending detection against the cache, and --plan-only."""
 import pytest
 
-from harness import cache, experiments, planner, spec
+from harness.runs import cache, planner
+from harness.claims import spec
+from harness.paper import procedures
+from harness.runs.context import Context
 
 TOML = """
 section = "T"
@@ -81,11 +84,11 @@ def test_groups_dedup_across_experiments_in_a_stable_order(exps):
 
 
 def test_ticket_chain_is_one_group_with_the_keys_the_chain_trains(exps, tmp_path, data_dir):
-    ctx = experiments.Context(data_dir=str(data_dir), cache_root=str(tmp_path / "cache"))
+    ctx = Context(data_dir=str(data_dir), cache_root=str(tmp_path / "cache"))
     [g] = planner.pending([(exps["tk"], "smoke")], ctx.cache, "cpu")
     assert g.kind == "ticket chain" and [c.seed for c in g.cfgs] == [0, 1]
     assert len(g.keys) == 2 * (1 + 2 + 2)  # seeds x (dense, two rounds, two controls)
-    rows = experiments.run(exps["tk"], "smoke", ctx)
+    rows = procedures.rows(exps["tk"], "smoke", ctx)
     assert set(g.keys) == {r["key"] for r in rows}
     assert planner.pending([(exps["tk"], "smoke")], ctx.cache, "cpu") == []
     # a chain with one run missing is pending whole, costed by the fraction missing

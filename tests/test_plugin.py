@@ -138,7 +138,7 @@ def test_report_rerenders_from_cache_without_training(pytester, project, tmp_pat
     walls = [json.loads(m.read_text())["wall_s"] for m in (tmp_path / "cache" / "runs").glob("*/metrics.json")]
     assert doc["training_seconds_total"] == pytest.approx(sum(walls)) and sum(walls) > 0
     assert "Training time recorded with the runs" in (out / "report.html").read_text()
-    from harness import cache
+    from harness.runs import cache
     cache.RunCache(tmp_path / "other").save("k", {})  # a cache without these runs
     p = subprocess.run([sys.executable, "-m", "harness", "report", "--claims", str(pytester.path / "claims"),
                         "--run-cache", str(tmp_path / "other"), "--data-dir", args[1], "--tier", "smoke",

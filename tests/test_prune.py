@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from harness import models, prune
-from harness.data import Split
-from harness.train import RunConfig, init_model, train
+from harness.paper import models, prune
+from harness.paper.data import Split
+from harness.paper.train import RunConfig, init_model, train
 
 
 def _cnn_weights():

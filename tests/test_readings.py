@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from harness import cache, data, experiments, report, spec
+from harness.runs import cache
+from harness.paper import data
+from harness.claims import report, spec
 from harness.__main__ import main, plan_readings
-from harness.plugin import node_suffix, selected_readings
+from harness.claims.plugin import node_suffix
+from harness.runs.expand import expand
+from harness.paper import measure
+from harness.claims import readings
 
 CLAIMS = Path(__file__).resolve().parent.parent / "claims"
 
@@ -22,7 +27,7 @@ def experiment(file, name):
 
 
 def keys(exp, tier, reading=None):
-    return {cache.run_key(c) for c in experiments.expand(exp, tier, "cuda", reading)}
+    return {cache.run_key(c) for c in expand(exp, tier, "cuda", reading)}
 
 
 # Cache keys of primary runs computed on main's code before readings were added (commit 8463b7d):
@@ -42,16 +47,16 @@ def test_primary_run_keys_are_unchanged(file, name, tier, key):
     primary = exp.readings(tier)[0]
     assert primary.is_primary and primary.name == "primary"
     for reading in (None, primary):
-        assert cache.run_key(experiments.expand(exp, tier, "cuda", reading)[0]) == key
+        assert cache.run_key(expand(exp, tier, "cuda", reading)[0]) == key
 
 
 def test_primary_movement_measurement_key_is_unchanged():
     exp = experiment("ntk.toml", "ntk_mlp")
-    cfg = experiments.expand(exp, "full", "cuda")[0]
-    opts = spec.measurement_options("movement", exp.resolved("full")["instruments"]["movement"])
+    cfg = expand(exp, "full", "cuda")[0]
+    opts = measure.measurement_options("movement", exp.resolved("full")["instruments"]["movement"])
     extra = {"measure_of": cache.run_key(cfg), "instrument": "movement", "options": opts}
     assert cache.run_key(cfg, extra) == "710a8ad0c861172829dccebd"
-    assert spec.measurement_options("movement", {"definition": "weights"}) == {"definition": "weights"}
+    assert measure.measurement_options("movement", {"definition": "weights"}) == {"definition": "weights"}
 
 
 def test_readings_expand_into_distinct_runs():
@@ -62,7 +67,7 @@ def test_readings_expand_into_distinct_runs():
     assert all(len(s) == 6 * 5 for s in sets)
     assert len(set().union(*sets)) == 30 * 30  # no two readings share a run
     r = next(r for r in readings if r.name == "train_subset=5000,epochs=80")
-    cfgs = experiments.expand(exp, "full", "cuda", r)
+    cfgs = expand(exp, "full", "cuda", r)
     assert {(c.train_subset, c.epochs) for c in cfgs} == {(5000, 80)}
     assert sorted({c.width for c in cfgs}) == [4, 8, 16, 32, 64, 96]
 
@@ -70,7 +75,7 @@ def test_readings_expand_into_distinct_runs():
 def test_input_norm_reading_changes_only_the_scaling():
     exp = experiment("ntk.toml", "ntk_mlp")
     (r,) = [r for r in exp.readings("smoke") if r.name == "input_norm=standard"]
-    a, b = experiments.expand(exp, "smoke", "cpu"), experiments.expand(exp, "smoke", "cpu", r)
+    a, b = expand(exp, "smoke", "cpu"), expand(exp, "smoke", "cpu", r)
     assert [c.input_norm for c in b] == ["standard"] * len(a)
     assert [c.__class__(**{**c.__dict__, "input_norm": "default"}) for c in b] == a
     assert not keys(exp, "smoke") & keys(exp, "smoke", r)
@@ -86,7 +91,7 @@ def test_a_measurement_reading_reuses_the_primary_runs():
 def test_custom_reading_sets_configs_and_listed_combinations():
     bs = experiment("batch_size.toml", "bs_sweep")
     (lin,) = [r for r in bs.readings("full") if r.name == "lr_rule=linear"]
-    lrs = {c.batch_size: c.lr for c in experiments.expand(bs, "full", "cuda", lin) if c.optimizer == "sgd"}
+    lrs = {c.batch_size: c.lr for c in expand(bs, "full", "cuda", lin) if c.optimizer == "sgd"}
     assert lrs == {32: 0.0025, 64: 0.005, 128: 0.01, 256: 0.02, 512: 0.04, 1024: 0.08, 2048: 0.16, 5000: 0.001}
     ticket = experiment("lottery.toml", "ticket")
     names = [r.name for r in ticket.readings("full")]
@@ -113,10 +118,10 @@ def test_every_declared_experiment_primary_matches_and_smoke_subset_is_mnist_onl
 
 def test_selection_and_node_ids():
     exp = experiment("ntk.toml", "ntk_mlp")
-    assert [r.name for r in selected_readings(exp, "full", [])] == ["primary"]
-    assert len(selected_readings(exp, "full", ["all"])) == 24
+    assert [r.name for r in readings.select(exp, "full", [])] == ["primary"]
+    assert len(readings.select(exp, "full", ["all"])) == 24
     matched = set()
-    picked = selected_readings(exp, "full", ["epochs=20", "input_norm=standard"], matched)
+    picked = readings.select(exp, "full", ["epochs=20", "input_norm=standard"], matched)
     assert [r.name for r in picked] == ["primary", "input_norm=standard", "epochs=20", "epochs=20,input_norm=standard"]
     assert matched == {"epochs=20", "input_norm=standard"}
     assert node_suffix("full", picked[0]) == "full"
@@ -158,7 +163,7 @@ def test_good_readings_parse(tmp_path):
     assert [r.name for r in exp.readings("full")] == ["primary", "rule=b", "epochs=80", "epochs=80,rule=b"]
     assert [r.name for r in exp.readings("smoke")] == ["primary", "epochs=80"]
     (b,) = [r for r in exp.readings("full") if r.name == "rule=b"]
-    assert {c.lr for c in experiments.expand(exp, "full", "cpu", b)} == {0.1}
+    assert {c.lr for c in expand(exp, "full", "cpu", b)} == {0.1}
 
 
 @pytest.mark.parametrize("old,new,fragment", [
@@ -194,11 +199,11 @@ def test_movement_definitions_exact():
           "b.weight": torch.tensor([[2.0, 0.0], [0.0, 0.0]])}
     names = list(t0)
     # all: sqrt(9 + 1) / sqrt(25 + 25 + 1); weights: sqrt(10) / sqrt(26); layer_mean: (3/5 + 1) / 2
-    assert experiments.movement(t0, tT, names)["total"] == pytest.approx(math.sqrt(10 / 51))
-    assert experiments.movement(t0, tT, names, "weights")["total"] == pytest.approx(math.sqrt(10 / 26))
-    assert experiments.movement(t0, tT, names, "layer_mean")["total"] == pytest.approx(0.8)
+    assert measure.movement(t0, tT, names)["total"] == pytest.approx(math.sqrt(10 / 51))
+    assert measure.movement(t0, tT, names, "weights")["total"] == pytest.approx(math.sqrt(10 / 26))
+    assert measure.movement(t0, tT, names, "layer_mean")["total"] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="movement definition 'x'"):
-        experiments.movement(t0, tT, names, "x")
+        measure.movement(t0, tT, names, "x")
 
 
 def test_mnist_input_norm_and_cifar_per_channel_normalisation():
@@ -242,14 +247,14 @@ def result(id, reading, verdict, value=None, paper=None, expect=None, tier="full
 
 
 def test_three_way_classification():
-    assert report.classify({"primary": "pass", "epochs=20": "pass"})["sentence"] == \
+    assert readings.classify({"primary": "pass", "epochs=20": "pass"})["sentence"] == \
         "holds under every reading tried (2)"
-    c = report.classify({"primary": "fail", "epochs=20": "pass", "epochs=80": "diverged", "epochs=30": "error"})
+    c = readings.classify({"primary": "fail", "epochs=20": "pass", "epochs=80": "diverged", "epochs=30": "error"})
     assert c["class"] == "some" and c["holding"] == ["epochs=20"] and len(c["tried"]) == 3
     assert c["sentence"] == "holds only under some readings (1 of 3): epochs=20"
-    c = report.classify({"primary": "fail", "epochs=20": "diverged"})
+    c = readings.classify({"primary": "fail", "epochs=20": "diverged"})
     assert c["class"] == "none" and c["sentence"] == "fails under every reading tried (2)"
-    assert report.classify({"primary": "pass", "epochs=20": "error"})["class"] is None
+    assert readings.classify({"primary": "pass", "epochs=20": "error"})["class"] is None
 
     results = [result("a", "primary", "pass", 1.0, 1.0), result("a", "r1", "pass", 1.5, 1.0),
                result("b", "primary", "fail", 5.0, 1.0), result("b", "r1", "fail", 4.0, 1.0),
@@ -273,13 +278,13 @@ def test_fit_ranks_by_squared_misses_in_tolerance_units():
                result("a", "r1", "pass", 10.5, 10.0, exp), result("b", "r1", "pass", 1.5, 1.0),
                result("a", "r2", "pass", 10.0, 10.0, exp),  # r2 lacks claim b: ranks after complete ones
                result("w", "primary", "pass"), result("a", "r3", "error")]  # no paper value / not tried: left out
-    rows = report.fit(results)
+    rows = readings.fit(results)
     assert [(r["reading"], r["n"], r["missing"]) for r in rows] == [("r1", 2, 0), ("primary", 2, 0), ("r2", 1, 1)]
     assert rows[0]["sum_sq"] == pytest.approx(0.5) and rows[1]["sum_sq"] == pytest.approx(4.0)
     assert rows[1]["primary"] and rows[1]["passes"] == 1
     # a min/max expectation: the tolerance is the distance from the paper value to the bound
     r = result("i", "primary", "fail", 99.0, 100.0, {"min": 99.95, "why": "w"})
-    assert report.tolerance_units(r) == pytest.approx(-20.0)
+    assert readings.tolerance_units(r) == pytest.approx(-20.0)
 
 
 def test_plan_lists_readings_beyond_the_primary_runs(capsys):

@@ -8,8 +8,13 @@ import subprocess
 
 import pytest
 
-from harness import cache, checks, experiments, report, spec
-from harness.plugin import claim_result
+from harness.runs import cache
+from harness.claims import checks, report, spec
+from harness.claims.results import claim_result
+from harness.runs.context import Context
+from harness.runs.expand import expand
+from harness.claims import fmt
+from harness.claims import svg
 
 SWEEP = """
 section = "V-E"
@@ -113,7 +118,7 @@ def _project(tmp_path):
     root = tmp_path / "cache"
     rc = cache.RunCache(root)
     exp = spec.load(claims / "sweep.toml").experiments["sweep"]
-    for cfg in experiments.expand(exp, "smoke", "cpu"):
+    for cfg in expand(exp, "smoke", "cpu"):
         acc = ACC[(cfg.batch_size, cfg.optimizer)][cfg.seed]
         final = {"train_acc": 100.0, "test_acc": acc, "train_loss": 0.01, "test_loss": 0.3, "gen_gap": 100 - acc}
         rc.save(cache.run_key(cfg), {"config": cfg.to_dict(), "extra": None, "final": final, "history": [final],
@@ -122,7 +127,7 @@ def _project(tmp_path):
 
 
 def _results(claims, root):
-    ctx = experiments.Context(cache_root=str(root), allow_train=False)
+    ctx = Context(cache_root=str(root), allow_train=False)
     out = []
     for path in sorted(claims.glob("*.toml")):
         cf = spec.load(path)
@@ -221,15 +226,15 @@ def _luminance(hex_colour):
 
 
 def test_verdict_colours_meet_contrast_minimum():
-    for verdict, colour in report.COLOURS.items():
+    for verdict, colour in svg.COLOURS.items():
         ratio = 1.05 / (_luminance(colour) + 0.05)
         assert ratio >= 4.5, (verdict, colour, ratio)
 
 
 def test_numbers_deltas_and_welch_in_words(rendered):
     doc, html, _ = rendered
-    assert report.num(10020874.0) == "10,020,874" and report.num(94.454) == "94.45"
-    assert report.num(3.31e-4, digits=2) == "3.3×10⁻⁴"
+    assert fmt.num(10020874.0) == "10,020,874" and fmt.num(94.454) == "94.45"
+    assert fmt.num(3.31e-4, digits=2) == "3.3×10⁻⁴"
     assert "e+0" not in html and "e-0" not in html
     counted = next(c for c in doc["claims"] if c["id"] == "counted-claim")
     assert counted["measured_text"] == {"value": "10,020,874", "ci": "", "n": 3}  # no degenerate CI
@@ -279,8 +284,8 @@ def test_paper_order_and_log_ticks():
     names = ["Review controls", "V-F", "V-A / V-D", "IV-C", "V-B", "VI"]
     assert sorted(names, key=report.section_key) == ["IV-C", "V-A / V-D", "V-B", "V-F", "VI", "Review controls"]
     # log-y ticks reach past both ends of the data, so both ends are labelled
-    assert report._log_ticks(0.0831, 1.3413) == pytest.approx([0.05, 0.1, 0.2, 0.5, 1.0, 2.0])
-    assert report._log_ticks(0.19, 2.24) == pytest.approx([0.1, 0.2, 0.5, 1.0, 2.0, 5.0])
+    assert svg._log_ticks(0.0831, 1.3413) == pytest.approx([0.05, 0.1, 0.2, 0.5, 1.0, 2.0])
+    assert svg._log_ticks(0.19, 2.24) == pytest.approx([0.1, 0.2, 0.5, 1.0, 2.0, 5.0])
 
 
 def test_plot_apart_is_validated(tmp_path):

@@ -2,7 +2,7 @@ import textwrap
 
 import pytest
 
-from harness import spec
+from harness.claims import spec
 
 GOOD = """
 section = "X"

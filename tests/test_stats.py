@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness import stats
+from harness.claims import stats
 
 A = [85.5, 85.9, 85.2, 86.1, 85.7]
 B = [84.1, 84.4, 83.9, 84.3, 84.0]

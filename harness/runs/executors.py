@@ -1,17 +1,18 @@
-"""Executors: train the planned groups (harness/planner.py) into the run cache before the claims run.
+"""Executors: train the planned groups (harness/runs/planner.py) into the run cache before the claims run.
 
   inline    no executor step: the claims train what they miss, one group after another, in the
-            pytest process (experiments.run; the default, and the behaviour before executors).
+            pytest process (harness/runs/inline.py; the default, and the behaviour before executors).
   local     N worker processes on this machine (`run_local`), each pinned to one device before
             CUDA initialises (CUDA_VISIBLE_DEVICES set in its environment when it is spawned;
             workers round-robin over the visible GPUs, so two workers may share one) or, on the
             CPU, with torch threads split between workers. Groups go to whichever worker is free.
   submitit  one SLURM job per group, submitted as one job array through submitit
             (`run_submitit`); a preempted or timed-out job is requeued by submitit and resumes from
-            the harness's own epoch checkpoints (train.Checkpoint, kept in the run cache, which
+            the harness's own epoch checkpoints (runs.cache.Checkpoint, kept in the run cache, which
             must be on a filesystem the nodes share).
 
-Every executor ends in experiments.train_planned_group, the seam with the experiments stage, and
+Every executor trains a group through the procedures' registry (harness/paper/procedures.py:
+train_group, which trains through harness/runs/inline.py), and
 writes through the run cache's per-run locks and atomic writes, so executors, pytest-xdist
 workers and later sessions never train one run twice or leave a half-written entry. A group that
 fails (an exception, or its worker killed) is reported through the returned failures, and the
@@ -34,24 +35,25 @@ EXECUTORS = ("inline", "local", "submitit")
 
 
 def settings(ctx) -> dict:
-    """What a worker needs to rebuild the experiments.Context of the controlling process."""
+    """What a worker needs to rebuild the runs.context.Context of the controlling process."""
     return {"device": ctx.device, "data_dir": ctx.data_dir, "cache_root": str(ctx.cache.root),
             "refresh": ctx.refresh, "batch_seeds": ctx.batch_seeds, "cuda_graphs": ctx.cuda_graphs,
             "checkpoint_every": ctx.checkpoint_every}
 
 
-_contexts = {}  # one experiments.Context per settings in a worker process: data splits load once
+_contexts = {}  # one Context per settings in a worker process: data splits load once
 
 
 def train_group(settings: dict, group, index: int, send) -> None:
     """Train one planned group in this process, sending its epoch events through `send`."""
-    from . import experiments, progress
+    from ..paper import procedures
+    from . import context, progress
     memo = json.dumps(settings, sort_keys=True)
     if memo not in _contexts:
-        _contexts[memo] = experiments.Context(**settings)
+        _contexts[memo] = context.Context(**settings)
     ctx = _contexts[memo]
     ctx.progress = lambda jobs: progress.epoch_reporter(index, jobs, send, ctx.batch_seeds and len(jobs) > 1)
-    experiments.train_planned_group(ctx, group)
+    procedures.train_group(ctx, group)
 
 
 def visible_gpus() -> list[str]:
@@ -217,56 +219,3 @@ def run_submitit(plan: list, settings: dict, options: dict, on_event=lambda e: N
         if len(reported) == len(jobs):
             return failures
         time.sleep(poll)
-
-
-def bench(experiment_ids: list, tier: str, workers: int, data_dir=None, claims_dir="claims", device="cpu") -> dict:
-    """Wall time of training the groups of `experiment_ids` ("file.toml:name") one after another in
-    this process (what the inline executor does) against `run_local` with `workers` workers, each
-    into a fresh temporary cache, in the same run. Prints and returns both and their ratio, with
-    the CPU seconds each used (on a shared machine, the share of the cores it got). On CUDA both
-    train as `--gpu` does (seed-batched, CUDA graphs), the workers sharing the visible GPUs."""
-    import tempfile
-    from pathlib import Path
-
-    from . import cache, experiments, planner, spec
-    exps = {planner.exp_id(e): e for p in sorted(Path(claims_dir).glob("*.toml")) for e in spec.load(p).experiments.values()}
-    selection = [(exps[i], tier) for i in experiment_ids]
-    out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in ("inline", "local"):
-            ctx = experiments.Context(device=device, data_dir=data_dir, cache_root=f"{tmp}/{name}",
-                                      batch_seeds=device == "cuda", cuda_graphs=device == "cuda")
-            plan = planner.pending(selection, cache.RunCache(ctx.cache.root), ctx.device)
-            start, cpu = time.perf_counter(), _cpu_seconds()
-            if name == "inline":
-                for i, g in enumerate(plan):
-                    train_group(settings(ctx), g, i, lambda e: None)
-            elif run_local(plan, settings(ctx), workers):
-                raise RuntimeError("a group failed in the local executor")
-            out[name], out[f"{name}_cpu"] = time.perf_counter() - start, _cpu_seconds() - cpu
-    print(f"{len(plan)} groups, {sum(len(g.keys) for g in plan)} runs of {', '.join(experiment_ids)} [{tier}]: "
-          f"{device}: inline {out['inline']:.1f} s ({out['inline_cpu']:.1f} CPU s), local with {workers} workers "
-          f"{out['local']:.1f} s ({out['local_cpu']:.1f} CPU s), ratio {out['inline'] / out['local']:.2f}x")
-    return out
-
-
-def _cpu_seconds() -> float:
-    import resource
-    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
-               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-
-
-if __name__ == "__main__":
-    import argparse
-    ap = argparse.ArgumentParser(prog="python -m harness.executors",
-                                 description="benchmark: inline against the local executor, in one run")
-    ap.add_argument("--experiment", action="append", help="FILE.toml:NAME (repeatable; default: "
-                    "double_descent.toml:dd_mlp and ntk.toml:ntk_mlp, 6 seed groups in the smoke tier)")
-    ap.add_argument("--tier", default="smoke")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--claims", default="claims")
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    a = ap.parse_args()
-    bench(a.experiment or ["double_descent.toml:dd_mlp", "ntk.toml:ntk_mlp"], a.tier, a.workers, a.data_dir,
-          a.claims, a.device)

@@ -26,7 +26,7 @@ place and raises DamagedEntry naming it.
 Data: the metrics.json of a run (and of a measurement) records the fingerprint of the data it was
 made from ("data": file name, size, sha256 of the arrays; see data.fingerprint). It is not part of
 the key (keys stay those of the runs already cached); an entry whose recorded fingerprint differs
-from that of the data file in use is not reused (experiments._cached: made again, with a warning
+from that of the data file in use is not reused (runs/inline.py, `cached`: made again, with a warning
 naming both), one recorded without a fingerprint (by older code) is.
 """
 from __future__ import annotations
@@ -294,3 +294,27 @@ def import_exports(parts_dir, root) -> dict:
                 atomic_write(dest, lambda f: f.write(json.dumps(metrics, indent=1, sort_keys=True).encode()))
                 taken[part.name] += 1
     return taken
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """Mid-run progress of a training group, saved atomically at epoch ends (at most every
+    `every` seconds) so that a killed run resumes where it was: weights and buffers, optimiser and
+    schedule state, the batch-order generators, histories and the step count. Resuming gives the
+    same result as an uninterrupted run (bit for bit on the CPU; tests/test_train.py)."""
+    path: object
+    every: float = 60.0
+    deadline: float | None = None  # time.monotonic() after which training saves and stops (OutOfTime)
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def load(self):
+        """The saved state, or None (none saved; a damaged file is set aside, see set_aside)."""
+        return load_torch(Path(self.path))
+
+    def save(self, state: dict):
+        atomic_write(Path(self.path), lambda f: torch.save(state, f))
+
+    def remove(self):
+        Path(self.path).unlink(missing_ok=True)

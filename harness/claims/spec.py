@@ -4,7 +4,8 @@ A file holds experiments (what to train and measure) and claims (what the paper 
 measurements). Every error names the file, the claim or experiment, and the field, and is raised
 at collection time, before anything trains. Numbers are checked against their ranges (RUN_RANGES,
 INSTRUMENT_RANGES, EXPECT_RANGES; seeds, fractions), and every run of every tier must have a
-width. Schema (see claims/*.toml for real ones):
+width. Readings of lost parameters are parsed in harness/claims/readings.py, the vocabulary
+(ranges, check types, SpecError) is harness/claims/schema.py. Schema (see claims/*.toml for real ones):
 
     section = "V-A"                     # the paper's section
     title = "Double descent"
@@ -67,8 +68,6 @@ width. Schema (see claims/*.toml for real ones):
 """
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import math
 import sys
 import typing
@@ -80,90 +79,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .data import DATASETS
-from .models import MODELS
-from .train import RunConfig
-
-TIERS = ("smoke", "full")
-PROCEDURES = ("count", "train", "ticket")
-INSTRUMENTS = ("hessian", "perturbation", "movement")
-HARNESS_SET = {"dataset", "model", "seed", "device"}  # RunConfig fields the harness fills in
-RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
-CONFIG_FIELDS = set(RUN_FIELDS) - HARNESS_SET
-TICKET_FIELDS = {"remaining", "variant"}
-TICKET_DEFAULTS = {"fractions": [0.7, 0.5, 0.3, 0.2, 0.1, 0.05], "retrain_epochs": 0,
-                   "scope": "global", "include_output": True,
-                   "controls": ["reinit", "random", "init_magnitude"], "control_fractions": [0.1],
-                   "reinit_seed_offset": 1000}
-INSTRUMENT_DEFAULTS = {
-    "hessian": {"samples": 1000, "iters": 30, "tol": 0.0, "chunk": 250, "seed": 0, "dtype": "float32"},
-    "perturbation": {"samples": 1000, "sigmas": [1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2],
-                     "draws": 5, "seed": 0},
-    "movement": {"definition": "all"},  # all parameters | weights (weight tensors only) | layer_mean
-}
-# Instrument options added after full-tier results existed: left out of the measurement's cache
-# key at these default values (as cache.run_key leaves default RunConfig fields out).
-KEYLESS_DEFAULTS = {"movement": {"definition": "all"}}
-MOVEMENT_DEFINITIONS = ("all", "weights", "layer_mean")
-
-RUN_RANGES = {  # run setting -> (allowed, what is allowed); subsets are bounded by the split (_run_ranges)
-    "width": (lambda v: v >= 1, ">= 1"),
-    "epochs": (lambda v: v >= 1, ">= 1"),
-    "subset_seed": (lambda v: v >= 0, ">= 0"),
-    "lr": (lambda v: 0 < v < math.inf, "a finite number > 0"),
-    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "batch_size": (lambda v: v >= 0, ">= 0 (0: full batch)"),
-    "init_seed": (lambda v: v >= -1, ">= 0, or -1 (the run's seed)"),
-    "optimizer": (lambda v: v in ("sgd", "adam"), "'sgd' or 'adam'"),
-    "schedule": (lambda v: v in ("cosine", "constant"), "'cosine' or 'constant'"),
-}
-INSTRUMENT_RANGES = {  # option -> (type, allowed, what is allowed); sigmas: a list of numbers > 0
-    "samples": (int, lambda v: v >= 1, ">= 1"),
-    "iters": (int, lambda v: v >= 1, ">= 1"),
-    "chunk": (int, lambda v: v >= 1, ">= 1"),
-    "draws": (int, lambda v: v >= 1, ">= 1"),
-    "seed": (int, lambda v: v >= 0, ">= 0"),
-    "tol": (float, lambda v: v >= 0, ">= 0"),
-    "dtype": (str, lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
-}
-
-EXPECT_RANGES = {
-    "abs_tol": (lambda v: v >= 0, ">= 0"),
-    "rel_tol": (lambda v: v >= 0, ">= 0"),
-    "slack": (lambda v: v >= 0, ">= 0"),
-    "alpha": (lambda v: 0 < v < 1, "in (0, 1)"),
-}
-
-CHECK_FIELDS = {
-    "value": {"metric", "where"},
-    "all": {"metric", "where"},
-    "ratio": {"metric", "a", "b"},
-    "difference": {"metric", "a", "b"},
-    "monotonic": {"metric", "over", "where"},
-    "loglog_slope": {"metric", "over", "where"},
-    "welch": {"metric", "a", "b"},
-}
-CHECK_REQUIRED = {"value": {"metric"}, "all": {"metric"}, "ratio": {"metric", "a", "b"},
-                  "difference": {"metric", "a", "b"}, "monotonic": {"metric", "over"},
-                  "loglog_slope": {"metric", "over"}, "welch": {"metric", "a", "b"}}
-EXPECT_FIELDS = {
-    "value": {"target", "abs_tol", "rel_tol", "min", "max"},
-    "all": {"min", "max"},
-    "ratio": {"target", "abs_tol", "rel_tol", "min", "max"},
-    "difference": {"target", "abs_tol", "rel_tol", "min", "max"},
-    "monotonic": {"direction", "strict", "slack"},
-    "loglog_slope": {"target", "abs_tol", "rel_tol", "min", "max"},
-    "welch": {"significant", "direction", "alpha"},
-}
-
-
-def perturb_metric(sigma) -> str:
-    """Metric name of the mean relative training-loss change at noise level sigma."""
-    return f"perturb_{float(sigma):g}"
-
-
-class SpecError(ValueError):
-    """A claim file is malformed; the message names the file, the item and the field."""
+from . import readings
+from .schema import (CHECK_FIELDS, CHECK_REQUIRED, CONFIG_FIELDS, DATASETS, EXPECT_FIELDS, EXPECT_RANGES,
+                     INSTRUMENT_DEFAULTS, INSTRUMENT_RANGES, INSTRUMENTS, MODELS, MOVEMENT_DEFINITIONS, PROCEDURES, RUN_FIELDS,
+                     RUN_RANGES, TICKET_DEFAULTS, TICKET_FIELDS, TIERS, SpecError, _err, _keys, _typed,
+                     perturb_metric)
 
 
 @dataclass
@@ -185,14 +105,14 @@ class Experiment:
     reading_params: dict = field(default_factory=dict)  # parameter name -> ReadingParam
     combine: typing.Any = "grid"  # "grid" or a list of {parameter: value}
 
-    def resolved(self, tier: str, reading: "Reading | None" = None) -> dict:
+    def resolved(self, tier: str, reading: "readings.Reading | None" = None) -> dict:
         """The experiment as it runs in `tier` (under `reading`, default the primary): seeds,
         base, grid, configs, instruments, ticket, and `fixed`, the run settings a reading sets
         in every point."""
         t = self.tiers[tier]
         own = {"base": self.base, "grid": self.grid, "configs": self.configs, "instruments": self.instruments,
                "ticket": self.ticket}
-        layers = [own, t] + (reading_layers(self, reading) if reading else [])
+        layers = [own, t] + (readings.layers(self, reading) if reading else [])
         fixed = {}
         out = {"seeds": list(t["seeds"]), "base": {}, "grid": {}, "configs": [], "ticket": dict(TICKET_DEFAULTS),
                "instruments": {k: dict(INSTRUMENT_DEFAULTS[k]) for k in self.measure}}
@@ -211,7 +131,7 @@ class Experiment:
 
     def readings(self, tier: str) -> list:
         """The readings run in `tier`, the primary first (see the schema above)."""
-        return expand_readings(self, tier)
+        return readings.expand(self, tier)
 
     def metrics(self, tier: str) -> set:
         if self.procedure == "count":
@@ -253,31 +173,6 @@ class ClaimFile:
     title: str
     experiments: dict
     claims: list
-
-
-def _err(path, where, fld, msg):
-    return SpecError(f"{path}: {where}: field {fld!r}: {msg}")
-
-
-def _keys(table, allowed, required, path, where, prefix=""):
-    if not isinstance(table, dict):
-        raise _err(path, where, prefix.rstrip(".") or "(table)", f"expected a table, got {type(table).__name__}")
-    for k in table:
-        if k not in allowed:
-            raise _err(path, where, prefix + k, f"unknown key; allowed: {sorted(allowed)}")
-    for k in required:
-        if k not in table:
-            raise _err(path, where, prefix + k, "missing")
-
-
-def _typed(value, expected, path, where, fld):
-    ok = {str: isinstance(value, str), bool: isinstance(value, bool),
-          int: isinstance(value, int) and not isinstance(value, bool),
-          float: isinstance(value, (int, float)) and not isinstance(value, bool),
-          list: isinstance(value, list), dict: isinstance(value, dict)}[expected]
-    if not ok:
-        raise _err(path, where, fld, f"expected {expected.__name__}, got {type(value).__name__} ({value!r})")
-    return value
 
 
 def _run_ranges(dataset) -> dict:
@@ -401,7 +296,7 @@ def _parse_experiment(name, t, path) -> Experiment:
                 raise _err(path, where, "width", f"missing in the {tier} tier: every run needs a width "
                                                  "(in base, grid or configs)")
     if "readings" in t:
-        _parse_readings(t["readings"], exp, path)
+        readings.parse(t["readings"], exp, path)
     return exp
 
 
@@ -512,213 +407,3 @@ def load(path, with_claims: bool = True) -> ClaimFile:
         seen.add(c.id)
         claims.append(c)
     return ClaimFile(str(path), doc["section"], doc["title"], experiments, claims)
-
-
-# ------------------------------------------------------------------------------------- readings
-# An experiment's readings of the paper's lost or ambiguous parameters (schema at the top).
-
-@dataclass
-class ReadingParam:
-    name: str
-    target: tuple  # ("run", FIELD) | ("instruments", INSTRUMENT, OPTION) | ("ticket", OPTION) | ("custom",)
-    paper: str
-    values: list  # [{"value", "why", "primary", "smoke", "set"}], in declaration order
-
-    @property
-    def primary(self):
-        return next(v["value"] for v in self.values if v.get("primary"))
-
-    def entry(self, value) -> dict:
-        return next(v for v in self.values if v["value"] == value and type(v["value"]) is type(value))
-
-
-@dataclass(frozen=True)
-class Reading:
-    """One combination of readings: `changed` holds the non-primary values (empty: the primary)."""
-    name: str  # "primary", or e.g. "epochs=20,input_norm=standard"
-    changed: tuple  # ((parameter, value), ...) in declaration order
-    values: tuple  # every declared parameter's value under this reading
-
-    @property
-    def is_primary(self) -> bool:
-        return not self.changed
-
-
-PRIMARY = "primary"
-
-
-def format_value(value) -> str:
-    """A reading value as written in reading names and `--readings NAME=VALUE`."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def reading_name(changed) -> str:
-    return ",".join(f"{p}={format_value(v)}" for p, v in changed) or PRIMARY
-
-
-def expand_readings(exp: Experiment, tier: str) -> list:
-    """The primary reading, then every declared combination run in `tier` (see the schema)."""
-    params = list(exp.reading_params.values())
-    if exp.combine == "grid":
-        combos = [dict(zip([p.name for p in params], vs))
-                  for vs in itertools.product(*([v["value"] for v in p.values] for p in params))]
-    else:
-        combos = [{p.name: c.get(p.name, p.primary) for p in params} for c in exp.combine]
-    out, seen = [Reading(PRIMARY, (), tuple((p.name, p.primary) for p in params))], {PRIMARY}
-    for combo in combos:
-        changed = tuple((p.name, combo[p.name]) for p in params if combo[p.name] != p.primary
-                        or type(combo[p.name]) is not type(p.primary))
-        name = reading_name(changed)
-        if name in seen:
-            continue
-        if tier != "full" and not all(exp.reading_params[p].entry(v).get("smoke") for p, v in changed):
-            continue
-        seen.add(name)
-        out.append(Reading(name, changed, tuple(combo.items())))
-    return out
-
-
-def reading_layers(exp: Experiment, reading: Reading) -> list:
-    """The override tables a reading puts on top of a tier, in the form `Experiment.resolved` merges."""
-    layers = []
-    for name, value in reading.changed:
-        p = exp.reading_params[name]
-        kind = p.target[0]
-        if kind == "run":
-            layers.append({"fixed": {p.target[1]: value}})
-        elif kind == "instruments":
-            layers.append({"instruments": {p.target[1]: {p.target[2]: value}}})
-        elif kind == "ticket":
-            layers.append({"ticket": {p.target[1]: value}})
-        else:
-            layers.append(p.entry(value)["set"])
-    return layers
-
-
-def measurement_options(instrument: str, opts: dict) -> dict:
-    """An instrument's options as they enter its measurement's cache key (KEYLESS_DEFAULTS left out)."""
-    keyless = KEYLESS_DEFAULTS.get(instrument, {})
-    return {k: v for k, v in opts.items() if not (k in keyless and v == keyless[k])}
-
-
-def _option_type(default) -> type:
-    return bool if isinstance(default, bool) else int if isinstance(default, int) else \
-        float if isinstance(default, float) else str if isinstance(default, str) else list
-
-
-def _reading_target(name, t, exp, path, where, fld) -> tuple:
-    target = _typed(t.get("field", name), str, path, where, fld + "field")
-    parts = target.split(".")
-    if parts[0] == "instruments":
-        if len(parts) != 3 or parts[1] not in exp.measure or parts[2] not in INSTRUMENT_DEFAULTS[parts[1]]:
-            raise _err(path, where, fld + "field", f"{target!r}: expected instruments.INSTRUMENT.OPTION with an "
-                                                   f"instrument of this experiment's measure {exp.measure}")
-        return ("instruments", parts[1], parts[2])
-    if parts[0] == "ticket":
-        if exp.procedure != "ticket" or len(parts) != 2 or parts[1] not in TICKET_DEFAULTS:
-            raise _err(path, where, fld + "field", f"{target!r}: expected ticket.OPTION of a ticket experiment; "
-                                                   f"options: {sorted(TICKET_DEFAULTS)}")
-        return ("ticket", parts[1])
-    if target in CONFIG_FIELDS:
-        return ("run", target)
-    if "field" in t:
-        raise _err(path, where, fld + "field", f"{target!r} is not a run setting; allowed: {sorted(CONFIG_FIELDS)}")
-    return ("custom",)
-
-
-def _check_reading_value(p: ReadingParam, exp: Experiment, v, path, where, fld):
-    kind = p.target[0]
-    if kind == "run":
-        ftype = RUN_FIELDS[p.target[1]].type
-        _typed(v, {"int": int, "float": float, "str": str, "bool": bool}[ftype if isinstance(ftype, str) else ftype.__name__],
-               path, where, fld)
-        if p.target[1] == "input_norm" and v not in DATASETS[exp.dataset].norms:
-            raise _err(path, where, fld, f"{v!r}: {exp.dataset} input_norm is one of {sorted(DATASETS[exp.dataset].norms)}")
-    elif kind == "instruments":
-        _typed(v, _option_type(INSTRUMENT_DEFAULTS[p.target[1]][p.target[2]]), path, where, fld)
-        if p.target[1:] == ("movement", "definition") and v not in MOVEMENT_DEFINITIONS:
-            raise _err(path, where, fld, f"{v!r}: expected one of {list(MOVEMENT_DEFINITIONS)}")
-    elif kind == "ticket":
-        _typed(v, _option_type(TICKET_DEFAULTS[p.target[1]]), path, where, fld)
-        if p.target[1] == "scope" and v not in ("global", "layer"):
-            raise _err(path, where, fld, f"{v!r}: expected 'global' or 'layer'")
-    else:
-        _typed(v, str, path, where, fld)
-
-
-def _parse_readings(t, exp: Experiment, path) -> None:
-    """Validate an experiment's `readings` table and attach it (reading_params, combine)."""
-    where = f"experiment {exp.name!r}"
-    table = _typed(t, dict, path, where, "readings")
-    for name, pt in table.items():
-        if name == "combine":
-            continue
-        fld = f"readings.{name}."
-        _keys(pt, {"field", "paper", "values"}, {"paper", "values"}, path, where, fld)
-        _typed(pt["paper"], str, path, where, fld + "paper")
-        p = ReadingParam(name, _reading_target(name, pt, exp, path, where, fld), pt["paper"],
-                         _typed(pt["values"], list, path, where, fld + "values"))
-        if len(p.values) < 2:
-            raise _err(path, where, fld + "values", "give at least two values (the primary and an alternative)")
-        seen = []
-        for i, v in enumerate(p.values):
-            vf = f"{fld}values[{i}]"
-            _keys(v, {"value", "why", "primary", "smoke", "set"}, {"value", "why"}, path, where, vf + ".")
-            _typed(v["why"], str, path, where, vf + ".why")
-            for flag in ("primary", "smoke"):
-                _typed(v.get(flag, False), bool, path, where, f"{vf}.{flag}")
-            _check_reading_value(p, exp, v["value"], path, where, vf + ".value")
-            if format_value(v["value"]) in seen:
-                raise _err(path, where, vf + ".value", f"{v['value']!r} is declared twice")
-            seen.append(format_value(v["value"]))
-            if "set" in v and (p.target[0] != "custom" or v.get("primary")):
-                raise _err(path, where, vf + ".set", "only a non-primary value of a parameter without a run "
-                                                     "setting of its own takes `set` (the primary is today's configuration)")
-            if p.target[0] == "custom" and not v.get("primary"):
-                if "set" not in v:
-                    raise _err(path, where, vf + ".set", f"missing: {name!r} is not a run setting, so each "
-                                                         f"alternative says what it sets")
-                _keys(v["set"], {"base", "grid", "configs", "instruments", "ticket"}, set(), path, where, vf + ".set.")
-        if sum(bool(v.get("primary")) for v in p.values) != 1:
-            raise _err(path, where, fld + "values", "mark exactly one value primary = true (today's configuration)")
-        exp.reading_params[name] = p
-    combine = table.get("combine", "grid")
-    if combine != "grid":
-        for i, c in enumerate(_typed(combine, list, path, where, "readings.combine")):
-            _typed(c, dict, path, where, f"readings.combine[{i}]")
-            for k, v in c.items():
-                if k not in exp.reading_params:
-                    raise _err(path, where, f"readings.combine[{i}].{k}",
-                               f"not a declared reading; declared: {sorted(exp.reading_params)}")
-                if format_value(v) not in [format_value(x["value"]) for x in exp.reading_params[k].values]:
-                    raise _err(path, where, f"readings.combine[{i}].{k}", f"{v!r} is not one of its declared values")
-    exp.combine = combine
-    _check_primary_is_today(exp, path, where)
-
-
-def _check_primary_is_today(exp: Experiment, path, where) -> None:
-    """Each parameter's primary value is what the experiment runs today, in its full tier; a
-    reading cannot vary a field that the tier sweeps (its grid)."""
-    if "full" not in exp.tiers:
-        return
-    r = exp.resolved("full")
-    for p in exp.reading_params.values():
-        fld = f"readings.{p.name}.values"
-        kind = p.target[0]
-        if kind == "run":
-            f = p.target[1]
-            if f in r["grid"]:
-                raise _err(path, where, f"readings.{p.name}", f"{f!r} is swept by the grid; a reading cannot fix it")
-            points = [{**r["base"], **c} for c in (r["configs"] or [{}])]
-            today = {pt.get(f, RUN_FIELDS[f].default) for pt in points}
-        elif kind == "instruments":
-            today = {r["instruments"][p.target[1]][p.target[2]]}
-        elif kind == "ticket":
-            today = {r["ticket"][p.target[1]]}
-        else:
-            continue
-        if today != {p.primary}:
-            raise _err(path, where, fld, f"primary {p.primary!r} is not what the full tier runs today "
-                                         f"({sorted(map(str, today))})")

@@ -21,7 +21,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 @functools.lru_cache(maxsize=1)

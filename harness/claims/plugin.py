@@ -19,8 +19,8 @@ path (relative to the invocation directory where it can be, else absolute), in n
 report. Any exception inside a claim makes its record an "error" verdict, so it is counted.
 
 After collection the controlling process plans the pending training groups of the selected claims
-(harness/planner.py). `--plan-only` lists them and runs no claim; `--executor local|submitit`
-trains them (harness/executors.py) before the first claim runs, so that the claims only read the
+(harness/runs/planner.py). `--plan-only` lists them and runs no claim; `--executor local|submitit`
+trains them (harness/runs/executors.py) before the first claim runs, so that the claims only read the
 cache; `--executor inline` (the default) leaves the training to the claims, as before. Progress
 (harness/progress.py) is written through pytest's terminal reporter, past its output capture.
 """
@@ -30,14 +30,15 @@ import contextlib
 import json
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import pytest
 
-from . import cache, checks, executors, experiments, planner, progress, report, spec
-from .cache import DamagedEntry
-from .data import DataError
+from ..paper.procedures import DataError
+from ..runs import executors, planner, progress
+from ..runs.context import Context
+from . import readings, report, spec
+from .results import claim_result, file_label
 
 
 def _progress(msg):
@@ -108,7 +109,7 @@ def pytest_configure(config):
         if not torch.cuda.is_available():
             raise pytest.UsageError("--gpu was given but CUDA is not available "
                                     "(torch.cuda.is_available() is False); drop --gpu to run on the CPU")
-    config._harness_ctx = experiments.Context(
+    config._harness_ctx = Context(
         device="cuda" if config.getoption("--gpu") else "cpu",
         data_dir=config.getoption("--data-dir"), cache_root=config.getoption("--run-cache"),
         refresh=config.getoption("--refresh"),
@@ -125,16 +126,6 @@ def pytest_configure(config):
     config._harness_results = []
     config._harness_start = time.time()
     config.pluginmanager.register(_Collector(config), "harness-collector")
-
-
-def file_label(path) -> str:
-    """How a claim file is named: relative to the invocation directory where it is under it
-    (claims/FILE.toml in the project), else its absolute path."""
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def pytest_collect_file(file_path, parent):
@@ -157,7 +148,7 @@ class ClaimsFile(pytest.File):
         for claim in cf.claims:
             exp = claim.experiment
             for tier in claim.tiers:
-                for reading in selected_readings(exp, tier, self.config._harness_readings,
+                for reading in readings.select(exp, tier, self.config._harness_readings,
                                                  self.config._harness_readings_matched):
                     yield ClaimItem.from_parent(self, name=f"{claim.id}[{node_suffix(tier, reading)}]",
                                                 claim=claim, tier=tier, experiment=exp, claim_file=cf,
@@ -167,77 +158,6 @@ class ClaimsFile(pytest.File):
 def node_suffix(tier: str, reading) -> str:
     """TIER for the primary reading (the node ids of today), TIER|READING for another."""
     return tier if reading.is_primary else f"{tier}|{reading.name}"
-
-
-def selected_readings(exp, tier, selection, matched=None) -> list:
-    """The readings of `exp` in `tier` that --readings selects: the primary always; every one with
-    'all'; otherwise those whose changed values are all among the NAME=VALUE pairs (those pairs
-    are added to `matched`)."""
-    out = []
-    for r in exp.readings(tier):
-        pairs = {f"{p}={spec.format_value(v)}" for p, v in r.changed}
-        if r.is_primary or "all" in selection or (selection and pairs <= set(selection)):
-            out.append(r)
-            if matched is not None:
-                matched |= pairs
-    return out
-
-
-def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
-    """Run the claim's experiment (cached) under a reading (default the primary) and evaluate its
-    check: the record the report shows, with `reading_id` ("primary" or the reading's name) and
-    `reading_values` (the value of every parameter the experiment declares readings for)."""
-    reading = reading or exp.readings(tier)[0]
-    t = claim.tiers[tier]
-    base = {"id": claim.id, "file": file_label(claim.file), "order": cf.claims.index(claim),
-            "section": claim.section, "title": cf.title,
-            "tier": tier, "statement": claim.statement, "paper": claim.paper,
-            "paper_value": claim.paper_value, "experiment": exp.name, "check": t["check"],
-            "expect": t["expect"], "expected": checks.describe(t["check"], t["expect"]),
-            "why": t["expect"]["why"], "disagreements": claim.disagreements,
-            "reading": claim.reading, "experiment_notes": exp.notes,
-            "reading_id": reading.name, "reading_values": dict(reading.values)}
-    if reading.is_primary and exp.reading_params:  # what the report shows beside the readings' rows
-        base["readings_declared"] = {p.name: {"paper": p.paper, "values": [
-            {k: v[k] for k in ("value", "why", "primary") if k in v} for v in p.values]}
-            for p in exp.reading_params.values()}
-    try:
-        rows = experiments.run(exp, tier, ctx, reading)
-        out = checks.evaluate(t["check"], t["expect"], rows)
-    except experiments.NotCached as e:
-        return {**base, "verdict": "not run", "measured": None, "detail": _not_run(exp, tier, ctx, reading, e),
-                "table": []}
-    except (DataError, checks.SelectionError) as e:
-        return {**base, "verdict": "error", "measured": None, "detail": str(e), "table": []}
-    except Exception as e:  # a fault of the harness or of the cache: an error verdict, never a missing row
-        tail = "" if isinstance(e, DamagedEntry) else "\n" + "".join(traceback.format_exception(e)[-4:-1]).rstrip()
-        return {**base, "verdict": "error", "measured": None, "table": [],
-                "detail": f"{type(e).__name__}: {e}{tail}"}
-    out["plot"] = report.experiment_series(exp, rows) if exp.plot else None
-    out["experiment_seconds"] = ctx.run_seconds.get(
-        exp.name if reading.is_primary else f"{exp.name}[{reading.name}]")
-    # training time recorded with each run (per model; a seed group's wall time is split evenly),
-    # so a report assembled from runs trained in several sessions still says what they cost
-    out["run_wall_s"] = {row["key"]: row["metrics"]["wall_s"] for row in rows
-                         if row["key"] and "wall_s" in row["metrics"]}
-    out["run_provenance"] = {row["key"]: row.get("provenance") for row in rows if row["key"]}
-    return {**base, **out}
-
-
-def _not_run(exp, tier, ctx, reading, err) -> str:
-    """'not run (k of N runs missing)': the runs of `exp` in `tier` absent from the cache (for a
-    ticket experiment its dense runs, the start of the chain); all present means a measurement or
-    a later ticket round is missing, and the NotCached message says which. Under a time budget
-    (experiments.OutOfBudget) the budget's message follows."""
-    keys = [cache.run_key(c) for c in experiments.expand(exp, tier, ctx.device, reading)]
-    missing = sum(not ctx.cache.has(k) for k in keys)
-    runs = "dense runs" if exp.procedure == "ticket" else "runs"
-    if missing:
-        budget = f": {err}" if isinstance(err, experiments.OutOfBudget) else ""
-        return f"not run ({missing} of {len(keys)} {runs} missing){budget}"
-    if exp.procedure == "ticket":
-        return f"not run (ticket chain not complete: {err})"
-    return f"not run (all {len(keys)} runs cached, but: {err})"
 
 
 class NotTrained(Exception):

@@ -1,13 +1,14 @@
 """Planning: which training work the selected claims still need, before any of it runs.
 
-This is the first of three stages (see also harness/executors.py and harness/experiments.py):
-  planner      expands the selected (experiment, tier) pairs into run groups with their cache keys
-               and estimated cost, and keeps those with a run missing from the cache (pure, cheap:
-               no training, no tensors loaded);
-  executors    train the pending groups into the run cache (inline, local worker processes, or a
-               SLURM job array through submitit), through experiments.train_planned_group;
-  experiments  turns cached runs into rows (experiments.run), training lazily only what is still
-               missing (the `inline` executor is exactly that).
+This is the first of three stages:
+  planner      expands the selected (experiment, tier, reading) items into run groups with their
+               cache keys and estimated cost (harness/runs/expand.py), and keeps those with a run
+               missing from the cache (pure, cheap: no training, no tensors loaded);
+  executors    train the pending groups into the run cache (harness/runs/executors.py: local worker
+               processes, or a SLURM job array through submitit), each group through the
+               procedures' registry (harness/paper/procedures.py: train_group);
+  claims       read their rows (procedures.rows), training lazily only what is still missing: the
+               `inline` executor (harness/runs/inline.py) is exactly that.
 
 A group is the unit of training work: the seeds of one configuration of a "train" experiment, or
 one seed group's whole lottery-ticket chain (dense runs, every pruning round, the controls), which
@@ -18,18 +19,18 @@ experiment's configurations, so a plan is stable. A group is pending when any of
 cached; a pending seed group carries only its missing runs. Instrument measurements are not
 planned: they are taken where the claims read the rows.
 
-Cost: experiments.training_cost (optimiser steps and FLOPs) of the runs still to train; a partly
+Cost: expand.training_cost (optimiser steps and FLOPs) of the runs still to train; a partly
 cached ticket chain is costed as the whole chain times the fraction of its runs missing.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..paper import procedures
 from . import cache as cache_mod
-from . import experiments
+from .expand import expand, seed_groups, training_cost
 
 
 @dataclass(frozen=True)
@@ -61,39 +62,8 @@ def exp_id(exp) -> str:
     return f"{Path(exp.file).name}:{exp.name}"
 
 
-class _KeysOnly:
-    """A stand-in run cache for walking a ticket chain by keys alone: every run reads as cached
-    with a diverged record (so no row is measured and no tensor is loaded), and every key asked
-    for is recorded, in chain order."""
-
-    def __init__(self):
-        self.keys = []
-
-    def has(self, key):
-        if key not in self.keys:
-            self.keys.append(key)
-        return True
-
-    def lock(self, key):
-        return contextlib.nullcontext()
-
-    def load_metrics(self, key, required=()):
-        self.has(key)
-        return {"final": {"train_loss": float("nan"), "test_loss": float("nan")}, "history": [],
-                "diverged": True, "steps": 0, "wall_s": 0.0}
-
-
-def ticket_chain_keys(exp, tier: str, cfgs: list, reading=None) -> list:
-    """Every run key of one seed group's ticket chain, from configurations and lineage alone
-    (experiments._ticket_chain walked with live=False, as for a metrics-only cache)."""
-    ctx = experiments.Context(allow_train=False)
-    ctx.cache = _KeysOnly()
-    experiments._ticket_chain(ctx, exp, exp.resolved(tier, reading), cfgs, live=False)
-    return ctx.cache.keys
-
-
 def _cost(cfgs) -> tuple:
-    costs = [experiments.training_cost(c) for c in cfgs]
+    costs = [training_cost(c) for c in cfgs]
     return sum(c["steps"] for c in costs), float(sum(c["flops"] for c in costs))
 
 
@@ -108,9 +78,9 @@ def groups(selection, device: str) -> list[Group]:
         if (exp_id(exp), tier, name) in seen or exp.procedure == "count":
             continue
         seen.add((exp_id(exp), tier, name))
-        for cfgs in experiments.seed_groups(experiments.expand(exp, tier, device, reading)):
+        for cfgs in seed_groups(expand(exp, tier, device, reading)):
             if exp.procedure == "ticket":
-                keys = ticket_chain_keys(exp, tier, cfgs, reading)
+                keys = procedures.chain_keys(exp, tier, cfgs, reading)
                 t = exp.resolved(tier, reading)["ticket"]
                 retrain = [dataclasses.replace(c, epochs=t["retrain_epochs"] or c.epochs) for c in cfgs]
                 (s0, f0), (s1, f1) = _cost(cfgs), _cost(retrain)

@@ -17,14 +17,12 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import models
-from .cache import atomic_write, load_torch
 from .data import Split
 
 
@@ -293,7 +291,8 @@ def train(cfg: RunConfig, split: Split, masks: dict | None = None, init_state: d
           progress=None, checkpoint=None, graphed: bool = False) -> TrainResult:
     """Train one model, one at a time. `init_state` replaces the seeded initialisation
     (lottery-ticket rewinding); `masks` maps parameter names to 0/1 tensors enforced throughout.
-    `checkpoint`: a file to save progress to at epoch ends and resume from (see Checkpoint).
+    `checkpoint`: where to save progress at epoch ends and resume from (a runs.cache.Checkpoint:
+    load, save, remove, out_of_time, every, path).
     `graphed`: replay the SGD step as a CUDA graph (see GraphedStep; ignored for Adam and amp)."""
     return _fit([cfg], split, [masks], [init_state], Eager, progress, checkpoint, graphed)[0]
 
@@ -333,31 +332,7 @@ def step(net, opt, xb, yb, masks: dict, amp: bool = False) -> tuple:
 
 class OutOfTime(RuntimeError):
     """Training stopped at an epoch end because the time budget ran out; its checkpoint is saved,
-    so the next call resumes it (see Checkpoint.deadline)."""
-
-
-@dataclass
-class Checkpoint:
-    """Mid-run progress of a training group, saved atomically at epoch ends (at most every
-    `every` seconds) so that a killed run resumes where it was: weights and buffers, optimiser and
-    schedule state, the batch-order generators, histories and the step count. Resuming gives the
-    same result as an uninterrupted run (bit for bit on the CPU; tests/test_train.py)."""
-    path: object
-    every: float = 60.0
-    deadline: float | None = None  # time.monotonic() after which training saves and stops (OutOfTime)
-
-    def out_of_time(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
-    def load(self):
-        """The saved state, or None (none saved; a damaged file is set aside, see cache.set_aside)."""
-        return load_torch(Path(self.path))
-
-    def save(self, state: dict):
-        atomic_write(Path(self.path), lambda f: torch.save(state, f))
-
-    def remove(self):
-        Path(self.path).unlink(missing_ok=True)
+    so the next call resumes it (see runs.cache.Checkpoint.deadline)."""
 
 
 def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, graphed=False) -> list:
@@ -391,8 +366,6 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
     histories = [[] for _ in cfgs]
     diverged = [False] * n_models
     steps, first_epoch = 0, 0
-    if isinstance(checkpoint, (str, Path)):
-        checkpoint = Checkpoint(checkpoint)
     saved = checkpoint.load() if checkpoint else None
     # (a checkpoint from before trainer kinds were recorded: one model's is a "single" one)
     kind = None if saved is None else saved.get("trainer", "single" if len(saved["states"]) == 1 else "vmap")

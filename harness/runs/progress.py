@@ -1,4 +1,4 @@
-"""Live progress of the planned training groups (harness/planner.py) while an executor trains them.
+"""Live progress of the planned training groups (harness/runs/planner.py) while an executor trains them.
 
 Training reports events (plain dicts, so that they cross process boundaries on a queue):
   {"event": "start", "group": i}                 a group begins (i: its index in the plan)
@@ -6,7 +6,7 @@ Training reports events (plain dicts, so that they cross process boundaries on a
   {"event": "done", "group": i}, {"event": "failed", "group": i, "error": str}
   {"event": "jobs", "counts": {...}}             remote executors: jobs queued/running/done/failed
 `epoch_reporter` turns train._fit's per-epoch, per-model records into epoch events (it is what
-experiments.Context.progress hands to the trainer); `Display` renders events as text: a line for
+runs.context.Context.progress hands to the trainer); `Display` renders events as text: a line for
 each start, end and failure, with the overall count of groups done of pending and an ETA from the
 plan's FLOP estimates; epoch progress as a status line that is rewritten in place (at most twice a
 second) where the output is a terminal (`status` given), otherwise as plain lines at most every
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 
-from . import data as data_mod
+from ..paper import data as data_mod
 
 
 def _clock(seconds) -> str:
@@ -29,7 +29,7 @@ def _clock(seconds) -> str:
 
 
 def epoch_reporter(group: int | None, jobs: list, send, batched: bool, clock=time.monotonic):
-    """A per-epoch callback for train._fit over `jobs` (experiments.Job) that sends epoch events.
+    """A per-epoch callback for train._fit over `jobs` (runs.inline.Job) that sends epoch events.
     `batched`: the jobs train together (one record per model per epoch); otherwise one after the
     other (the epoch count restarts with each run)."""
     cfg = jobs[0].cfg
@@ -113,7 +113,7 @@ class Display:
 
 
 class InlineTracker:
-    """experiments.Context.progress for the inline executor: the groups train one after another
+    """Context.progress for the inline executor: the groups train one after another
     in this process, inside the claims, so a group whose runs start training ends the previous
     one (`finish` ends the last). Runs are matched to plan groups by cache key."""
 

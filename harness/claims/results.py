@@ -1,0 +1,83 @@
+"""A claim's result: its experiment's rows (through the procedures' registry), the check
+evaluated on them, and the record the report, results.json and the pytest item show. Shared by the
+pytest plugin and `python -m harness report`.
+"""
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+from ..paper import procedures
+from ..paper.procedures import DataError
+from ..runs import cache
+from ..runs.cache import DamagedEntry
+from ..runs.context import NotCached, OutOfBudget
+from ..runs.expand import expand
+from . import checks, report
+
+
+def file_label(path) -> str:
+    """How a claim file is named: relative to the invocation directory where it is under it
+    (claims/FILE.toml in the project), else its absolute path."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
+    """Run the claim's experiment (cached) under a reading (default the primary) and evaluate its
+    check: the record the report shows, with `reading_id` ("primary" or the reading's name) and
+    `reading_values` (the value of every parameter the experiment declares readings for)."""
+    reading = reading or exp.readings(tier)[0]
+    t = claim.tiers[tier]
+    base = {"id": claim.id, "file": file_label(claim.file), "order": cf.claims.index(claim),
+            "section": claim.section, "title": cf.title,
+            "tier": tier, "statement": claim.statement, "paper": claim.paper,
+            "paper_value": claim.paper_value, "experiment": exp.name, "check": t["check"],
+            "expect": t["expect"], "expected": checks.describe(t["check"], t["expect"]),
+            "why": t["expect"]["why"], "disagreements": claim.disagreements,
+            "reading": claim.reading, "experiment_notes": exp.notes,
+            "reading_id": reading.name, "reading_values": dict(reading.values)}
+    if reading.is_primary and exp.reading_params:  # what the report shows beside the readings' rows
+        base["readings_declared"] = {p.name: {"paper": p.paper, "values": [
+            {k: v[k] for k in ("value", "why", "primary") if k in v} for v in p.values]}
+            for p in exp.reading_params.values()}
+    try:
+        rows = procedures.rows(exp, tier, ctx, reading)
+        out = checks.evaluate(t["check"], t["expect"], rows)
+    except NotCached as e:
+        return {**base, "verdict": "not run", "measured": None, "detail": _not_run(exp, tier, ctx, reading, e),
+                "table": []}
+    except (DataError, checks.SelectionError) as e:
+        return {**base, "verdict": "error", "measured": None, "detail": str(e), "table": []}
+    except Exception as e:  # a fault of the harness or of the cache: an error verdict, never a missing row
+        tail = "" if isinstance(e, DamagedEntry) else "\n" + "".join(traceback.format_exception(e)[-4:-1]).rstrip()
+        return {**base, "verdict": "error", "measured": None, "table": [],
+                "detail": f"{type(e).__name__}: {e}{tail}"}
+    out["plot"] = report.experiment_series(exp, rows) if exp.plot else None
+    out["experiment_seconds"] = ctx.run_seconds.get(
+        exp.name if reading.is_primary else f"{exp.name}[{reading.name}]")
+    # training time recorded with each run (per model; a seed group's wall time is split evenly),
+    # so a report assembled from runs trained in several sessions still says what they cost
+    out["run_wall_s"] = {row["key"]: row["metrics"]["wall_s"] for row in rows
+                         if row["key"] and "wall_s" in row["metrics"]}
+    out["run_provenance"] = {row["key"]: row.get("provenance") for row in rows if row["key"]}
+    return {**base, **out}
+
+
+def _not_run(exp, tier, ctx, reading, err) -> str:
+    """'not run (k of N runs missing)': the runs of `exp` in `tier` absent from the cache (for a
+    ticket experiment its dense runs, the start of the chain); all present means a measurement or
+    a later ticket round is missing, and the NotCached message says which. Under a time budget
+    (runs.context.OutOfBudget) the budget's message follows."""
+    keys = [cache.run_key(c) for c in expand(exp, tier, ctx.device, reading)]
+    missing = sum(not ctx.cache.has(k) for k in keys)
+    runs = "dense runs" if exp.procedure == "ticket" else "runs"
+    if missing:
+        budget = f": {err}" if isinstance(err, OutOfBudget) else ""
+        return f"not run ({missing} of {len(keys)} {runs} missing){budget}"
+    if exp.procedure == "ticket":
+        return f"not run (ticket chain not complete: {err})"
+    return f"not run (all {len(keys)} runs cached, but: {err})"

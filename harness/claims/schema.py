@@ -1,0 +1,127 @@
+"""The vocabulary of claim files: tiers, procedures, the run settings and instrument options a file
+may set with their allowed ranges, the check types with their fields, and SpecError with the
+helpers that name the file, the item and the field of every error (harness/claims/spec.py parses
+claims, harness/claims/readings.py readings, with these). What the paper's ML offers (run settings,
+datasets, models, instruments) comes from the procedures' registry, harness/paper/procedures.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..paper.procedures import (DATASETS, INSTRUMENT_DEFAULTS, INSTRUMENTS, MODELS, MOVEMENT_DEFINITIONS,
+                                RunConfig, measurement_options, perturb_metric)
+
+__all__ = ["DATASETS", "INSTRUMENT_DEFAULTS", "INSTRUMENTS", "MODELS", "MOVEMENT_DEFINITIONS", "RunConfig",
+           "measurement_options", "perturb_metric"]  # (from the registry, for spec and readings)
+
+TIERS = ("smoke", "full")
+
+
+PROCEDURES = ("count", "train", "ticket")
+
+
+HARNESS_SET = {"dataset", "model", "seed", "device"}  # RunConfig fields the harness fills in
+
+
+RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+CONFIG_FIELDS = set(RUN_FIELDS) - HARNESS_SET
+
+
+TICKET_FIELDS = {"remaining", "variant"}
+
+
+TICKET_DEFAULTS = {"fractions": [0.7, 0.5, 0.3, 0.2, 0.1, 0.05], "retrain_epochs": 0,
+                   "scope": "global", "include_output": True,
+                   "controls": ["reinit", "random", "init_magnitude"], "control_fractions": [0.1],
+                   "reinit_seed_offset": 1000}
+
+
+RUN_RANGES = {  # run setting -> (allowed, what is allowed); subsets are bounded by the split (_run_ranges)
+    "width": (lambda v: v >= 1, ">= 1"),
+    "epochs": (lambda v: v >= 1, ">= 1"),
+    "subset_seed": (lambda v: v >= 0, ">= 0"),
+    "lr": (lambda v: 0 < v < math.inf, "a finite number > 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "batch_size": (lambda v: v >= 0, ">= 0 (0: full batch)"),
+    "init_seed": (lambda v: v >= -1, ">= 0, or -1 (the run's seed)"),
+    "optimizer": (lambda v: v in ("sgd", "adam"), "'sgd' or 'adam'"),
+    "schedule": (lambda v: v in ("cosine", "constant"), "'cosine' or 'constant'"),
+}
+
+
+INSTRUMENT_RANGES = {  # option -> (type, allowed, what is allowed); sigmas: a list of numbers > 0
+    "samples": (int, lambda v: v >= 1, ">= 1"),
+    "iters": (int, lambda v: v >= 1, ">= 1"),
+    "chunk": (int, lambda v: v >= 1, ">= 1"),
+    "draws": (int, lambda v: v >= 1, ">= 1"),
+    "seed": (int, lambda v: v >= 0, ">= 0"),
+    "tol": (float, lambda v: v >= 0, ">= 0"),
+    "dtype": (str, lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
+}
+
+
+EXPECT_RANGES = {
+    "abs_tol": (lambda v: v >= 0, ">= 0"),
+    "rel_tol": (lambda v: v >= 0, ">= 0"),
+    "slack": (lambda v: v >= 0, ">= 0"),
+    "alpha": (lambda v: 0 < v < 1, "in (0, 1)"),
+}
+
+
+CHECK_FIELDS = {
+    "value": {"metric", "where"},
+    "all": {"metric", "where"},
+    "ratio": {"metric", "a", "b"},
+    "difference": {"metric", "a", "b"},
+    "monotonic": {"metric", "over", "where"},
+    "loglog_slope": {"metric", "over", "where"},
+    "welch": {"metric", "a", "b"},
+}
+
+
+CHECK_REQUIRED = {"value": {"metric"}, "all": {"metric"}, "ratio": {"metric", "a", "b"},
+                  "difference": {"metric", "a", "b"}, "monotonic": {"metric", "over"},
+                  "loglog_slope": {"metric", "over"}, "welch": {"metric", "a", "b"}}
+
+
+EXPECT_FIELDS = {
+    "value": {"target", "abs_tol", "rel_tol", "min", "max"},
+    "all": {"min", "max"},
+    "ratio": {"target", "abs_tol", "rel_tol", "min", "max"},
+    "difference": {"target", "abs_tol", "rel_tol", "min", "max"},
+    "monotonic": {"direction", "strict", "slack"},
+    "loglog_slope": {"target", "abs_tol", "rel_tol", "min", "max"},
+    "welch": {"significant", "direction", "alpha"},
+}
+
+
+class SpecError(ValueError):
+    """A claim file is malformed; the message names the file, the item and the field."""
+
+
+def _err(path, where, fld, msg):
+    return SpecError(f"{path}: {where}: field {fld!r}: {msg}")
+
+
+def _keys(table, allowed, required, path, where, prefix=""):
+    if not isinstance(table, dict):
+        raise _err(path, where, prefix.rstrip(".") or "(table)", f"expected a table, got {type(table).__name__}")
+    for k in table:
+        if k not in allowed:
+            raise _err(path, where, prefix + k, f"unknown key; allowed: {sorted(allowed)}")
+    for k in required:
+        if k not in table:
+            raise _err(path, where, prefix + k, "missing")
+
+
+def _typed(value, expected, path, where, fld):
+    ok = {str: isinstance(value, str), bool: isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          list: isinstance(value, list), dict: isinstance(value, dict)}[expected]
+    if not ok:
+        raise _err(path, where, fld, f"expected {expected.__name__}, got {type(value).__name__} ({value!r})")
+    return value

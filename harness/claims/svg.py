@@ -1,0 +1,216 @@
+"""The report's figures, drawn with matplotlib as inline SVG (text kept as text, ids made unique per
+figure, a title and a description for screen readers): an experiment's measured points beside the
+paper's values (`plot_svg`), and the forest plot of every numeric claim in tolerance units
+(`forest_svg`).
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections import defaultdict
+
+from .fmt import AXES, metric_label
+
+
+# verdict colours, each >= 4.5:1 against white (WCAG AA), shared by the HTML and the figures
+COLOURS = {"pass": "#1b6e20", "fail": "#b71c1c", "diverged": "#8a4b00", "error": "#8a4b00",
+           "not run": "#595959"}
+
+
+def axis_label(metrics: list) -> str:
+    labels = [metric_label(m) for m in metrics]
+    units = {u for _, u in labels}
+    if len(units) == 1 and units != {""}:
+        unit = units.pop()
+        names = [n for n, _ in labels]
+        if len(names) > 1 and all(n.endswith("accuracy") for n in names):
+            return f"accuracy ({unit})"
+        return f"{' / '.join(names)} ({unit})"
+    return " / ".join(n + (f" ({u})" if u else "") for n, u in labels)
+
+
+def _log_ticks(lo: float, hi: float) -> list:
+    """1-2-5 ticks from the one at or below `lo` to the one at or above `hi`, so both data ends
+    are labelled."""
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 2)
+             for m in (1, 2, 5)]
+    first = max(t for t in ticks if t <= lo * (1 + 1e-9))
+    last = min(t for t in ticks if t >= hi * (1 - 1e-9))
+    return [t for t in ticks if first <= t <= last]
+
+
+def _svg(fig, uid: str, title: str, desc: str) -> str:
+    """The figure as inline SVG: text as text, ids prefixed by `uid` (unique in the page), a
+    <title> and <desc> for screen readers."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": uid, "svg.id": uid}):
+        fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]
+    # matplotlib's own ids (clip paths, markers, axes groups) become uid-prefixed
+    ids = set(re.findall(r'\bid="([^"]+)"', svg)) - {uid}
+    for i in sorted(ids, key=len, reverse=True):
+        svg = re.sub(rf'(\bid="|url\(#|xlink:href="#|href="#){re.escape(i)}(?=["\)])', rf"\g<1>{uid}-{i}", svg)
+    head_end = svg.index(">") + 1
+    svg = (svg[:head_end - 1] + f' role="img" aria-labelledby="{uid}-title {uid}-desc">'
+           + f'<title id="{uid}-title">{_esc(title)}</title><desc id="{uid}-desc">{_esc(desc)}</desc>'
+           + svg[head_end:])
+    return svg
+
+
+def _esc(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _log_y(ax, ys: list) -> None:
+    """A log y axis with 1-2-5 ticks that label both ends of the data."""
+    import matplotlib.ticker as mticker
+
+    ys = [y for y in ys if math.isfinite(y)]
+    if not ys or min(ys) <= 0:
+        return
+    ax.set_yscale("log")
+    ticks = _log_ticks(min(ys), max(ys))
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax.yaxis.set_minor_locator(mticker.NullLocator())
+    ax.set_ylim(ticks[0] / 1.15, ticks[-1] * 1.15)
+
+
+def plot_svg(plot: dict, uid: str) -> str:
+    """One experiment's figure: per series, means with 95% CI bars along plot.x (log axes as the
+    plot asks); the configurations drawn apart (Adam, GD) in a panel of their own on the right,
+    with its own y axis so that they do not squash the sweep's; the paper's values as open
+    diamonds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker as mticker
+
+    apart_labels = list(dict.fromkeys(a["label"] for a in plot["apart"]))
+    if apart_labels:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(6.6, 3.6),
+                                      gridspec_kw={"width_ratios": [5, 0.9 + 0.6 * len(apart_labels)]})
+    else:
+        fig, ax = plt.subplots(figsize=(6.6, 3.6))
+        ax2 = None
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {s["name"]: cycle[i % len(cycle)] for i, s in enumerate(plot["series"])}
+    metric_colour = {}
+    for s in plot["series"]:
+        metric_colour.setdefault(s["metric"], colour[s["name"]])
+    for i, m in enumerate(plot["y"]):
+        metric_colour.setdefault(m, cycle[(len(plot["series"]) + i) % len(cycle)])
+    # series of one metric that share an x (a ticket and its controls at 10%) are dodged apart
+    sharing = defaultdict(list)
+    for s in plot["series"]:
+        for p in s["points"]:
+            sharing[(s["metric"], p["x"])].append(s["name"])
+    xs = [x for _, x in sharing] or [0]
+    step = 0.04 if plot["logx"] else 0.015 * ((max(xs) - min(xs)) or 1)  # 4% apart on a log axis
+
+    def xpos(name, metric, x):
+        names = sharing[(metric, x)]
+        shift = step * (names.index(name) - (len(names) - 1) / 2) if name in names else 0.0
+        return x * math.exp(shift) if plot["logx"] else x + shift
+
+    def offset(metric):  # metrics side by side at one apart configuration
+        return 0.12 * (plot["y"].index(metric) - (len(plot["y"]) - 1) / 2)
+
+    ys, ys2 = [], []
+    for s in plot["series"]:
+        pts = s["points"]
+        err = [[p["mean"] - p["lo"] for p in pts], [p["hi"] - p["mean"] for p in pts]]
+        ax.errorbar([xpos(s["name"], s["metric"], p["x"]) for p in pts], [p["mean"] for p in pts], yerr=err,
+                    marker="o", ms=4, capsize=3, color=colour[s["name"]], label=s["name"])
+        ys += [p["lo"] for p in pts] + [p["hi"] for p in pts]
+    for a in plot["apart"]:
+        ax2.errorbar([apart_labels.index(a["label"]) + offset(a["metric"])], [a["mean"]],
+                     yerr=[[a["mean"] - a["lo"]], [a["hi"] - a["mean"]]], marker="s", ms=5, capsize=3,
+                     color=metric_colour[a["metric"]], linestyle="none")
+        ys2 += [a["lo"], a["hi"]]
+    paper_metrics = []
+    for pp in plot.get("paper", []):
+        c = colour.get(pp["series"]) or metric_colour[pp["metric"]]
+        if pp["apart"]:
+            target, at = ax2, apart_labels.index(pp["apart"]) + offset(pp["metric"])
+            ys2.append(pp["value"])
+        else:
+            target, at = ax, xpos(pp["series"], pp["metric"], pp["x"])
+            ys.append(pp["value"])
+        target.plot([at], [pp["value"]], linestyle="none", marker="D", ms=7, mfc="none", mec=c, mew=1.5,
+                    label=None if pp["metric"] in paper_metrics else f"paper: {metric_label(pp['metric'])[0]}")
+        paper_metrics.append(pp["metric"])
+    if plot["logx"]:
+        ax.set_xscale("log")
+        xs = sorted({p["x"] for s in plot["series"] for p in s["points"]})
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.xaxis.set_minor_locator(mticker.NullLocator())
+    width = {"mlp": " (hidden units)", "cnn": " (channels c)"}.get(plot["model"], "") if plot["x"] == "width" else ""
+    ax.set_xlabel(AXES.get(plot["x"], plot["x"]) + width)
+    ax.set_ylabel(axis_label(plot["y"]))
+    ax.grid(alpha=0.3)
+    if plot["logy"]:
+        _log_y(ax, ys)
+    if ax2 is not None:
+        ax2.set_xticks(range(len(apart_labels)), apart_labels, rotation=25, ha="right", fontsize=8)
+        ax2.set_xlim(-0.6, len(apart_labels) - 0.4)
+        ax2.grid(alpha=0.3)
+        ax2.set_title("apart (own y axis)", fontsize=8)
+        if plot["logy"]:
+            _log_y(ax2, ys2)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return _svg(fig, uid, plot["caption"], plot["desc"])
+
+
+def forest_svg(rows: list, uid: str, title: str) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clip = 5.0
+    sections = list(dict.fromkeys(r["section"] for r in rows))
+    ypos, labels, y = [], [], 0
+    for sec in sections:
+        labels.append((y, sec, True))
+        y += 1
+        for r in (r for r in rows if r["section"] == sec):
+            ypos.append(y)
+            labels.append((y, r["label"], False))
+            y += 1
+    fig, ax = plt.subplots(figsize=(6.6, 0.6 + 0.19 * y))
+    ax.axvline(0, color="#555", lw=0.8, zorder=1)
+    for r, yy in zip(rows, ypos):
+        lo_b, hi_b = (side * (clip + 1) if b is None else max(-clip - 1, min(clip + 1, b))
+                      for side, b in zip((-1, 1), r["band"]))
+        ax.fill_between([lo_b, hi_b], yy - 0.45, yy + 0.45, color="#dcebdc", lw=0, zorder=0,
+                        label="expected band" if r is rows[0] else None)
+        c = COLOURS.get(r["verdict"], "#333")
+        z, lo, hi = (max(-clip, min(clip, v)) for v in (r["z"], r["lo"], r["hi"]))
+        ax.plot([lo, hi], [yy, yy], color=c, lw=1.5, zorder=2)
+        off = abs(r["z"]) > clip
+        ax.plot([z], [yy], marker=(">" if r["z"] > 0 else "<") if off else "o", color=c, ms=5, zorder=3)
+        if off:
+            ax.annotate(f"{r['z']:+.1f}", (z, yy), xytext=(-6 if z > 0 else 6, 0), textcoords="offset points",
+                        ha="right" if z > 0 else "left", va="center", fontsize=7, color=c)
+    ax.set_yticks([p for p, _, _ in labels], [t for _, t, _ in labels], fontsize=7)
+    for tick, (_, _, head) in zip(ax.get_yticklabels(), labels):
+        if head:
+            tick.set_fontweight("bold")
+            tick.set_fontsize(8)
+    ax.set_ylim(y - 0.5, -0.7)
+    ax.set_xlim(-clip - 0.6, clip + 0.6)
+    ax.set_xlabel("(measured − expected) in tolerance units; dot: point estimate, bar: 95% CI", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    for v, name in COLOURS.items():
+        if v in {r["verdict"] for r in rows}:
+            ax.plot([], [], marker="o", color=name, linestyle="none", label=v)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False)
+    fig.tight_layout()
+    desc = "; ".join(f"{r['label']}: {r['z']:+.2f} ({r['verdict']})" for r in rows)
+    return _svg(fig, uid, title, desc)

@@ -1,0 +1,76 @@
+"""The context runs are made and read in: device, data, run cache, time budget, and what may train.
+
+One Context per process (the pytest session, a worker of an executor, `python -m harness report`):
+it holds the run cache (harness/runs/cache.py), the data splits loaded so far (loaded once per
+process), the training options (--gpu's seed batching and CUDA graphs, checkpoint interval) and
+the time budget (--time-budget), with the speed measured on the groups trained so far.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..paper import data as data_mod
+from ..paper.train import RunConfig
+from . import cache as cache_mod
+from .expand import training_cost
+
+
+class NotCached(RuntimeError):
+    """A run is not in the cache and training is not allowed (report re-rendering)."""
+
+
+class OutOfBudget(NotCached):
+    """A run was not trained because the time budget (--time-budget) would be exceeded."""
+
+
+@dataclass
+class Context:
+    device: str = "cpu"
+    data_dir: str | None = None
+    cache_root: str | None = None
+    refresh: bool = False
+    allow_train: bool = True
+    batch_seeds: bool = False  # train the seeds of a configuration together (train.train_seeds)
+    cuda_graphs: bool = False  # replay the SGD step as a CUDA graph (train.GraphedStep)
+    checkpoint_every: float = 60.0  # seconds between mid-run checkpoints (at epoch ends)
+    deadline: float | None = None  # time.monotonic() by which training stops (see check_budget)
+    log: object = None
+    progress: object = None  # called with the jobs about to train; returns a per-epoch callback or None
+    _splits: dict = field(default_factory=dict)
+    _tables: dict = field(default_factory=dict)
+    _refreshed: set = field(default_factory=set)
+    run_seconds: dict = field(default_factory=dict)  # experiment name -> seconds spent training here
+    _speed: dict = field(default_factory=dict)  # model family -> [seconds, training FLOPs] trained here
+
+    def __post_init__(self):  # a context that may not train only reads the cache
+        self.cache = cache_mod.RunCache(cache_mod.default_root(self.cache_root), read_only=not self.allow_train)
+
+    def say(self, msg):
+        if self.log:
+            self.log(msg)
+
+    def check_budget(self, cfgs: list, what: str) -> None:
+        """Under a time budget, refuse (OutOfBudget) to start training `cfgs` when the time is
+        spent, or when their estimated cost exceeds what is left. The estimate is the runs'
+        training FLOPs at the speed measured on this family's groups trained so far in this
+        process; before the first group of a family there is none, and the group starts (it then
+        stops at an epoch end when the time runs out, its checkpoint saved: train.OutOfTime)."""
+        if self.deadline is None:
+            return
+        left = self.deadline - time.monotonic()
+        seconds, flops = self._speed.get(cfgs[0].model, (0.0, 0))
+        need = seconds / flops * sum(training_cost(c)["flops"] for c in cfgs) if flops else 0.0
+        if left <= 0 or need > left:
+            raise OutOfBudget(f"not run: {what} needs about {need:.0f} s of training, "
+                              f"{max(left, 0):.0f} s of the time budget are left")
+
+    def fingerprint(self, dataset: str) -> dict | None:
+        return data_mod.fingerprint(dataset, self.data_dir)
+
+    def split(self, cfg: RunConfig) -> data_mod.Split:
+        k = (cfg.dataset, cfg.train_subset, cfg.test_subset, cfg.subset_seed, cfg.device, cfg.input_norm)
+        if k not in self._splits:
+            self._splits[k] = data_mod.load_split(cfg.dataset, cfg.train_subset, cfg.test_subset,
+                                                  cfg.subset_seed, self.data_dir, cfg.device, cfg.input_norm)
+        return self._splits[k]
