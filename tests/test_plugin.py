@@ -190,3 +190,25 @@ def test_a_spent_time_budget_leaves_claims_not_run_and_trains_nothing(pytester, 
     assert not list((tmp_path / "cache").glob("runs/*/metrics.json"))
     doc = json.loads((tmp_path / "report" / "results.json").read_text())
     assert {c["id"]: c["verdict"] for c in doc["claims"]} == {"learns": "not run", "count": "pass"}
+
+
+def test_a_claim_file_outside_a_claims_folder_runs_when_named_and_is_explained_when_not(pytester, project):
+    args = project()
+    pytester.mkdir("mine")
+    (pytester.path / "mine" / "t.toml").write_text((pytester.path / "claims" / "t.toml").read_text())
+    r = pytester.runpytest_subprocess("mine/t.toml", "--collect-only", "-q", *args)
+    assert "mine/t.toml::learns[smoke]" in r.stdout.str()
+    r = pytester.runpytest_subprocess("mine", "--collect-only", "-q", *args)
+    assert r.ret == 5 and "are not claim files here: claims are collected from folders named `claims`" in r.stdout.str()
+    (pytester.path / "mine" / "other.toml").write_text("[tool]\nx = 1\n")
+    r = pytester.runpytest_subprocess("mine/other.toml", "--collect-only", "-q", *args)
+    assert "other.toml: file: field 'tool': unknown key" in r.stdout.str()
+
+
+def test_inline_progress_lines_only_with_verbose_so_that_they_do_not_break_the_dots(pytester, project):
+    args = project()
+    r = pytester.runpytest_subprocess("claims", "-m", "smoke", "--refresh", *args)
+    out = r.stdout.str()
+    assert "[harness]" not in out and "claims/t.toml .." in out  # one line of dots for the file
+    r = pytester.runpytest_subprocess("claims", "-m", "smoke", "--refresh", "-v", *args)
+    assert "[harness] start group 1/1 t.toml:tiny [smoke] seeds, 2 run(s)" in r.stdout.str()

@@ -129,7 +129,9 @@ def pytest_configure(config):
 
 
 def pytest_collect_file(file_path, parent):
-    if file_path.suffix == ".toml" and file_path.parent.name == "claims":
+    """Claim files: *.toml in a folder named `claims`, or any *.toml named on the command line
+    (a file that is no claim file is then a one-line collection error saying why)."""
+    if file_path.suffix == ".toml" and (file_path.parent.name == "claims" or parent.session.isinitpath(file_path)):
         try:  # inside the rootdir pytest's own node id; outside it one that names the file
             file_path.relative_to(parent.config.rootpath)
             nodeid = None
@@ -279,10 +281,26 @@ def _selection(items) -> list:
     return list(out.values())
 
 
+def _explain_uncollected(config):
+    """Nothing collected: say so where a folder given on the command line holds *.toml files that
+    were not taken as claim files (only a folder named `claims`, or a file named, is)."""
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    for arg in config.args:
+        folder = Path(arg.split("::")[0])
+        tomls = sorted(folder.rglob("*.toml")) if folder.is_dir() else []
+        skipped = [p for p in tomls if p.parent.name != "claims"]
+        if tr and skipped:
+            tr.write_line(f"harness: {len(skipped)} *.toml file(s) under {arg} (e.g. {skipped[0]}) are not claim files "
+                          "here: claims are collected from folders named `claims`, or from a file named on the "
+                          "command line")
+
+
 def pytest_collection_finish(session):
     """Check that every --readings NAME=VALUE matched a reading; then plan the pending groups of
     the selected claims (controlling process only)."""
     config = session.config
+    if not session.items:
+        _explain_uncollected(config)
     unmatched = [s for s in config._harness_readings if s != "all" and s not in config._harness_readings_matched]
     if unmatched and any(isinstance(i, ClaimItem) for i in session.items):
         raise pytest.UsageError(f"--readings {', '.join(unmatched)}: no collected experiment declares such a reading "
@@ -292,7 +310,10 @@ def pytest_collection_finish(session):
     ctx = config._harness_ctx
     config._harness_plan = planner.pending(_selection(session.items), ctx.cache, ctx.device, ctx.refresh)
     if config.getoption("--executor") == "inline" and not config.getoption("--plan-only"):
-        display = _display(config, config._harness_plan, live=False)
+        # the inline executor trains while pytest prints its progress dots: its lines would break
+        # them (and pytest would print the file name again after each), so only with -v, where
+        # every claim has a line of its own
+        display = _display(config, config._harness_plan, live=False) if config.option.verbose > 0 else None
         if display:
             ctx.progress = config._harness_inline = progress.InlineTracker(display, ctx.batch_seeds)
 
