@@ -376,3 +376,28 @@ def test_pytest_readings_end_to_end(pytester, data_dir, tmp_path, capsys):
     assert "tiny [smoke]: 4 readings" in out and sorted(ranked) == sorted(
         ["primary", "input_norm=standard", "epochs=1", "input_norm=standard,epochs=1"])
     assert main(["fit", "nothing", "--tier", "smoke", "--claims", str(pytester.path / "claims")]) == 2
+
+
+def test_a_session_that_selects_only_readings_reports_them_with_their_primaries(pytester, data_dir, tmp_path):
+    """Issue 24: only non-primary node ids selected; the report shows each claim with its primary
+    (not run in this session, or judged from the cache) and counts the reading checks."""
+    pytester.mkdir("claims")
+    (pytester.path / "claims" / "t.toml").write_text(TINY)
+    args = ["--data-dir", str(data_dir), "--run-cache", str(tmp_path / "cache"), "--report", str(tmp_path / "rep")]
+    r = pytester.runpytest_subprocess("claims/t.toml::learns[smoke|epochs=1]", "claims/t.toml::two-epochs[smoke|epochs=1]",
+                                      *args)
+    r.assert_outcomes(passed=1, xfailed=1)
+    doc = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert {(c["id"], c["verdict"]) for c in doc["claims"]} == {("learns", "not run"), ("two-epochs", "not run")}
+    assert all(c["in_session"] is False and c["detail"].startswith("not run in this session") for c in doc["claims"])
+    assert doc["reading_totals"] == {"pass": 1, "fail": 1}
+    assert set(doc["readings"]["claims"]) == {"claims/t.toml::learns[smoke]", "claims/t.toml::two-epochs[smoke]"}
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "Under other readings, 2 checks: 1 pass, 1 fail." in html
+    # once the primary's runs are cached, the same selection judges it from the cache
+    pytester.runpytest_subprocess("claims/t.toml::learns[smoke]", *args).assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("claims/t.toml::learns[smoke|epochs=1]", *args).assert_outcomes(passed=1)
+    doc = json.loads((tmp_path / "rep" / "results.json").read_text())
+    [c] = doc["claims"]
+    assert (c["id"], c["verdict"], c["in_session"]) == ("learns", "pass", False)
+    assert doc["readings"]["claims"]["claims/t.toml::learns[smoke]"]["sentence"] == "holds under every reading tried (2)"

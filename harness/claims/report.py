@@ -356,13 +356,24 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
             "training_seconds": {k: sum(v.values()) for k, v in per_experiment.items() if v},
             "training_seconds_total": sum(recorded.values()),
             "claims": results, "plots": plots, "forest": forest_rows(results),
-            "readings": readings.table(results + reading_results)}
+            "readings": readings.table(results + reading_results),
+            # checks of claims under other readings than the primary (pytest --readings)
+            "reading_totals": dict(Counter(r["verdict"] for r in reading_results)),
+            "not_in_session": sum(r.get("in_session") is False for r in results)}
 
 
 def headline(doc: dict) -> str:
     t = doc["totals"]
     parts = [f"{t[v]} {v}" for v in VERDICTS if t.get(v)]
-    return f"{doc['evaluated']} of {doc['n_claims']} claims evaluated: " + ", ".join(parts) + "."
+    out = f"{doc['evaluated']} of {doc['n_claims']} claims evaluated: " + ", ".join(parts) + "."
+    rt = doc.get("reading_totals") or {}
+    if rt:
+        out += (f" Under other readings, {sum(rt.values())} checks: "
+                + ", ".join(f"{rt[v]} {v}" for v in VERDICTS if rt.get(v)) + ".")
+    if doc.get("not_in_session"):
+        out += (f" ({doc['not_in_session']} of the claims were checked only under other readings in this session:"
+                " their primary reading is judged from the run cache, or not run.)")
+    return out
 
 
 def render(doc: dict) -> str:

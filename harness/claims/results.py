@@ -13,7 +13,7 @@ from ..runs import cache
 from ..runs.cache import DamagedEntry
 from ..runs.context import NotCached, OutOfBudget
 from ..runs.expand import expand
-from . import checks, report
+from . import checks, report, spec
 
 
 def file_label(path) -> str:
@@ -81,3 +81,24 @@ def _not_run(exp, tier, ctx, reading, err) -> str:
     if exp.procedure == "ticket":
         return f"not run (ticket chain not complete: {err})"
     return f"not run (all {len(keys)} runs cached, but: {err})"
+
+
+def with_primaries(results: list, ctx) -> list:
+    """`results` plus, for every claim checked only under other readings, its primary reading's
+    result judged from the run cache (read only: `ctx` may not train), as `python -m harness
+    report` does; where its runs are not cached, "not run", saying it was not run in this session.
+    These results carry "in_session": False."""
+    have = {(r["file"], r["id"], r["tier"]) for r in results if r.get("reading_id", "primary") == "primary"}
+    out, files = list(results), {}
+    for r in results:
+        key = (r["file"], r["id"], r["tier"])
+        if key in have:
+            continue
+        have.add(key)
+        cf = files.get(r["file"]) or files.setdefault(r["file"], spec.load(r["file"]))
+        claim = next(c for c in cf.claims if c.id == r["id"])
+        primary = claim_result(claim, r["tier"], claim.experiment, cf, ctx)
+        if primary["verdict"] == "not run":
+            primary["detail"] = f"not run in this session (only other readings were selected); {primary['detail']}"
+        out.append({**primary, "in_session": False})
+    return out
