@@ -66,7 +66,7 @@ def main(argv=None) -> int:
                     help="list the training groups not yet in the run cache: keys, settings, estimated cost")
     pl.add_argument("--run-cache", default=None, help="run cache folder (as for pytest; with --pending)")
     pl.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                    help="device the runs train on (part of their keys; default: cuda for full, cpu for smoke)")
+                    help="device the runs train on (default: cuda for full, cpu for smoke)")
     e = sub.add_parser("export", help="the cache's results (metrics.json files, no tensors) as one tar.gz")
     e.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
     e.add_argument("--out", default="build/results-cache.tar.gz")
