@@ -1,9 +1,15 @@
-"""Keys made before the device left the run keys (cache.legacy_run_key)."""
+"""Entries made before the device left the run keys (cache.legacy_run_key) are re-keyed: in place
+(cache.migrate) and as exports are imported (cache.import_exports),
+verified against their configs, ticket rounds after their parents, measurements through the
+claim files' instrument options; what does not verify or match stays where it is."""
+import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness import cache, experiments, spec
+from harness.train import RunConfig
 
 REPO = Path(__file__).resolve().parent.parent
 CLAIMS = REPO / "claims"
@@ -33,3 +39,120 @@ def test_the_legacy_movement_measurement_key():
     opts = spec.measurement_options("movement", exp.resolved("full")["instruments"]["movement"])
     extra = {"measure_of": cache.legacy_run_key(cfg), "instrument": "movement", "options": opts}
     assert cache.legacy_run_key(cfg, extra) == "710a8ad0c861172829dccebd"
+
+
+GPU = RunConfig(dataset="mnist", model="mlp", width=8, epochs=2, device="cuda")
+MOVEMENT = ("movement", {})
+
+
+def _measure_key(keyf, cfg, run):
+    return keyf(cfg, {"measure_of": run, "instrument": MOVEMENT[0], "options": MOVEMENT[1]})
+
+
+def _run(rc, keyf, cfg, extra=None, tensors=True):
+    """A run entry saved under `keyf`'s key (legacy_run_key: as the old code saved it), with a
+    movement measurement; returns (run key, measurement key)."""
+    key = keyf(cfg, extra)
+    rc.save(key, {"config": cfg.to_dict(), "extra": extra, "final": {"test_acc": cfg.width}},
+            {"theta0": {"w": torch.ones(1) * cfg.width}} if tensors else None)
+    m = _measure_key(keyf, cfg, key)
+    rc.save(m, {"total": float(cfg.width)})
+    return key, m
+
+
+def _old_cache(root):
+    """A cache made before the change: a cuda run with a ticket round, a CPU run, a cuda run whose
+    CPU twin is cached too, a cuda round whose parent is not here, a misnamed run entry and a
+    stray measurement."""
+    rc = cache.RunCache(root)
+    legacy = cache.legacy_run_key
+    dense, dense_m = _run(rc, legacy, GPU)
+    rnd = dataclasses.replace(GPU, epochs=1)
+    extra = {"parent": dense, "remaining": 0.5, "variant": "ticket", "scope": "global", "include_output": True}
+    child, child_m = _run(rc, legacy, rnd, extra)
+    cpu, cpu_m = _run(rc, cache.run_key, dataclasses.replace(GPU, width=16, device="cpu"))
+    twin = dataclasses.replace(GPU, width=32)
+    taken_run, _ = _run(rc, cache.run_key, dataclasses.replace(twin, device="cpu"))
+    twin_old, twin_m = _run(rc, legacy, twin)
+    orphan, orphan_m = _run(rc, legacy, rnd, {**extra, "parent": "0" * 24})
+    rc.save("f" * 24, {"config": GPU.to_dict(), "extra": None, "final": {}})  # its name is no key of its config
+    rc.save("e" * 24, {"total": 1.0})  # a measurement of no run here
+    return dict(dense=dense, dense_m=dense_m, child=child, child_m=child_m, cpu=cpu, cpu_m=cpu_m,
+                taken_run=taken_run, twin_old=twin_old, twin_m=twin_m, orphan=orphan, orphan_m=orphan_m,
+                extra=extra, rnd=rnd)
+
+
+def _names(root):
+    return sorted(p.parent.name for p in Path(root).glob("runs/*/metrics.json"))
+
+
+def test_migrate_rekeys_runs_rounds_and_measurements_in_place(tmp_path):
+    k = _old_cache(tmp_path)
+    before = _names(tmp_path)
+    done = cache.migrate(tmp_path, [MOVEMENT, ("movement", {"definition": "weights"})])
+    assert (done.runs, done.measurements) == (2, 2)  # the dense run and its round, with their measurements
+    assert done.current == 2 + 2  # the CPU runs and their measurements
+    twin = dataclasses.replace(GPU, width=32)  # its CPU twin is kept, with its measurement
+    assert sorted(done.present) == sorted([(k["twin_old"], cache.run_key(twin)),
+                                           (k["twin_m"], _measure_key(cache.run_key, twin, cache.run_key(twin)))])
+    assert done.unmatched == sorted(["e" * 24, k["orphan_m"]])  # the unverified run's measurement too
+    assert sorted(key for key, _ in done.unverified) == sorted([k["orphan"], "f" * 24])
+    assert "parent" in dict(done.unverified)[k["orphan"]]
+    rc = cache.RunCache(tmp_path)
+    dense, child = cache.run_key(GPU), cache.run_key(k["rnd"], {**k["extra"], "parent": cache.run_key(GPU)})
+    assert dense == cache.run_key(dataclasses.replace(GPU, device="cpu"))  # found by a CPU run of it
+    assert rc.load_metrics(dense)["config"]["device"] == "cuda"  # where it ran stays recorded
+    assert torch.equal(rc.load_tensors(dense)["theta0"]["w"], torch.ones(1) * 8)  # the folder moved whole
+    assert rc.load_metrics(child)["extra"]["parent"] == dense  # the round names its parent's new key
+    assert rc.load_metrics(_measure_key(cache.run_key, GPU, dense)) == {"total": 8.0}
+    assert rc.load_metrics(_measure_key(cache.run_key, k["rnd"], child)) == {"total": 8.0}
+    for gone in (k["dense"], k["child"], k["dense_m"], k["child_m"]):
+        assert not rc.dir(gone).exists()
+    assert len(_names(tmp_path)) == len(before)  # nothing deleted
+    again = cache.migrate(tmp_path, [MOVEMENT])
+    assert (again.runs, again.measurements, again.current) == (0, 0, 4 + 4)
+    assert len(again.present) == 2 and len(again.unverified) == 2
+
+
+def test_a_migration_cut_short_is_finished_by_the_next(tmp_path):
+    k = _old_cache(tmp_path)
+    plan = cache.plan_migration(cache._entries(tmp_path / "runs"), [MOVEMENT])
+    first = plan.moves[0]
+    assert (first.old, first.kind) == (k["dense"], "run")  # the parent first
+    (tmp_path / "runs" / first.old).rename(tmp_path / "runs" / first.new)  # then killed
+    done = cache.migrate(tmp_path, [MOVEMENT])
+    assert (done.runs, done.measurements) == (1, 2)
+    rc = cache.RunCache(tmp_path)
+    child = cache.run_key(k["rnd"], {**k["extra"], "parent": first.new})
+    assert rc.load_metrics(child)["extra"]["parent"] == first.new
+
+
+def test_a_read_only_cache_is_not_migrated(tmp_path, monkeypatch):
+    _old_cache(tmp_path)
+    before = _names(tmp_path)
+
+    def refuse(*a, **kw):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cache.tempfile, "mkstemp", refuse)
+    with pytest.raises(cache.ReadOnlyCache, match=str(tmp_path / "runs")):
+        cache.migrate(tmp_path, [MOVEMENT])
+    assert _names(tmp_path) == before
+
+
+def test_an_old_export_imports_under_the_new_keys_once(tmp_path):
+    k = _old_cache(tmp_path / "old")
+    (tmp_path / "parts").mkdir()
+    cache.RunCache(tmp_path / "old").export_metrics(tmp_path / "parts" / "p.tar.gz")
+    taken = cache.import_exports(tmp_path / "parts", tmp_path / "root", [MOVEMENT])
+    m = taken.migration
+    assert (m.runs, m.measurements, len(m.present), m.unmatched) == (2, 2, 2, sorted(["e" * 24, k["orphan_m"]]))
+    assert taken == {"p.tar.gz": len(_names(tmp_path / "old")) - 2}  # all but the cuda twin's run and measurement
+    rc = cache.RunCache(tmp_path / "root")
+    assert rc.load_metrics(cache.run_key(GPU))["config"]["device"] == "cuda"
+    assert rc.load_metrics(cache.run_key(dataclasses.replace(GPU, width=32)))["config"]["device"] == "cpu"  # kept
+    assert not rc.has(k["dense"])
+    assert rc.has(k["orphan"]) and rc.has(k["orphan_m"]) and rc.has("e" * 24)  # taken as they were
+    names = _names(tmp_path / "root")
+    again = cache.import_exports(tmp_path / "parts", tmp_path / "root", [MOVEMENT])
+    assert again == {"p.tar.gz": 0} and _names(tmp_path / "root") == names
