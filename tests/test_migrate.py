@@ -1,13 +1,16 @@
 """Entries made before the device left the run keys (cache.legacy_run_key) are re-keyed: in place
-(cache.migrate) and as exports are imported (cache.import_exports),
+(cache.migrate, `python -m harness migrate`) and as exports are imported (cache.import_exports),
 verified against their configs, ticket rounds after their parents, measurements through the
 claim files' instrument options; what does not verify or match stays where it is."""
 import dataclasses
+import json
+import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from harness import __main__ as cli
 from harness import cache, experiments, spec
 from harness.train import RunConfig
 
@@ -39,6 +42,13 @@ def test_the_legacy_movement_measurement_key():
     opts = spec.measurement_options("movement", exp.resolved("full")["instruments"]["movement"])
     extra = {"measure_of": cache.legacy_run_key(cfg), "instrument": "movement", "options": opts}
     assert cache.legacy_run_key(cfg, extra) == "710a8ad0c861172829dccebd"
+
+
+def test_measurement_candidates_cover_every_tier_and_reading():
+    cands = cli.measurement_candidates(CLAIMS)
+    assert ("movement", {}) in cands and ("movement", {"definition": "layer_mean"}) in cands
+    assert len({json.dumps(c, sort_keys=True) for c in cands}) == len(cands)  # no duplicates
+    assert {i for i, _ in cands} == {"movement", "hessian", "perturbation"}
 
 
 GPU = RunConfig(dataset="mnist", model="mlp", width=8, epochs=2, device="cuda")
@@ -127,7 +137,7 @@ def test_a_migration_cut_short_is_finished_by_the_next(tmp_path):
     assert rc.load_metrics(child)["extra"]["parent"] == first.new
 
 
-def test_a_read_only_cache_is_not_migrated(tmp_path, monkeypatch):
+def test_a_read_only_cache_is_not_migrated(tmp_path, monkeypatch, capsys):
     _old_cache(tmp_path)
     before = _names(tmp_path)
 
@@ -137,6 +147,8 @@ def test_a_read_only_cache_is_not_migrated(tmp_path, monkeypatch):
     monkeypatch.setattr(cache.tempfile, "mkstemp", refuse)
     with pytest.raises(cache.ReadOnlyCache, match=str(tmp_path / "runs")):
         cache.migrate(tmp_path, [MOVEMENT])
+    assert cli.main(["migrate", "--run-cache", str(tmp_path), "--claims", str(CLAIMS)]) == 2
+    assert str(tmp_path / "runs") in capsys.readouterr().err
     assert _names(tmp_path) == before
 
 
@@ -156,3 +168,22 @@ def test_an_old_export_imports_under_the_new_keys_once(tmp_path):
     names = _names(tmp_path / "root")
     again = cache.import_exports(tmp_path / "parts", tmp_path / "root", [MOVEMENT])
     assert again == {"p.tar.gz": 0} and _names(tmp_path / "root") == names
+
+
+def test_the_migrate_command_on_the_committed_h100_part(tmp_path, capsys):
+    """The part's 150 entries (110 cuda runs, 40 movement measurements), extracted into a cache
+    as the old code keyed them, all move; the primary full-tier runs of its experiments are then
+    found under CPU keys."""
+    with tarfile.open(REPO / "reports" / "full" / "parts" / "2026-11-27-h100-mnist-ddcnn.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    assert len(_names(tmp_path)) == 150
+    assert cli.main(["migrate", "--run-cache", str(tmp_path), "--claims", str(CLAIMS)]) == 0
+    out = capsys.readouterr().out
+    assert ("110 runs migrated, 40 measurements migrated, 0 entries already under their keys, 0 already present"
+            in out and "0 unmatched, 0 not verified" in out)
+    exps = spec.load(CLAIMS / "double_descent.toml", with_claims=False).experiments
+    exps.update(spec.load(CLAIMS / "ntk.toml", with_claims=False).experiments)
+    want = {cache.run_key(c) for name in ("dd_mlp", "dd_cnn", "ntk_mlp") for c in experiments.expand(exps[name], "full", "cpu")}
+    assert len(want) == 110 and want <= set(_names(tmp_path))
+    assert cli.main(["migrate", "--run-cache", str(tmp_path), "--claims", str(CLAIMS)]) == 0
+    assert "0 runs migrated, 0 measurements migrated, 150 entries already under their keys" in capsys.readouterr().out
