@@ -14,10 +14,13 @@ groups not yet in the run cache (harness/runs/planner.py).
 `python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz
 (exit status 2 where the cache holds none).
 `python -m harness fit EXPERIMENT` ranks an experiment's readings (harness/claims/readings.py) by how well they
-match the paper's numbers together, from the run cache (no training)."""
+match the paper's numbers together, from the run cache (no training).
+`python -m harness migrate` re-keys, in place, a run cache made before the device left the run
+keys (runs/cache.py: migrate; exports are re-keyed as they are imported)."""
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import tempfile
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from .claims import readings, report, spec
 from .claims.results import claim_result
+from .paper.measure import measurement_options
 from .runs import cache, expand, planner
 from .runs.context import Context
 
@@ -77,11 +81,16 @@ def main(argv=None) -> int:
                     help="list the training groups not yet in the run cache: keys, settings, estimated cost")
     pl.add_argument("--run-cache", default=None, help="run cache folder (as for pytest; with --pending)")
     pl.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                    help="device the runs train on (part of their keys; default: cuda for full, cpu for smoke)")
+                    help="device the runs train on (default: cuda for full, cpu for smoke)")
     e = sub.add_parser("export", help="the cache's results (metrics.json files, no tensors) as one tar.gz")
     e.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
     e.add_argument("--out", default="build/results-cache.tar.gz")
+    m = sub.add_parser("migrate", help="re-key, in place, a run cache made before the device left the run keys")
+    m.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
+    m.add_argument("--claims", default="claims", help="folder of claim TOML files (the measurements to look for)")
     args = p.parse_args(argv)
+    if args.command == "migrate":
+        return migrate(args)
     if args.command == "export":
         root = cache.default_root(args.run_cache)
         if not _has_runs(root):
@@ -112,9 +121,17 @@ def main(argv=None) -> int:
 
     start = time.time()
     if args.exports:
+        try:
+            candidates = measurement_candidates(args.claims)
+        except spec.SpecError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         with tempfile.TemporaryDirectory() as root:
-            for part, n in cache.import_exports(args.exports, root).items():
+            taken = cache.import_exports(args.exports, root, candidates)
+            for part, n in taken.items():
                 print(f"{part}: {n} entries")
+            if taken.migration.runs or taken.migration.measurements or taken.migration.unverified:
+                print(f"entries made when run keys named the device: {taken.migration.summary()}")
             args.run_cache, args.exports = root, None
             return main_report(args, start)
     return main_report(args, start)
@@ -145,6 +162,42 @@ def main_report(args, start) -> int:
     print(f"{len(primary)} claims ({len(results) - len(primary)} more under other readings), {bad} failed or errors, "
           f"{not_run} not run; report: {html_path}; results: {json_path}")
     return 1 if bad else 0
+
+
+def measurement_candidates(claims_dir) -> list:
+    """Every (instrument, options) pair a measurement of the experiments in `claims_dir` is keyed
+    by: each experiment x tier x reading's resolved instruments, their options as
+    paper/measure.py: measurement_options keys them; for finding measurements made under the old keys
+    (cache.plan_migration)."""
+    out = {}
+    for path in sorted(Path(claims_dir).glob("*.toml")):
+        for exp in spec.load(path, with_claims=False).experiments.values():
+            for tier in exp.tiers:
+                for reading in readings.expand(exp, tier):
+                    for inst, opts in exp.resolved(tier, reading)["instruments"].items():
+                        options = measurement_options(inst, opts)
+                        out.setdefault(json.dumps([inst, options], sort_keys=True), (inst, options))
+    return list(out.values())
+
+
+def migrate(args) -> int:
+    """`python -m harness migrate`: cache.migrate on the run cache, with the claim files' measurements."""
+    root = cache.default_root(args.run_cache)
+    if not _has_runs(root):
+        return 2
+    try:
+        done = cache.migrate(root, measurement_candidates(args.claims))
+    except (spec.SpecError, cache.ReadOnlyCache) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{root}: {done.summary()}")
+    for what, items in (("already present", [f"{o} -> {n}" for o, n in done.present]),
+                        ("unmatched", done.unmatched), ("not verified", [f"{k}: {why}" for k, why in done.unverified])):
+        for line in items[:20]:
+            print(f"  {what}: {line}")
+        if len(items) > 20:
+            print(f"  ... and {len(items) - 20} more {what}")
+    return 0
 
 
 def _has_runs(root: Path) -> bool:

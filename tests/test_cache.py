@@ -19,6 +19,17 @@ def test_key_is_stable_and_sensitive():
     assert cache.run_key(CFG) == "8ae7e4f59117040fb2f196ae"
 
 
+def test_the_device_is_not_part_of_a_key():
+    gpu = dataclasses.replace(CFG, device="cuda")
+    extra = {"measure_of": cache.run_key(CFG), "instrument": "movement", "options": {}}
+    assert cache.run_key(gpu) == cache.run_key(CFG) == "8ae7e4f59117040fb2f196ae"  # a CPU key is unchanged
+    assert cache.run_key(gpu, extra) == cache.run_key(CFG, extra)
+    assert cache.run_key(dataclasses.replace(gpu, amp=True)) != cache.run_key(CFG)  # bf16 is what is trained
+    # the pre-change key: the device was in it where it was not the default
+    assert cache.legacy_run_key(CFG) == cache.run_key(CFG) and cache.legacy_run_key(CFG, extra) == cache.run_key(CFG, extra)
+    assert cache.legacy_run_key(gpu) == "545e178dfda50c98f5d2714a" != cache.run_key(gpu)  # run_key before the change
+
+
 def test_adding_a_defaulted_field_keeps_old_keys():
     @dataclasses.dataclass(frozen=True)
     class Extended(RunConfig):

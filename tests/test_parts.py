@@ -18,7 +18,7 @@ from harness.runs.context import Context
 from harness.runs.context import NotCached
 from harness.runs.context import OutOfBudget
 from harness.runs.expand import training_cost
-from conftest import synthetic_split
+from conftest import REPO, synthetic_split
 
 TOML = """
 section = "T"
@@ -145,3 +145,29 @@ def test_report_from_exports_without_a_cache(tmp_path, data_dir, capsys):
     (group,) = doc["sections"][0]["groups"]
     assert claim["verdict"] == "pass" and group["provenance"]["runs"] == 2 and group["provenance"]["without"] == 0
     assert [d[:3] for d in group["provenance"]["device"]] == ["cpu"]
+
+
+def test_the_committed_h100_part_lands_under_the_new_keys_and_reports_as_before(tmp_path, capsys):
+    """The committed H100 part was made when a run's key named its device (cuda): its 150 entries
+    (110 runs, 40 movement measurements) all land under the new keys, and the report rebuilt
+    from it gives, claim by claim, the verdicts and values of reports/full/results.json (rendered
+    before the change): from the exports (any --device) and from a cache they were imported into
+    (--device cuda, as the README's command)."""
+    parts, claims = REPO / "reports" / "full" / "parts", REPO / "claims"
+    taken = cache.import_exports(parts, tmp_path / "root", cli.measurement_candidates(claims))
+    m = taken.migration
+    assert (m.runs, m.measurements, m.current) == (110, 40, 0) and m.runs + m.measurements == 150
+    assert not m.present and not m.unmatched and not m.unverified
+    assert taken == {"2026-11-27-h100-mnist-ddcnn.tar.gz": 150}
+    before = {(c["file"], c["id"], c["tier"], c["reading_id"]): c
+              for c in json.loads((REPO / "reports" / "full" / "results.json").read_text())["claims"]}
+    for source in (["--exports", str(parts)], ["--run-cache", str(tmp_path / "root"), "--device", "cuda"]):
+        out = tmp_path / "out" / source[0]
+        assert cli.main(["report", "--tier", "full", "--claims", str(claims), "--out", str(out), *source]) == 1
+        after = {(c["file"], c["id"], c["tier"], c["reading_id"]): c
+                 for c in json.loads((out / "results.json").read_text())["claims"]}
+        assert after.keys() == before.keys()
+        assert {k: (c["verdict"], c["measured"]) for k, c in after.items()} == \
+            {k: (c["verdict"], c["measured"]) for k, c in before.items()}
+        verdicts = [c["verdict"] for c in after.values()]
+        assert (len(verdicts) - verdicts.count("not run"), verdicts.count("pass"), verdicts.count("fail")) == (52, 33, 19)
