@@ -53,6 +53,8 @@ def main(argv=None) -> int:
     f.add_argument("--claims", default="claims", help="folder of claim TOML files")
     f.add_argument("--tier", choices=spec.TIERS, default="full")
     f.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
+    f.add_argument("--exports", default=None, metavar="DIR",
+                   help="rank from the exports (*.tar.gz) in DIR instead of a run cache, e.g. reports/full/parts")
     f.add_argument("--data-dir", default=None)
     f.add_argument("--device", default="cpu", help="device the cached runs were trained on (cpu or cuda)")
     b = sub.add_parser("bench", help="training-step speed: eager one-at-a-time vs grouped seeds")
@@ -109,7 +111,7 @@ def main(argv=None) -> int:
         plan(args.claims, args.tier, estimate=args.estimate)
         return 0
     if args.command == "fit":
-        return fit(args)
+        return _from_exports(args, fit)
     if args.command == "bench":
         from . import bench
         if args.executors:
@@ -120,21 +122,27 @@ def main(argv=None) -> int:
         return 0
 
     start = time.time()
-    if args.exports:
-        try:
-            candidates = measurement_candidates(args.claims)
-        except spec.SpecError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        with tempfile.TemporaryDirectory() as root:
-            taken = cache.import_exports(args.exports, root, candidates)
-            for part, n in taken.items():
-                print(f"{part}: {n} entries")
-            if taken.migration.runs or taken.migration.measurements or taken.migration.unverified:
-                print(f"entries made when run keys named the device: {taken.migration.summary()}")
-            args.run_cache, args.exports = root, None
-            return main_report(args, start)
-    return main_report(args, start)
+    return _from_exports(args, lambda a: main_report(a, start))
+
+
+def _from_exports(args, command) -> int:
+    """`command(args)`, on the run cache, or with --exports DIR on a temporary cache holding the
+    exports in DIR (re-keyed where they were made when run keys named the device)."""
+    if not args.exports:
+        return command(args)
+    try:
+        candidates = measurement_candidates(args.claims)
+    except spec.SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as root:
+        taken = cache.import_exports(args.exports, root, candidates)
+        for part, n in taken.items():
+            print(f"{part}: {n} entries")
+        if taken.migration.runs or taken.migration.measurements or taken.migration.unverified:
+            print(f"entries made when run keys named the device: {taken.migration.summary()}")
+        args.run_cache, args.exports = root, None
+        return command(args)
 
 
 def main_report(args, start) -> int:

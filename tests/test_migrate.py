@@ -190,3 +190,11 @@ def test_the_migrate_command_on_the_committed_h100_part(tmp_path, capsys):
     assert len(want) == 110 and want <= set(_names(tmp_path))
     assert cli.main(["migrate", "--run-cache", str(tmp_path), "--claims", str(CLAIMS)]) == 0
     assert "0 runs migrated, 0 measurements migrated, 150 entries already under their keys" in capsys.readouterr().out
+
+
+def test_fit_ranks_the_readings_of_the_committed_parts(capsys):
+    """GPU primaries and CPU readings, from two parts, side by side under one key scheme."""
+    assert cli.main(["fit", "dd_mlp", "--claims", str(CLAIMS), "--exports", str(REPO / "reports" / "full" / "parts")]) == 0
+    out = capsys.readouterr().out
+    ranked = [line.split()[1] for line in out.splitlines() if line.strip()[:1].isdigit() and "readings" not in line]
+    assert {"primary", "input_norm=standard"} <= set(ranked), out
