@@ -121,8 +121,9 @@ def deviation_text(r: dict) -> str:
         text = size + (f" ({100 * pos['rel']:+.1f}%)" if pos["rel"] is not None and d else "")
         if not d and pos["units"] is None:
             text += " (exact)"
-    if pos["units"] is not None:
-        text += f", {pos['units']:+.2f} tol"
+    t = tol_position(r)  # the forest's unit, also for a one-sided band around the paper's value
+    if t is not None:
+        text += f", {t['z']:+.2f} tol"
     return text
 
 

@@ -220,7 +220,8 @@ def forest_svg(rows: list, uid: str, title: str, narrow: bool = False) -> str:
     ax.set_xlim(-clip - 0.6, clip + 0.6)
     ax.set_xticks(range(-4, 5, 2 if not narrow else 4))
     ax.tick_params(axis="x", labelsize=fs)
-    ax.set_xlabel("(measured − expected) / tolerance" + ("" if narrow else "; marker: estimate, bar: 95% CI"),
+    ax.set_xlabel("(measured − expected) / tol" if narrow else
+                  "(measured − expected) / tolerance; marker: estimate, bar: 95% CI",
                   fontsize=fs)
     ax.grid(axis="x", alpha=0.3)
     for v, colour in COLOURS.items():
