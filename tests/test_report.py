@@ -1,6 +1,7 @@
 """The HTML report from a small fixture cache (fabricated run metrics, no training): its structure,
 numbers, "not run" state, provenance, accessibility; and, where chromium is installed, the page in
 a real headless browser at phone width."""
+import copy
 import json
 import re
 import shutil
@@ -165,7 +166,7 @@ def test_verdicts_headline_and_not_run(rendered):
     missing = next(c for c in doc["claims"] if c["id"] == "missing-claim")
     assert missing["detail"] == "not run (6 of 6 runs missing)"
     assert "6 of 7 claims evaluated: 4 pass, 2 fail, 1 not run." in html
-    assert '<details class="claim not-run"' in html and "6 of 6 runs missing" in html
+    assert '<article class="claim not-run"' in html and "6 of 6 runs missing" in html
     # the summary lists sections in the paper's order, the review's controls last, with a total row
     order = [html.index(f'id="sec-{s}"') for s in ("IV-C", "V-E", "Review-controls")]
     assert order == sorted(order)
@@ -176,7 +177,7 @@ def test_one_figure_per_plotted_experiment_beside_its_claims_with_paper_values(r
     doc, html, _ = rendered
     assert list(doc["plots"]) == ["sweep[smoke]"]  # `missing` has no runs, so no figure
     figures = re.findall(r'<svg[^>]*id="(fig-[^"]+)"', html)
-    assert figures == ["fig-forest", "fig-sweep-smoke"]
+    assert figures == ["fig-forest", "fig-forest-phone", "fig-sweep-smoke"]  # the forest twice: desktop, phone
     fig, exp_head = html.index('id="fig-sweep-smoke"'), html.index('id="exp-V-E-sweep-smoke"')
     first_card = html.index('id="sweep-bs16-smoke"')
     assert exp_head < fig < first_card
@@ -205,7 +206,7 @@ def test_forest_rows_in_tolerance_units(rendered):
     assert rows["gd"]["z"] == pytest.approx((30.1667 - 30) / 5, abs=1e-4)
     # one-sided (>= 99.95, paper 100): units of the paper's distance to the bound, band [-1, unbounded)
     assert rows["all-interpolate"]["z"] == 0.0 and rows["all-interpolate"]["band"] == [-1.0, None]
-    assert 'id="fig-forest"' in html and "bs64: +5.20 (fail)" in html
+    assert 'id="fig-forest"' in html and "bs64: +5.20 tol (fail)" in html
 
 
 def test_page_is_valid_for_readers_and_tools(rendered):
@@ -244,10 +245,11 @@ def test_numbers_deltas_and_welch_in_words(rendered):
     welch = next(c for c in doc["claims"] if c["id"] == "bigger-batch-better")
     assert welch["explanation"].startswith("significant, opposite direction (p = ")
     assert "test accuracy at optimizer = sgd, batch_size = 16 is 4.90 pp above batch_size = 64" in welch["explanation"]
-    # the measured line appears once per card (the check's raw detail is not repeated)
+    # the measured value appears in the card's always-visible line and once in its details (the
+    # check's raw detail is not repeated)
     card = html[html.index('id="sweep-bs64-smoke"'):]
     card = card[:card.index("Per configuration")]
-    assert card.count("85.20") == 1
+    assert card.count("85.20") == 2
 
 
 def test_provenance_per_experiment_with_mixed_warning(rendered):
@@ -317,16 +319,24 @@ def test_pytest_skips_a_claim_whose_runs_are_not_cached(pytester, tmp_path):
 
 BROWSER_PROBE = """<script>
 window.addEventListener("load", function () {
+  function shown(sel) {
+    return Array.prototype.filter.call(document.querySelectorAll(sel), function (e) { return e.offsetParent !== null; }).length;
+  }
   var out = {width: innerWidth, scroll: document.documentElement.scrollWidth,
              svgs: Array.prototype.map.call(document.querySelectorAll("figure svg"),
                                             function (s) { return s.getBoundingClientRect().width; }),
-             filter: !document.getElementById("filter-box").hidden};
-  var cb = document.getElementById("failures-only");
-  cb.click();
-  out.passing_shown = Array.prototype.filter.call(document.querySelectorAll(".claim.pass"),
-                                                  function (e) { return e.offsetParent !== null; }).length;
-  out.failing_shown = Array.prototype.filter.call(document.querySelectorAll(".claim.fail"),
-                                                  function (e) { return e.offsetParent !== null; }).length;
+             forest_phone: document.getElementById("fig-forest-phone").getBoundingClientRect().width,
+             forest_wide: document.getElementById("fig-forest").getBoundingClientRect().width,
+             filter: !document.getElementById("filter-box").hidden, shown: {}};
+  ["not-passed", "fail", "inconclusive", "not-run"].forEach(function (v) {
+    document.querySelector('input[name=show][value="' + v + '"]').click();
+    out.shown[v] = {pass: shown(".claim.pass"), fail: shown(".claim.fail"), notrun: shown(".claim.not-run"),
+                    inconclusive: shown(".claim.inconclusive")};
+  });
+  var h = document.querySelector("article.claim h4");
+  out.heading_font = parseFloat(getComputedStyle(h).fontSize);
+  out.heading_in_summary = !!document.querySelector("summary h4");
+  out.main = !!document.querySelector("main");
   parent.postMessage(JSON.stringify(out), "*");
 });
 </script></body>"""
@@ -356,5 +366,142 @@ def test_in_headless_browser_at_phone_width(rendered, tmp_path):
     assert m, p.stderr[-2000:]
     out = json.loads(m.group(1).replace("&quot;", '"'))
     assert out["width"] == 390 and out["scroll"] <= out["width"], out
-    assert out["svgs"] and all(0 < w <= out["width"] for w in out["svgs"]), out
-    assert out["filter"] and out["passing_shown"] == 0 and out["failing_shown"] == 2, out
+    visible = [w for w in out["svgs"] if w]  # the desktop forest is hidden (width 0)
+    assert len(visible) == 2 and all(w <= out["width"] for w in visible), out
+    # at phone width the phone forest shows, not the desktop one
+    assert out["forest_phone"] > 0 and out["forest_wide"] == 0, out
+    # the filter separates fail, inconclusive and not run
+    assert out["filter"], out
+    assert out["shown"]["not-passed"] == {"pass": 0, "fail": 2, "notrun": 1, "inconclusive": 0}, out
+    assert out["shown"]["fail"] == {"pass": 0, "fail": 2, "notrun": 0, "inconclusive": 0}, out
+    assert out["shown"]["not-run"] == {"pass": 0, "fail": 0, "notrun": 1, "inconclusive": 0}, out
+    assert out["shown"]["inconclusive"] == {"pass": 0, "fail": 0, "notrun": 0, "inconclusive": 0}, out
+    # landmarks: a <main>, claim headings outside <summary> (reachable by heading navigation)
+    assert out["main"] and not out["heading_in_summary"], out
+
+
+# ---------------------------------------------------------------- report v3: findings, not run, readings
+
+
+def _built(results):
+    return report.build(copy.deepcopy(results), 1.0)
+
+
+def _findings_text(doc):
+    return " ".join(doc["findings"]["overall"] + [l for s in doc["findings"]["sections"] for l in s["lines"]])
+
+
+@pytest.fixture(scope="module")
+def fixture_results(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("findings")
+    claims, root = _project(tmp)
+    return _results(claims, root)
+
+
+def test_findings_are_generated_from_the_results(fixture_results):
+    """Two sets of results, two different answers: nothing in the findings is written for one run."""
+    one = _built(fixture_results)
+    text = _findings_text(one)
+    # training-free claims counted apart from the trained ones
+    assert "Of the 5 claims measured on trained models, 3 reproduce and 2 do not." in one["findings"]["overall"][0]
+    assert "1 training-free claim (counted from the architecture, nothing trained): all pass." in text
+    # a miss in words, with the measured value against the paper's and by how much
+    assert "Batch 64 reaches 80% test accuracy: measured 85.20 % against the paper's 80 % (+5.2 pp)." in text
+    assert "Not run: 1 claim of missing (6 of 6 runs missing" in text and "PFLOP" in text
+    # the same project with bs64 measured inside its band, and the Welch test passing
+    other = copy.deepcopy(fixture_results)
+    for r in other:
+        if r["id"] == "bs64":
+            r.update(verdict="pass", measured={**r["measured"], "value": 80.2, "ci": [80.0, 80.4]})
+        if r["id"] == "bigger-batch-better":
+            r["verdict"] = "pass"
+    two = _built(other)
+    text2 = _findings_text(two)
+    assert "Of the 5 claims measured on trained models, 5 reproduce and 0 do not." in two["findings"]["overall"][0]
+    assert "Batch 64 reaches 80% test accuracy: measured" not in text2
+    assert text != text2
+
+
+def test_a_constant_factor_is_named(fixture_results):
+    """Three or more misses of one metric in one direction are summarised; with a passing ratio on
+    that metric the summary says the level misses and the trend holds."""
+    rs = copy.deepcopy(fixture_results)
+    base = next(r for r in rs if r["id"] == "gd")
+    made = []
+    for i, (pv, v) in enumerate([(1.0, 1.45), (2.0, 2.9), (4.0, 5.9)]):
+        made.append({**copy.deepcopy(base), "id": f"mv{i}", "statement": f"movement {i}", "paper_value": pv,
+                     "check": {"type": "value", "metric": "movement", "where": {"batch_size": 0}},
+                     "expect": {"target": pv, "rel_tol": 0.1, "why": "w"}, "verdict": "fail",
+                     "measured": {"value": v, "std": 0.01, "ci": [v - 0.01, v + 0.01], "n": 3}})
+    made.append({**copy.deepcopy(base), "id": "mv-ratio", "statement": "ratio", "paper_value": 2.0,
+                 "check": {"type": "ratio", "metric": "movement", "a": {}, "b": {}},
+                 "expect": {"target": 2.0, "rel_tol": 0.1, "why": "w"}, "verdict": "pass",
+                 "measured": {"value": 2.0, "std": 0.01, "ci": [1.99, 2.01], "n": 3}})
+    text = _findings_text(_built(rs + made))
+    assert "Relative parameter movement (sweep) misses the paper in 3 claims, every one above it, by 45% to 48%" in text
+    assert "while its ratio passes: the same factor at every configuration (about ×1.46)" in text
+
+
+def test_inconclusive_is_a_verdict_everywhere(fixture_results):
+    rs = copy.deepcopy(fixture_results)
+    for r in rs:
+        if r["id"] == "gd":
+            r.update(verdict="inconclusive", seeds_needed=12)
+    doc = _built(rs)
+    html = report.render(doc)
+    assert report.VERDICTS == ("pass", "fail", "inconclusive", "diverged", "error", "not run")
+    assert doc["totals"]["inconclusive"] == 1 and doc["evaluated"] == 6
+    assert '<article class="claim inconclusive"' in html and '<th scope="col">inconclusive</th>' in html
+    assert "about 12 seeds would settle it" in html
+    assert 'value="inconclusive"> inconclusive (1)' in html
+    assert "1 inconclusive" in report.headline(doc)
+    assert "gd: +0.03 tol (inconclusive)" in html  # in the forest, with its own marker
+    assert len(set(svg.MARKERS.values())) == len(svg.MARKERS)  # one shape per verdict
+    assert "Inconclusive (the 95% interval straddles a band edge): gd; about 12 seeds" in _findings_text(doc)
+
+
+def test_not_run_per_experiment_with_command_and_cost(rendered):
+    doc, html, _ = rendered
+    (e,) = doc["waiting"]
+    assert e["experiment"] == "missing" and e["missing"]["runs"] == 6 and e["missing"]["of"] == 6
+    assert e["command"].endswith("missing.toml -m smoke") and e["command"].startswith("pytest ")
+    assert e["missing"]["pflop"] > 0 and "PFLOP" in e["missing"]["pflop_text"]
+    block = html[html.index('id="not-run"'):html.index('id="glance"')]
+    assert "not measured yet" in block and e["command"] in block
+    # the forest says what it leaves out
+    left = {x["reason"]: x["ids"] for x in doc["forest_left_out"]}
+    assert left["not run (nothing measured)"] == ["missing-claim"]
+    assert "bigger-batch-better" in left["tests of direction or significance (no tolerance)"]
+    assert "Not drawn (3 claims)" in html
+
+
+def test_declared_readings_cost_and_command():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    exp = spec.load(root / "claims" / "ntk.toml").experiments["ntk_mlp"]
+    plan = report.experiment_plan(exp, "claims/ntk.toml", "full")
+    rs = {x["name"]: x for x in plan["readings"]}
+    assert len(rs) == len(exp.readings("full")) - 1
+    assert rs["epochs=30"]["command"] == "pytest claims/ntk.toml -m full --gpu --readings epochs=30"
+    assert rs["epochs=30"]["runs"] > 0 and rs["epochs=30"]["pflop"] > 0
+    assert rs["movement=weights"]["runs"] == 0  # an instrument option trains nothing new
+    assert plan["runs"] > 0 and plan["procedure"] == "train"
+
+
+def test_units_and_wording(rendered):
+    doc, html, _ = rendered
+    claims = {c["id"]: c for c in doc["claims"]}
+    assert claims["bigger-batch-better"]["expected_text"] == (
+        "test accuracy at (batch_size = 64) significantly above (optimizer = sgd, batch_size = 16) (Welch t-test, p < 0.05)")
+    assert "a greater" not in html
+    assert claims["bs16"]["expected_text"] == "90 % ± 1 pp"
+    assert claims["all-interpolate"]["expected_text"] == "at least 99.95 %"
+    assert "counted from the architecture" in html  # not "n = 1 seed" on a count
+    counted = html[html.index('id="counts-counted-claim-smoke"'):]
+    assert "seed" not in counted[:counted.index("</article>")]
+    # table and headline CI use the value's decimals
+    t = claims["bs64"]["table"][0]
+    assert t["ci_text"].count(".") == 2 and t["value_text"] == "85.20"
+    # where the runs were trained, apart from where the page was rendered
+    assert 'id="trained-where"' in html and 'id="rendered-where"' in html
+    assert '<a href="results.json">' in html

@@ -29,12 +29,15 @@ import jinja2
 from ..runs.cache import dumps
 from . import checks, readings, stats
 from .fmt import AXES, decimals_for, estimate_text, metric_label, num, quantity_unit, with_unit
-from .svg import COLOURS, axis_label, forest_svg, plot_svg
+from .svg import COLOURS, MARKER_WORDS, axis_label, forest_svg, plot_svg
 
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "report_templates"
-VERDICTS = ("pass", "fail", "diverged", "error", "not run")
+VERDICTS = ("pass", "fail", "inconclusive", "diverged", "error", "not run")
+EVALUATED = ("pass", "fail", "inconclusive", "diverged")  # a verdict from measured runs
+MISSES = ("fail", "diverged")  # what the findings count as "does not reproduce"
 PROVENANCE_FIELDS = ("device", "torch", "cuda", "commit")
+TRAINED_FIELDS = ("device", "driver", "torch", "cuda", "cudnn", "python", "commit")  # "where trained" table
 
 
 def _where(w: dict) -> str:
@@ -118,8 +121,9 @@ def deviation_text(r: dict) -> str:
         text = size + (f" ({100 * pos['rel']:+.1f}%)" if pos["rel"] is not None and d else "")
         if not d and pos["units"] is None:
             text += " (exact)"
-    if pos["units"] is not None:
-        text += f", {pos['units']:+.2f} tol"
+    t = tol_position(r)  # the forest's unit, also for a one-sided band around the paper's value
+    if t is not None:
+        text += f", {t['z']:+.2f} tol"
     return text
 
 
@@ -228,29 +232,61 @@ def paper_points(plot: dict, claims: list) -> list:
     return out
 
 
+def tol_position(r: dict) -> dict | None:
+    """The measured value and its 95% CI in tolerance units, as the forest plot draws it: a
+    two-sided band maps to [-1, 1] around its centre (the target); a one-sided band (e.g. >= 99.95)
+    with a paper value inside it (100) maps to [-1, None) (None: unbounded) around the paper value,
+    its unit the paper's distance to the bound. None where there is no such unit."""
+    m, pv, e = r.get("measured"), r.get("paper_value"), r["expect"]
+    if not m or r["check"]["type"] not in ("value", "all", "ratio", "difference", "loglog_slope") \
+            or not math.isfinite(m.get("value", math.nan)):
+        return None
+    if checks.position(e, m["value"])["units"] is not None:
+        z = [checks.position(e, v)["units"] for v in (m["value"], *m["ci"])]
+        band = (-1.0, 1.0)
+    elif isinstance(pv, (int, float)) and ("min" in e) != ("max" in e) and e.get("min", e.get("max")) != pv \
+            and checks.position(e, pv)["outside"] == 0:
+        unit = abs(pv - e.get("min", e.get("max")))
+        z = [(v - pv) / unit for v in (m["value"], *m["ci"])]
+        band = (-1.0, None) if "min" in e else (None, 1.0)  # None: unbounded
+    else:
+        return None
+    return {"z": z[0], "lo": z[1], "hi": z[2], "band": band}
+
+
 def forest_rows(claims: list) -> list:
-    """One row per numeric claim, in section order: the measured value and its 95% CI in
-    tolerance units. A two-sided band maps to [-1, 1] around its centre (the target); a one-sided
-    band (e.g. >= 99.95) with a paper value inside it (100) maps to [-1, None) (None: unbounded)
-    around the paper value, its unit the paper's distance to the bound. Other claims have no unit and no row."""
+    """One row per numeric claim, in section order (see tol_position). Other claims have no unit
+    and no row; `forest_left_out` says which and why."""
     rows = []
     for r in claims:
-        m, pv, e = r.get("measured"), r.get("paper_value"), r["expect"]
-        if not m or r["check"]["type"] not in ("value", "all", "ratio", "difference", "loglog_slope"):
+        t = tol_position(r)
+        if t is None:
             continue
-        if checks.position(e, m["value"])["units"] is not None:
-            z = [checks.position(e, v)["units"] for v in (m["value"], *m["ci"])]
-            band = (-1.0, 1.0)
-        elif isinstance(pv, (int, float)) and ("min" in e) != ("max" in e) and e.get("min", e.get("max")) != pv \
-                and checks.position(e, pv)["outside"] == 0:
-            unit = abs(pv - e.get("min", e.get("max")))
-            z = [(v - pv) / unit for v in (m["value"], *m["ci"])]
-            band = (-1.0, None) if "min" in e else (None, 1.0)  # None: unbounded
-        else:
-            continue
-        rows.append({"section": r["section"], "label": r["id"], "z": z[0], "lo": z[1], "hi": z[2],
-                     "band": band, "verdict": r["verdict"]})
+        rows.append({"section": r["section"], "label": r["id"], "statement": r["statement"], **t,
+                     "verdict": r["verdict"], "anchor": r.get("anchor")})
     return rows
+
+
+def forest_left_out(claims: list, rows: list) -> list:
+    """The claims the forest plot does not draw, by reason: [{'reason', 'ids'}]."""
+    drawn = {r["label"] for r in rows}
+    why = defaultdict(list)
+    for r in claims:
+        if r["id"] in drawn:
+            continue
+        if r["verdict"] == "not run":
+            reason = "not run (nothing measured)"
+        elif r["verdict"] in ("error", "diverged"):
+            reason = f"{r['verdict']} (no value)"
+        elif r["check"]["type"] in ("welch", "monotonic"):
+            reason = "tests of direction or significance (no tolerance)"
+        elif r.get("training_free") or (r["expect"].get("abs_tol") == 0 and "target" in r["expect"]):
+            reason = "exact counts (no tolerance)"
+        else:
+            reason = "one-sided bounds without a paper value inside them"
+        why[reason].append(r)
+    return [{"reason": k, "n": len(v), "ids": [r["id"] for r in v], "anchors": [r["anchor"] for r in v]}
+            for k, v in why.items()]
 
 
 def _plot_text(p: dict, first: dict) -> dict:
@@ -286,7 +322,7 @@ def provenance(runs: dict) -> dict:
     provenance (trained by older code), the part files that supplied it for runs that had none
     (`sources`), and `mixed`: the fields with more than one value."""
     known = [p for p in runs.values() if p]
-    out = {f: sorted({"none" if p.get(f) is None else str(p[f]) for p in known}) for f in PROVENANCE_FIELDS}
+    out = {f: sorted({"none" if p.get(f) is None else str(p[f]) for p in known}) for f in TRAINED_FIELDS}
     # provenance an export's part file supplied for runs made before it was recorded (cache.import_exports)
     out["sources"] = sorted({p["source"] for p in known if p.get("source")})
     dates = sorted(str(p["date"])[:10] for p in known if p.get("date"))  # the day of an ISO date or time
@@ -294,6 +330,346 @@ def provenance(runs: dict) -> dict:
                 "dates": [dates[0], dates[-1]] if dates else [],
                 "mixed": [f for f in ("device", "torch", "cuda", "commit") if len(out[f]) > 1]})
     return out
+
+
+def _load_claim_files(results: list) -> dict:
+    """{file: ClaimFile or None} for the files the results name (None where it cannot be read, e.g.
+    results built elsewhere): the report reads the experiments' procedure, plan and readings there."""
+    from . import spec
+    out = {}
+    for f in dict.fromkeys(r["file"] for r in results):
+        try:
+            out[f] = spec.load(f, with_claims=False)
+        except Exception:
+            out[f] = None
+    return out
+
+
+def _cost(cfgs) -> dict:
+    from ..runs.expand import training_cost
+    costs = [training_cost(c) for c in cfgs]
+    return {"runs": len(cfgs), "steps": sum(c["steps"] for c in costs), "pflop": sum(c["flops"] for c in costs) / 1e15}
+
+
+def command(file: str, tier: str, readings_sel: tuple = ()) -> str:
+    """The pytest command that trains (what is missing of) a claim file's experiments in a tier and
+    checks their claims; with `readings_sel`, under those readings (NAME=VALUE pairs)."""
+    gpu = " --gpu" if tier == "full" else ""
+    return (f"pytest {file} -m {tier}{gpu}"
+            + "".join(f" --readings {r}" for r in readings_sel))
+
+
+def experiment_plan(exp, file: str, tier: str) -> dict:
+    """What an experiment trains in a tier, from its claim file: procedure, runs, optimiser steps
+    and PFLOP (harness.runs.expand, as `python -m harness plan`), and per declared reading beyond
+    the primary the runs it adds (a reading that only changes an instrument option trains nothing
+    new), their cost and the command that runs it."""
+    from ..runs import cache as run_cache
+    from ..runs import expand as ex
+    out = {"procedure": exp.procedure, "model": exp.model, "dataset": exp.dataset, "notes": exp.notes,
+           "command": command(file, tier), "readings": []}
+    if exp.procedure == "count":
+        return {**out, "runs": 0, "steps": 0, "pflop": 0.0}
+    primary = ex.training_runs(exp, tier)
+    out.update(_cost(primary))
+    seen = {run_cache.run_key(c) for c in ex.expand(exp, tier, "cuda")}  # the primary's (dense) runs
+    for reading in exp.readings(tier)[1:]:
+        dense = len(ex.expand(exp, tier, "cuda", reading))
+        new = [c for i, c in enumerate(ex.training_runs(exp, tier, reading=reading))
+               if not (exp.procedure == "train" or i < dense) or run_cache.run_key(c) not in seen]
+        pairs = tuple(f"{p}={readings.format_value(v)}" for p, v in reading.changed)
+        out["readings"].append({"name": reading.name, **_cost(new), "command": command(file, tier, pairs)})
+    return out
+
+
+_MISSING = re.compile(r"(\d+) of (\d+) (?:dense )?runs missing")
+
+
+def experiments(results: list, files: dict, measured_s: dict) -> dict:
+    """Per experiment[tier]: its claims' verdicts, training-free or not, what is missing and what
+    it costs, the command, its readings (declared, tried or not) and the training time measured
+    with its runs (`measured_s`, {experiment[tier]: seconds})."""
+    out = {}
+    for r in results:
+        key = f"{r['experiment']}[{r['tier']}]"
+        e = out.get(key)
+        if e is None:
+            cf = files.get(r["file"])
+            exp = cf.experiments.get(r["experiment"]) if cf else None
+            plan = None
+            if exp is not None:
+                try:
+                    plan = experiment_plan(exp, r["file"], r["tier"])
+                except Exception:  # a plan the expansion cannot cost: the report still renders
+                    plan = None
+            procedure = r.get("procedure") or (plan or {}).get("procedure") or \
+                ("count" if r["check"].get("metric") == "params" else "train")
+            e = out[key] = {"key": key, "experiment": r["experiment"], "tier": r["tier"], "file": r["file"],
+                            "section": r["section"], "procedure": procedure,
+                            "training_free": procedure == "count", "plan": plan,
+                            "command": (plan or {}).get("command") or command(r["file"], r["tier"]),
+                            "verdicts": Counter(), "claims": [], "missing": None,
+                            "measured_s": measured_s.get(key),
+                            "notes": r.get("experiment_notes") or "", "tried": {},
+                            "declared": r.get("readings_declared") or {}}
+        e["verdicts"][r["verdict"]] += 1
+        e["claims"].append(r["anchor"])
+        if r["verdict"] == "not run":
+            m = _MISSING.search(r.get("detail", ""))
+            if m:
+                e["missing"] = {"runs": int(m.group(1)), "of": int(m.group(2))}
+    for e in out.values():
+        e["verdicts"] = dict(e["verdicts"])
+        plan = e["plan"]
+        if plan and e["missing"]:
+            share = e["missing"]["runs"] / e["missing"]["of"] if e["missing"]["of"] else 1.0
+            e["missing"]["pflop"] = plan["pflop"] * share  # exact when every run is missing
+            e["missing"]["all"] = e["missing"]["runs"] == e["missing"]["of"]
+    return out
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def _list(items: list) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
+
+
+def pflop_text(pflop: float) -> str:
+    return f"{pflop:,.2f} PFLOP" if pflop < 10 else f"{pflop:,.0f} PFLOP"
+
+
+def vs_paper(r: dict) -> dict | None:
+    """The measured value against the paper's: {'d', 'rel', 'text'} (pp for percentages, else a
+    relative %), or None where there is no single number to compare (tests, monotonic steps)."""
+    m, pv = r.get("measured"), r.get("paper_value")
+    if not m or not isinstance(pv, (int, float)) or isinstance(pv, bool) \
+            or r["check"]["type"] in ("welch", "monotonic") or not math.isfinite(m.get("value", math.nan)):
+        return None
+    d = m["value"] - pv
+    if r["unit"] == "%":
+        text = f"{d:+.1f} pp".replace("-", "−")
+    elif pv:
+        text = f"{100 * d / abs(pv):+.0f}%".replace("-", "−")
+    else:
+        text = num(d)
+    return {"d": d, "rel": d / abs(pv) if pv else None, "text": text}
+
+
+TYPE_WORDS = {"loglog_slope": "log-log slope", "ratio": "ratio", "difference": "difference", "welch": "Welch test",
+              "monotonic": "trend", "all": "every configuration", "value": "value"}
+
+
+def _misses(fails: list, passes: list, declared: dict) -> list:
+    """Sentences on the claims that fail: grouped by experiment, metric and direction; three or
+    more in one group are summarised (with a note where a slope or ratio on the same metric passes:
+    a constant factor), fewer are named one by one; the largest misses first."""
+    groups = defaultdict(list)
+    for r in fails:
+        v = r.get("vs_paper")
+        groups[(r["experiment"], r["check"]["metric"], None if v is None else v["d"] > 0)].append(r)
+
+    def size(g):
+        return max(abs(r.get("z") or 0) for r in g)
+    out = []
+    for (exp, metric, up), g in sorted(groups.items(), key=lambda kv: -size(kv[1])):
+        label = metric_label(metric)[0]
+        if up is not None and len(g) >= 3:
+            vs = [r["vs_paper"] for r in g]
+            if g[0]["unit"] == "%":
+                lo, hi = min(abs(v["d"]) for v in vs), max(abs(v["d"]) for v in vs)
+                rng = f"{lo:.1f} pp" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f} to {hi:.1f} pp"
+            else:
+                rels = [abs(v["rel"]) for v in vs if v["rel"] is not None]
+                lo, hi = (min(rels), max(rels)) if rels else (0, 0)
+                rng = f"{100 * lo:.0f}% to {100 * hi:.0f}%"
+            text = (f"{label[0].upper() + label[1:]} ({exp}) misses the paper in {len(g)} claims, every one "
+                    f"{'above' if up else 'below'} it, by {rng}")
+            same = [TYPE_WORDS.get(r["check"]["type"], r["check"]["type"]) for r in passes
+                    if r["experiment"] == exp and r["check"]["metric"] == metric
+                    and r["check"]["type"] in ("loglog_slope", "ratio")]
+            if same and g[0]["unit"] != "%" and lo > 0 and hi / lo <= 1.5:
+                same = list(dict.fromkeys(same))
+                text += (f", while its {_list(same)} pass{'es' if len(same) == 1 else ''}: the same factor at every "
+                         f"configuration (about ×{1 + (lo + hi) / 2 * (1 if up else -1):.2f}), so the trend "
+                         f"reproduces and the level does not")
+                if declared:
+                    text += f"; the experiment declares readings of {_list(sorted(declared))} that could account for it"
+            out.append(text + ".")
+            continue
+        for r in sorted(g, key=lambda r: -abs(r.get("z") or 0)):
+            v, mt = r.get("vs_paper"), r.get("measured_text")
+            if v is not None and mt:
+                out.append(f"{r['statement']}: measured {mt['value']} against the paper's {r['paper_text']} ({v['text']}).")
+            elif r["verdict"] == "diverged":
+                out.append(f"{r['statement']}: a run diverged.")
+            else:
+                out.append(f"{r['statement']}: {r.get('explanation') or r.get('detail', '')}.")
+    return out
+
+
+def _reproduced(passes: list) -> str:
+    by = defaultdict(list)
+    for r in passes:
+        by[metric_label(r["check"]["metric"])[0]].append(r["check"]["type"])
+    parts = []
+    for label, types in by.items():
+        other = [TYPE_WORDS.get(t, t) for t in dict.fromkeys(types) if t not in ("value", "all")]
+        parts.append(f"{label} ({_plural(len(types), 'claim')}" + (f"; {_list(other)}" if other else "") + ")")
+    return _list(parts)
+
+
+def findings(sections: list, exps: dict, readings_doc: dict) -> dict:
+    """The answer in words, generated from the verdicts, readings and plans (nothing here is
+    written for one run's numbers): an overall paragraph, and per section what reproduces, what
+    does not and by how much, what the readings say, what is training-free and what has not run."""
+    claims = [r for sec in sections for g in sec["groups"] for r in g["claims"]]
+    trained = [r for r in claims if not r["training_free"]]
+    free = [r for r in claims if r["training_free"]]
+    tv, fv = Counter(r["verdict"] for r in trained), Counter(r["verdict"] for r in free)
+    overall = []
+    n_eval = sum(tv[v] for v in EVALUATED)
+    if n_eval:
+        s = (f"Of the {_plural(n_eval, 'claim')} measured on trained models, {tv['pass']} reproduce"
+             f"{'s' if tv['pass'] == 1 else ''} and {tv['fail'] + tv['diverged']} do not")
+        if tv["inconclusive"]:
+            s += f"; {tv['inconclusive']} {'is' if tv['inconclusive'] == 1 else 'are'} inconclusive (more seeds needed)"
+        if tv["diverged"]:
+            s += f" ({tv['diverged']} of them diverged)"
+        overall.append(s + ".")
+    elif trained:
+        overall.append("No claim that needs training has been measured yet.")
+    if free:
+        fe = sum(fv[v] for v in EVALUATED)
+        overall.append(f"{_plural(len(free), 'training-free claim')} (counted from the architecture, nothing trained): "
+                       + ("all pass." if fv["pass"] == len(free) else
+                          ", ".join(f"{fv[v]} {v}" for v in VERDICTS if fv.get(v)) + "." if fe or fv else ""))
+    waiting = [e for e in exps.values() if e["verdicts"].get("not run")]
+    if waiting:
+        pf = sum((e["missing"] or {}).get("pflop", 0.0) for e in waiting)
+        runs = sum((e["missing"] or {}).get("runs", 0) for e in waiting)
+        overall.append(f"{_plural(sum(e['verdicts']['not run'] for e in waiting), 'claim')} in "
+                       f"{_plural(len(waiting), 'experiment')} have not run: {_plural(runs, 'run')} to train"
+                       + (f", {pflop_text(pf)}" if pf else "") + " (commands below).")
+    if tv["error"] + fv["error"]:
+        overall.append(f"{_plural(tv['error'] + fv['error'], 'claim')} could not be evaluated (error).")
+    out = {"overall": overall, "sections": []}
+    described = set()  # experiments whose readings are already told (a control section reuses them)
+    for sec in sections:
+        mine = [r for g in sec["groups"] for r in g["claims"]]
+        tr = [r for r in mine if not r["training_free"]]
+        fr = [r for r in mine if r["training_free"]]
+        c = Counter(r["verdict"] for r in tr)
+        lines = []
+        if fr:
+            cf = Counter(r["verdict"] for r in fr)
+            lines.append(f"{_plural(len(fr), 'training-free claim')} (parameter counts, nothing trained): "
+                         + ("all pass." if cf["pass"] == len(fr) else
+                            ", ".join(f"{cf[v]} {v}" for v in VERDICTS if cf.get(v)) + "."))
+        ev = sum(c[v] for v in EVALUATED)
+        if ev:
+            lines.append(f"Of {_plural(ev, 'claim')} measured on trained models, {c['pass']} "
+                         f"reproduce{'s' if c['pass'] == 1 else ''}, {c['fail'] + c['diverged']} do not"
+                         + (f", {c['inconclusive']} inconclusive" if c["inconclusive"] else "") + ".")
+        passes = [r for r in tr if r["verdict"] == "pass"]
+        if passes:
+            lines.append(f"Reproduced: {_reproduced(passes)}.")
+        declared = {}
+        for g in sec["groups"]:
+            declared.update(exps[g["key"]]["declared"])
+        lines += _misses([r for r in tr if r["verdict"] in MISSES], passes, declared)
+        inc = [r for r in tr if r["verdict"] == "inconclusive"]
+        if inc:
+            need = [r["seeds_needed"] for r in inc if isinstance(r.get("seeds_needed"), int)]
+            lines.append(f"Inconclusive (the 95% interval straddles a band edge): {_list([r['id'] for r in inc])}"
+                         + (f"; about {max(need)} seeds would settle {'it' if len(inc) == 1 else 'them'}" if need else "")
+                         + ".")
+        err = [r for r in mine if r["verdict"] == "error"]
+        if err:
+            lines.append(f"Could not be evaluated (error): {_list([r['id'] for r in err])}.")
+        rsec = (readings_doc.get("sections") or {}).get(f"{sec['name']} {sec['title']}")
+        if rsec:
+            lines.append(f"Readings: {rsec['sentence']}.")
+        done = set()
+        for g in sec["groups"]:
+            if g["key"] in done:
+                continue
+            done.add(g["key"])
+            e = exps[g["key"]]
+            plan = e["plan"] or {}
+            waiting = sum(r["verdict"] == "not run" for x in sec["groups"] if x["key"] == g["key"] for r in x["claims"])
+            if waiting:
+                m = e["missing"] or {}
+                lines.append(f"Not run: {_plural(waiting, 'claim')} of {e['experiment']}"
+                             + (f" ({m['runs']} of {m['of']} runs missing" + (f", {pflop_text(m['pflop'])}" if m.get("pflop") else "")
+                                + ")" if m else "") + ".")
+            if plan.get("readings") and not rsec and g["key"] not in described:
+                described.add(g["key"])
+                new = [x for x in plan["readings"] if x["runs"]]
+                lines.append(f"Readings of {e['experiment']}: {_plural(len(plan['readings']), 'other reading')} declared "
+                             f"({_list(sorted(e['declared']))}), none tried yet"
+                             + (f"; together they train {_plural(sum(x['runs'] for x in new), 'more run')}, "
+                                f"{pflop_text(sum(x['pflop'] for x in new))}" if new else "") + ".")
+        out["sections"].append({"name": sec["name"], "title": sec["title"], "anchor": sec["anchor"], "lines": lines})
+    return out
+
+
+def expected_text(r: dict) -> str:
+    """The expectation in words and the claim's unit: a band's numbers as the measured ones are
+    written (6,514; 99.95 %), a Welch test as the difference it expects."""
+    c, e, unit = r["check"], r["expect"], r["unit"]
+    if c["type"] == "welch":
+        alpha = e.get("alpha", 0.05)
+        if not e.get("significant", True):
+            return f"no significant difference between ({_where(c['a'])}) and ({_where(c['b'])}) (Welch t-test, p ≥ {alpha:g})"
+        rel = "above" if e.get("direction", "greater") == "greater" else "below"
+        return (f"{metric_label(c['metric'])[0]} at ({_where(c['a'])}) significantly {rel} ({_where(c['b'])}) "
+                f"(Welch t-test, p < {alpha:g})")
+    if c["type"] == "monotonic":
+        return r.get("expected", "")
+    u = "" if unit == "×" else unit
+    lo, hi = checks._band(e)
+    if "target" in e:
+        t = e["target"]
+        if lo == hi:
+            return f"exactly {with_unit(num(t), u)}"
+        if "rel_tol" in e and "abs_tol" not in e:
+            return f"{with_unit(num(t), u)} ± {100 * e['rel_tol']:g}% (from {num(lo)} to {num(hi)})"
+        return f"{with_unit(num(t), u)} ± {with_unit(num(hi - t), 'pp' if u == '%' else u)}"
+    if math.isinf(lo):
+        return f"at most {with_unit(num(hi), u)}"
+    if math.isinf(hi):
+        return f"at least {with_unit(num(lo), u)}"
+    return f"from {num(lo)} to {with_unit(num(hi), u)}"
+
+
+def _cfg_label(label: str, model: str | None) -> str:
+    """A configuration's label as the claims name it: a CNN's width is its channel count c."""
+    return re.sub(r"\bwidth=", "c=", label) if model == "cnn" else re.sub(r"\bwidth=", "w=", label)
+
+
+def trained_where(sections: list) -> list:
+    rows, seen = [], set()
+    for sec in sections:
+        for g in sec["groups"]:
+            pv = g["provenance"]
+            if g["key"] in seen or pv["runs"] == pv["without"] and not pv["runs"]:
+                continue
+            seen.add(g["key"])
+            vals = {}
+            for f in TRAINED_FIELDS:
+                got = [v for v in pv.get(f, [])]
+                if not got:
+                    vals[f] = "not recorded"
+                else:
+                    vals[f] = " / ".join("not recorded" if v == "none" else (v[:10] if f == "commit" else v) for v in got)
+            dates = pv["dates"]
+            rows.append({"experiment": g["experiment"], "anchor": g["anchor"], "runs": pv["runs"], "fields": vals,
+                         "sources": pv["sources"], "without": pv["without"],
+                         "dates": (dates[0] if dates[0] == dates[1] else f"{dates[0]} to {dates[1]}") if dates else "not recorded"})
+    return rows
 
 
 def build(results: list, wall_s: float, device: str = "cpu") -> dict:
@@ -310,12 +686,28 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         runs.update({k: runs.get(k) for k in walls})  # runs made before provenance was recorded: None
         runs.update({k: v for k, v in (r.pop("run_provenance", None) or {}).items() if v or k not in runs})
         r["anchor"] = slug(Path(r["file"]).stem, r["id"], r["tier"])
+    exps = experiments(results, _load_claim_files(results),
+                       {k: sum(v.values()) for k, v in per_experiment.items() if v})
+    for r in results:
+        e = exps[f"{r['experiment']}[{r['tier']}]"]
+        r["training_free"] = e["training_free"]
+        model = (e["plan"] or {}).get("model") or (r.get("plot") or {}).get("model")
+        for t in r.get("table") or []:
+            t["label"] = _cfg_label(t["label"], model)
+            d = None if float(t["value"]).is_integer() or not 1e-3 <= abs(t["value"]) < 1e6 else decimals_for(t["value"])
+            t["value_text"] = num(t["value"], d)
+            t["ci_text"] = (f"[{num(t['ci'][0], d)}, {num(t['ci'][1], d)}]"
+                            if t["n"] > 1 and t["ci"][0] != t["ci"][1] else "")
         r["unit"] = quantity_unit(r["check"])
+        r["expected_text"] = expected_text(r)
         r["paper_text"] = paper_text(r)
         r["measured_text"] = estimate_text(r["measured"], r["unit"]) if r.get("measured") else None
         r["explanation"] = explain(r)
         r["compared"] = compared(r)
         r["deviation"] = deviation_text(r)
+        r["vs_paper"] = vs_paper(r)
+        t = tol_position(r)
+        r["z"] = t["z"] if t else None
     sections, plots = [], {}
     for r in results:
         name = r["section"]
@@ -345,7 +737,27 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
     for sec in sections:
         sec["counts"] = dict(sec["counts"])
     totals = Counter(r["verdict"] for r in results)
-    evaluated = sum(totals[v] for v in ("pass", "fail", "diverged"))
+    evaluated = sum(totals[v] for v in EVALUATED)
+    for r in reading_results:  # readings tried in this session or found in the cache
+        e = exps.get(f"{r['experiment']}[{r['tier']}]")
+        if e is not None:
+            e["tried"].setdefault(r.get("reading_id"), Counter())[r["verdict"]] += 1
+    for e in exps.values():
+        e["tried"] = {k: dict(v) for k, v in e["tried"].items()}
+        plan = e["plan"] or {}
+        for x in plan.get("readings", []):
+            x["tried"] = e["tried"].get(x["name"])
+    readings_doc = readings.table(results + reading_results)
+    forest = forest_rows(results)
+    anchors = {}
+    for sec in sections:
+        for g in sec["groups"]:
+            anchors.setdefault(g["key"], g["anchor"])
+    for k, e in exps.items():
+        e["anchor"] = anchors.get(k)
+        if e["missing"] and "pflop" in e["missing"]:
+            e["missing"]["pflop_text"] = pflop_text(e["missing"]["pflop"])
+    waiting = [e for e in exps.values() if e["verdicts"].get("not run")]
     return {"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "environment": environment(device), "wall_s": wall_s, "tiers": tiers,
             "verdicts": list(VERDICTS), "colours": COLOURS,
@@ -355,8 +767,13 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
                                    for r in results if r.get("experiment_seconds") is not None},
             "training_seconds": {k: sum(v.values()) for k, v in per_experiment.items() if v},
             "training_seconds_total": sum(recorded.values()),
-            "claims": results, "plots": plots, "forest": forest_rows(results),
-            "readings": readings.table(results + reading_results),
+            "claims": results, "plots": plots, "forest": forest,
+            "forest_left_out": forest_left_out(results, forest),
+            "experiments": exps, "findings": findings(sections, exps, readings_doc),
+            "waiting": waiting, "markers": MARKER_WORDS,
+            "trained_where": trained_where(sections), "provenance_fields": list(TRAINED_FIELDS),
+            "data_provenance": "shared/data/PROVENANCE.md",
+            "readings": readings_doc,
             # checks of claims under other readings than the primary (pytest --readings)
             "reading_totals": dict(Counter(r["verdict"] for r in reading_results)),
             "not_in_session": sum(r.get("in_session") is False for r in results)}
@@ -383,10 +800,11 @@ def render(doc: dict) -> str:
     env.filters["num"] = num
     env.filters["slug"] = lambda s: slug(s)
     svgs = {k: plot_svg(p, slug("fig", k)) for k, p in doc["plots"].items()}
-    forest = forest_svg(doc["forest"], "fig-forest",
-                        "Every numeric claim: measured value against its expected band, in tolerance units") \
-        if doc["forest"] else None
-    return env.get_template("report.html.j2").render(doc=doc, svgs=svgs, forest=forest, headline=headline(doc))
+    title = "Every numeric claim: measured value against its expected band, in tolerance units"
+    forest = forest_svg(doc["forest"], "fig-forest", title) if doc["forest"] else None
+    narrow = forest_svg(doc["forest"], "fig-forest-phone", title, narrow=True) if doc["forest"] else None
+    return env.get_template("report.html.j2").render(doc=doc, svgs=svgs, forest=forest, forest_narrow=narrow,
+                                                     headline=headline(doc))
 
 
 def write(results: list, out_dir, wall_s: float, device: str = "cpu") -> tuple:

@@ -14,8 +14,12 @@ from .fmt import AXES, metric_label
 
 
 # verdict colours, each >= 4.5:1 against white (WCAG AA), shared by the HTML and the figures
-COLOURS = {"pass": "#1b6e20", "fail": "#b71c1c", "diverged": "#8a4b00", "error": "#8a4b00",
-           "not run": "#595959"}
+COLOURS = {"pass": "#1b6e20", "fail": "#b71c1c", "inconclusive": "#5e35b1", "diverged": "#8a4b00",
+           "error": "#8a4b00", "not run": "#595959"}
+# ... and a marker shape each, so that a verdict does not rest on colour alone (matplotlib, and in words)
+MARKERS = {"pass": "o", "fail": "X", "inconclusive": "D", "diverged": "^", "error": "s", "not run": "."}
+MARKER_WORDS = {"pass": "● disc", "fail": "✖ cross", "inconclusive": "◆ diamond", "diverged": "▲ triangle",
+                "error": "■ square"}
 
 
 def axis_label(metrics: list) -> str:
@@ -168,12 +172,17 @@ def plot_svg(plot: dict, uid: str) -> str:
     return _svg(fig, uid, plot["caption"], plot["desc"])
 
 
-def forest_svg(rows: list, uid: str, title: str) -> str:
+def forest_svg(rows: list, uid: str, title: str, narrow: bool = False) -> str:
+    """Every numeric claim in tolerance units, one row per claim labelled by its id (the id the
+    table and the cards show), the verdict as marker shape and colour. `narrow`: drawn for a phone
+    (about 390 px), larger type in a narrower figure. Values beyond ±5 are drawn at the edge with
+    their value in tolerance units, on a white ground so that no bar hides a sign."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     clip = 5.0
+    fs = 9.5 if narrow else 8
     sections = list(dict.fromkeys(r["section"] for r in rows))
     ypos, labels, y = [], [], 0
     for sec in sections:
@@ -183,7 +192,7 @@ def forest_svg(rows: list, uid: str, title: str) -> str:
             ypos.append(y)
             labels.append((y, r["label"], False))
             y += 1
-    fig, ax = plt.subplots(figsize=(6.6, 0.6 + 0.19 * y))
+    fig, ax = plt.subplots(figsize=(3.9 if narrow else 7.2, 0.9 + (0.26 if narrow else 0.21) * y))
     ax.axvline(0, color="#555", lw=0.8, zorder=1)
     for r, yy in zip(rows, ypos):
         lo_b, hi_b = (side * (clip + 1) if b is None else max(-clip - 1, min(clip + 1, b))
@@ -194,23 +203,32 @@ def forest_svg(rows: list, uid: str, title: str) -> str:
         z, lo, hi = (max(-clip, min(clip, v)) for v in (r["z"], r["lo"], r["hi"]))
         ax.plot([lo, hi], [yy, yy], color=c, lw=1.5, zorder=2)
         off = abs(r["z"]) > clip
-        ax.plot([z], [yy], marker=(">" if r["z"] > 0 else "<") if off else "o", color=c, ms=5, zorder=3)
         if off:
-            ax.annotate(f"{r['z']:+.1f}", (z, yy), xytext=(-6 if z > 0 else 6, 0), textcoords="offset points",
-                        ha="right" if z > 0 else "left", va="center", fontsize=7, color=c)
-    ax.set_yticks([p for p, _, _ in labels], [t for _, t, _ in labels], fontsize=7)
+            ax.plot([z], [yy], marker=">" if r["z"] > 0 else "<", color=c, ms=6, zorder=3)
+            ax.annotate(f"{r['z']:+.1f}".replace("-", "−"), (z, yy), xytext=(-8 if z > 0 else 8, 0),
+                        textcoords="offset points", ha="right" if z > 0 else "left", va="center",
+                        fontsize=fs - 0.5, color=c, zorder=4,
+                        bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none"})
+        else:
+            ax.plot([z], [yy], marker=MARKERS.get(r["verdict"], "o"), color=c, ms=6 if narrow else 5.5,
+                    mec="white", mew=0.4, zorder=3, linestyle="none")
+    ax.set_yticks([p for p, _, _ in labels], [t for _, t, _ in labels], fontsize=fs)
     for tick, (_, _, head) in zip(ax.get_yticklabels(), labels):
         if head:
             tick.set_fontweight("bold")
-            tick.set_fontsize(8)
     ax.set_ylim(y - 0.5, -0.7)
     ax.set_xlim(-clip - 0.6, clip + 0.6)
-    ax.set_xlabel("(measured − expected) in tolerance units; dot: point estimate, bar: 95% CI", fontsize=8)
+    ax.set_xticks(range(-4, 5, 2 if not narrow else 4))
+    ax.tick_params(axis="x", labelsize=fs)
+    ax.set_xlabel("(measured − expected) / tol" if narrow else
+                  "(measured − expected) / tolerance; marker: estimate, bar: 95% CI",
+                  fontsize=fs)
     ax.grid(axis="x", alpha=0.3)
-    for v, name in COLOURS.items():
+    for v, colour in COLOURS.items():
         if v in {r["verdict"] for r in rows}:
-            ax.plot([], [], marker="o", color=name, linestyle="none", label=v)
-    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False)
+            ax.plot([], [], marker=MARKERS[v], color=colour, linestyle="none", label=v)
+    ax.legend(fontsize=fs, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2 if narrow else 4, frameon=False,
+              handletextpad=0.3, columnspacing=1.0)
     fig.tight_layout()
-    desc = "; ".join(f"{r['label']}: {r['z']:+.2f} ({r['verdict']})" for r in rows)
+    desc = "; ".join(f"{r['label']}: {r['z']:+.2f} tol ({r['verdict']})" for r in rows)
     return _svg(fig, uid, title, desc)
