@@ -37,7 +37,7 @@ VERDICTS = ("pass", "fail", "inconclusive", "diverged", "error", "not run")
 EVALUATED = ("pass", "fail", "inconclusive", "diverged")  # a verdict from measured runs
 MISSES = ("fail", "diverged")  # what the findings count as "does not reproduce"
 PROVENANCE_FIELDS = ("device", "torch", "cuda", "commit")
-TRAINED_FIELDS = ("device", "driver", "torch", "cuda", "cudnn", "python", "commit")  # "where trained" table
+TRAINED_FIELDS = ("device", "driver", "torch", "cuda", "cudnn", "python", "commit", "data")  # "where trained" table
 
 
 def _where(w: dict) -> str:
@@ -677,6 +677,10 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
     results = sorted(results, key=lambda r: (section_key(r["section"]), r["file"], r["tier"], r.get("order", 0),
                                              r["id"]))
     tiers = sorted({r["tier"] for r in results})
+    devices = defaultdict(lambda: defaultdict(set))  # (experiment, tier) -> reading -> devices of its runs
+    for r in results + reading_results:
+        for p in (r.get("run_provenance") or {}).values():
+            devices[(r["experiment"], r["tier"])][r.get("reading_id", "primary")].add((p or {}).get("device") or "not recorded")
     recorded, per_experiment, prov = {}, defaultdict(dict), defaultdict(dict)
     for r in results:
         walls = r.pop("run_wall_s", None) or {}
@@ -686,6 +690,10 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         runs.update({k: runs.get(k) for k in walls})  # runs made before provenance was recorded: None
         runs.update({k: v for k, v in (r.pop("run_provenance", None) or {}).items() if v or k not in runs})
         r["anchor"] = slug(Path(r["file"]).stem, r["id"], r["tier"])
+    for r in reading_results:  # runs of other readings belong to the experiment too: where were they made?
+        runs = prov[(r["experiment"], r["tier"])]
+        runs.update({k: runs.get(k) for k in (r.get("run_wall_s") or {})})
+        runs.update({k: v for k, v in (r.get("run_provenance") or {}).items() if v or k not in runs})
     exps = experiments(results, _load_claim_files(results),
                        {k: sum(v.values()) for k, v in per_experiment.items() if v})
     for r in results:
@@ -721,7 +729,9 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
             sec["groups"].append({"key": key, "experiment": r["experiment"], "tier": r["tier"],
                                   "anchor": slug("exp", sec["name"], r["experiment"], r["tier"]),
                                   "plot": None, "plot_at": None, "claims": [],
-                                  "provenance": provenance(prov[(r["experiment"], r["tier"])])})
+                                  "provenance": {**provenance(prov[(r["experiment"], r["tier"])]),
+                                                 "by_reading": {k: sorted(v) for k, v in
+                                                                devices[(r["experiment"], r["tier"])].items()}}})
         g = sec["groups"][-1]
         g["claims"].append(r)
         if r.get("plot") and r["plot"]["series"]:

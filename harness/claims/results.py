@@ -35,7 +35,7 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
     base = {"id": claim.id, "file": file_label(claim.file), "order": cf.claims.index(claim),
             "section": claim.section, "title": cf.title,
             "tier": tier, "statement": claim.statement, "paper": claim.paper,
-            "paper_value": claim.paper_value, "experiment": exp.name, "check": t["check"],
+            "paper_value": claim.paper_value, "experiment": exp.name, "procedure": exp.procedure, "check": t["check"],
             "expect": t["expect"], "expected": checks.describe(t["check"], t["expect"]),
             "why": t["expect"]["why"], "disagreements": claim.disagreements,
             "reading": claim.reading, "experiment_notes": exp.notes,
@@ -63,8 +63,17 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
     # so a report assembled from runs trained in several sessions still says what they cost
     out["run_wall_s"] = {row["key"]: row["metrics"]["wall_s"] for row in rows
                          if row["key"] and "wall_s" in row["metrics"]}
-    out["run_provenance"] = {row["key"]: row.get("provenance") for row in rows if row["key"]}
+    out["run_provenance"] = {row["key"]: _with_data(row) for row in rows if row["key"]}
     return {**base, **out}
+
+
+def _with_data(row):
+    """A row's provenance with the data file it was trained on (name and the start of its sha256),
+    where the run recorded it (runs made before the project recorded it have neither)."""
+    prov, data = row.get("provenance"), row.get("data")
+    if not isinstance(data, dict) or not data.get("sha256"):
+        return prov
+    return {**(prov or {}), "data": f"{data.get('file')} sha256 {data['sha256'][:16]}"}
 
 
 def _not_run(exp, tier, ctx, reading, err) -> str:

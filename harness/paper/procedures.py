@@ -133,7 +133,8 @@ def _row(ctx, exp, r, cfg, key, metrics, fields=None) -> dict:
                 for s in opts["sigmas"]:
                     row_metrics[perturb_metric(s)] = _num(m["sigmas"][repr(float(s))]["mean"])
     return {"config": {**varying(cfg), **(fields or {})}, "seed": cfg.seed, "key": key,
-            "diverged": diverged, "metrics": row_metrics, "provenance": metrics.get("provenance")}
+            "diverged": diverged, "metrics": row_metrics, "provenance": metrics.get("provenance"),
+            "data": metrics.get("data")}
 
 
 def _take(ctx, cfg, instrument, opts, tensors) -> dict:
