@@ -237,3 +237,71 @@ def test_position_and_in_band_are_unchanged():
     assert p["delta"] == pytest.approx(-0.4) and p["outside"] == pytest.approx(-0.1)
     assert p["units"] == pytest.approx(-0.4 / 0.3)
     assert checks.position({"min": 99.95}, 100.0)["units"] is None
+
+
+WELCH_FAMILY = """
+section = "T"
+title = "Welch family"
+
+[experiments.tiny]
+procedure = "train"
+dataset = "mnist"
+model = "mlp"
+base = {train_subset = 256, test_subset = 256, epochs = 2, batch_size = 32, lr = 0.05}
+grid = {width = [8, 16]}
+smoke = {seeds = [0, 1, 2]}
+
+[experiments.never]
+procedure = "train"
+dataset = "mnist"
+model = "mlp"
+base = {train_subset = 256, test_subset = 256, epochs = 2, batch_size = 32, lr = 0.05}
+grid = {width = [4, 8]}
+smoke = {seeds = [0, 1]}
+
+[[claims]]
+id = "a"
+statement = "a"
+paper = "-"
+experiment = "tiny"
+check = {type = "welch", metric = "test_acc", a = {width = 16}, b = {width = 8}}
+[claims.smoke]
+expect = {significant = false, why = "-"}
+
+[[claims]]
+id = "b"
+statement = "b"
+paper = "-"
+experiment = "tiny"
+check = {type = "welch", metric = "train_acc", a = {width = 16}, b = {width = 8}}
+[claims.smoke]
+expect = {significant = false, why = "-"}
+
+[[claims]]
+id = "c"
+statement = "c"
+paper = "-"
+experiment = "never"
+check = {type = "welch", metric = "train_acc", a = {width = 8}, b = {width = 4}}
+[claims.smoke]
+expect = {significant = false, why = "-"}
+"""
+
+
+def test_a_welch_claim_is_decided_on_its_holm_adjusted_p_within_every_welch_claim_of_the_tier(tmp_path, data_dir):
+    """The family is every Welch claim declared in the tier beside it, whichever are selected; a
+    member not run yet ('never') counts conservatively (stats.holm)."""
+    from harness.claims import results, spec
+    from harness.runs.context import Context
+    (tmp_path / "claims").mkdir()
+    path = tmp_path / "claims" / "w.toml"
+    path.write_text(WELCH_FAMILY)
+    cf = spec.load(path)
+    a, b, _ = cf.claims
+    ctx = Context(data_dir=str(data_dir), cache_root=str(tmp_path / "cache"))
+    ra = results.claim_result(a, "smoke", a.experiment, cf, ctx)  # trains `tiny`
+    rb = results.claim_result(b, "smoke", b.experiment, cf, ctx)
+    pa, pb = ra["measured"]["p"], rb["measured"]["p"]
+    assert ra["measured"]["p_adjusted"] == pytest.approx(stats.holm([pa, pb, None])[0])
+    assert rb["measured"]["p_adjusted"] == pytest.approx(stats.holm([pa, pb, None])[1])
+    assert ra["measured"]["p_adjusted"] >= min(1.0, 2 * pa) - 1e-12  # a family of three: a multiplier of 2 at least

@@ -212,3 +212,26 @@ def test_inline_progress_lines_only_with_verbose_so_that_they_do_not_break_the_d
     assert "[harness]" not in out and "claims/t.toml .." in out  # one line of dots for the file
     r = pytester.runpytest_subprocess("claims", "-m", "smoke", "--refresh", "-v", *args)
     assert "[harness] start group 1/1 t.toml:tiny [smoke] seeds, 2 run(s)" in r.stdout.str()
+
+
+def test_an_inconclusive_claim_has_its_own_word_letter_and_count_and_exit_status_0(pytester, project, tmp_path):
+    args = project()
+    (pytester.path / "conftest.py").write_text(  # the claim's interval straddles its band edge
+        "from harness.claims import checks\nreal = checks.evaluate\n"
+        "def undecided(check, expect, rows, **kw):\n"
+        "    out = real(check, expect, rows, **kw)\n"
+        "    if check['metric'] == 'train_acc':\n"
+        "        out.update(verdict='inconclusive', seeds_needed=7, detail='inconclusive: straddles 30')\n"
+        "    return out\n"
+        "checks.evaluate = undecided\n")
+    r = pytester.runpytest_subprocess("claims", "-m", "smoke", *args)
+    out = r.stdout.str()
+    summary = out.strip().splitlines()[-1]
+    assert r.ret == 0 and "1 passed" in summary and "1 inconclusive" in summary, out
+    assert "claims/t.toml I." in out  # its own letter among the dots
+    assert "inconclusive claims (more seeds would decide them)" in out
+    assert "t.toml::learns[smoke]: inconclusive: straddles 30" in out
+    r = pytester.runpytest_subprocess("claims", "-m", "smoke", "-v", *args)
+    assert "t.toml::learns[smoke] INCONCLUSIVE" in r.stdout.str()
+    doc = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert doc["totals"] == {"pass": 1, "inconclusive": 1}

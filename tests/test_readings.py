@@ -402,3 +402,12 @@ def test_a_session_that_selects_only_readings_reports_them_with_their_primaries(
     [c] = doc["claims"]
     assert (c["id"], c["verdict"], c["in_session"]) == ("learns", "pass", False)
     assert doc["readings"]["claims"]["claims/t.toml::learns[smoke]"]["sentence"] == "holds under every reading tried (2)"
+
+
+def test_an_inconclusive_reading_neither_holds_nor_fails():
+    c = readings.classify({"primary": "pass", "epochs=20": "inconclusive"})
+    assert c["class"] == "undecided" and c["undecided"] == ["epochs=20"]
+    assert c["sentence"] == "undecided: holds under 1, fails under 0 of 2 readings tried; inconclusive under 1: epochs=20"
+    c = readings.classify({"primary": "pass", "epochs=20": "fail", "epochs=80": "inconclusive"})
+    assert c["class"] == "some" and c["sentence"].endswith("; inconclusive under 1: epochs=80")
+    assert readings.classify({"primary": "pass", "epochs=20": "pass"})["class"] == "every"

@@ -226,8 +226,8 @@ def describe(check: dict, expect: dict) -> str:
     kind = check["type"]
     if kind == "welch":
         alpha = expect.get("alpha", 0.05)
-        return (f"p < {alpha:g}, a {expect.get('direction', 'greater')}" if expect["significant"]
-                else f"p >= {alpha:g}")
+        return (f"a significantly {expect.get('direction', 'greater')} than b (Welch t-test, Holm-adjusted p < {alpha:g})"
+                if expect["significant"] else f"no significant difference (Welch t-test, Holm-adjusted p >= {alpha:g})")
     if kind == "monotonic":
         return f"{expect['direction']}" + (" (strict)" if expect.get("strict") else f" (slack {expect.get('slack', 0.0):g})")
     return _describe_band(expect)

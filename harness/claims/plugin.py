@@ -190,8 +190,11 @@ class ClaimItem(pytest.Item):
             if getattr(self.config, "_harness_inline", None):
                 self.config._harness_inline.finish()
         self.user_properties.append(("harness_claim", json.dumps(result, default=float)))
+        self.user_properties.append(("harness_verdict", result["verdict"]))
         if result["verdict"] == "not run":
             pytest.skip(result["detail"])
+        if result["verdict"] == "inconclusive":
+            return  # neither pass nor fail: reported with its own word (pytest_report_teststatus)
         if result["verdict"] in ("fail", "diverged") and not self.reading.is_primary:
             # the claim's verdict is the primary reading's; another reading that does not
             # reproduce it is a finding (the report's readings table), not a failed test
@@ -352,6 +355,26 @@ def pytest_runtestloop(session):
     return None
 
 
+def pytest_report_teststatus(report, config):
+    """An inconclusive claim (its interval straddles a band edge) has its own word and letter, and
+    its own count in the summary line; it does not make the exit status 1."""
+    if report.when == "call" and ("harness_verdict", "inconclusive") in report.user_properties:
+        return "inconclusive", "I", ("INCONCLUSIVE", {"yellow": True})
+    return None
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    inconclusive = terminalreporter.stats.get("inconclusive", [])
+    if inconclusive:
+        terminalreporter.section("inconclusive claims (more seeds would decide them)")
+        for rep in inconclusive:
+            result = json.loads(dict(rep.user_properties)["harness_claim"])
+            terminalreporter.write_line(f"INCONCLUSIVE {rep.nodeid}: {result['detail']}")
+    paths = getattr(config, "_harness_report_paths", None)
+    if paths:
+        terminalreporter.write_line(f"reproduction report: {paths[1]}  (results: {paths[0]})")
+
+
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     if hasattr(config, "workerinput") or not getattr(config, "_harness_results", None):
@@ -364,8 +387,3 @@ def pytest_sessionfinish(session, exitstatus):
                          device=ctx.device)
     config._harness_report_paths = paths
 
-
-def pytest_terminal_summary(terminalreporter, config):
-    paths = getattr(config, "_harness_report_paths", None)
-    if paths:
-        terminalreporter.write_line(f"reproduction report: {paths[1]}  (results: {paths[0]})")

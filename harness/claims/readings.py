@@ -238,7 +238,8 @@ def select(exp, tier, selection, matched=None) -> list:
 HOLDS_EVERY = "holds under every reading tried"
 HOLDS_SOME = "holds only under some readings"
 HOLDS_NONE = "fails under every reading tried"
-TRIED = ("pass", "fail", "diverged")  # an "error" (e.g. runs not in the cache) is not a reading tried
+UNDECIDED = "undecided"
+TRIED = ("pass", "fail", "diverged", "inconclusive")  # an "error" (e.g. runs not in the cache) is not a reading tried
 
 
 def split(results: list) -> tuple:
@@ -248,20 +249,31 @@ def split(results: list) -> tuple:
 
 
 def classify(verdicts: dict) -> dict:
-    """Three-way classification of one claim from {reading_id: verdict}: every reading tried
-    passes, some do (named), or none does. Errors are left out; one reading tried is no
-    classification ("class": None)."""
+    """Classification of one claim from {reading_id: verdict}: every reading tried passes, some do
+    (named), or none does. An inconclusive reading (its interval straddles a band edge) neither
+    holds nor fails: the class is taken over the decided readings and the sentence names the
+    undecided ones; where they could still tip it (no decided reading disagrees with another),
+    the class is "undecided". Errors are left out; one reading tried is no classification
+    ("class": None)."""
     tried = [k for k, v in verdicts.items() if v in TRIED]
     holding = [k for k in tried if verdicts[k] == "pass"]
+    undecided = [k for k in tried if verdicts[k] == "inconclusive"]
+    failing = [k for k in tried if k not in holding and k not in undecided]
+    out = {"tried": tried, "holding": holding, "undecided": undecided}
     if len(tried) < 2:
-        return {"class": None, "sentence": "only one reading tried", "tried": tried, "holding": holding}
-    if len(holding) == len(tried):
+        return {**out, "class": None, "sentence": "only one reading tried"}
+    tail = f"; inconclusive under {len(undecided)}: {', '.join(undecided)}" if undecided else ""
+    if holding and failing:
+        cls, sentence = "some", f"{HOLDS_SOME} ({len(holding)} of {len(tried)}): {', '.join(holding)}{tail}"
+    elif undecided:
+        cls = UNDECIDED
+        sentence = (f"undecided: holds under {len(holding)}, fails under {len(failing)} of {len(tried)} readings "
+                    f"tried{tail}")
+    elif holding:
         cls, sentence = "every", f"{HOLDS_EVERY} ({len(tried)})"
-    elif not holding:
-        cls, sentence = "none", f"{HOLDS_NONE} ({len(tried)})"
     else:
-        cls, sentence = "some", f"{HOLDS_SOME} ({len(holding)} of {len(tried)}): {', '.join(holding)}"
-    return {"class": cls, "sentence": sentence, "tried": tried, "holding": holding}
+        cls, sentence = "none", f"{HOLDS_NONE} ({len(tried)})"
+    return {**out, "class": cls, "sentence": sentence}
 
 
 def tolerance_units(result: dict):
@@ -314,7 +326,7 @@ def table(results: list) -> dict:
                           "verdict": r["verdict"], "value": m.get("value"), "std": m.get("std"),
                           "ci": m.get("ci"), "p": m.get("p"), "z": tolerance_units(r), "detail": r["detail"]})
         by_exp[f"{r['experiment']}[{r['tier']}]"].append(r)
-    sections = defaultdict(lambda: {"every": [], "some": [], "none": []})
+    sections = defaultdict(lambda: {"every": [], "some": [], "none": [], UNDECIDED: []})
     for key, c in claims.items():
         c.update(classify({row["reading"]: row["verdict"] for row in c["rows"]}))
         if c["class"]:
@@ -323,7 +335,8 @@ def table(results: list) -> dict:
         n = sum(len(v) for v in s.values())
         s["sentence"] = (f"of {n} claims checked under several readings: {len(s['every'])} hold under every "
                          f"reading tried, {len(s['some'])} hold only under some, {len(s['none'])} fail under "
-                         f"every reading tried")
+                         f"every reading tried" + (f", {len(s[UNDECIDED])} undecided (inconclusive under a reading)"
+                                                   if s[UNDECIDED] else ""))
     fits = {k: fit(v) for k, v in by_exp.items() if len({r.get("reading_id", "primary") for r in v}) > 1}
     for c in claims.values():
         rows = fits.get(f"{c['experiment']}[{c['tier']}]")

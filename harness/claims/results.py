@@ -11,9 +11,9 @@ from ..paper import procedures
 from ..paper.procedures import DataError
 from ..runs import cache
 from ..runs.cache import DamagedEntry
-from ..runs.context import NotCached, OutOfBudget
+from ..runs.context import Context, NotCached, OutOfBudget
 from ..runs.expand import expand
-from . import checks, report, spec
+from . import checks, report, spec, stats
 
 
 def file_label(path) -> str:
@@ -47,6 +47,9 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
     try:
         rows = procedures.rows(exp, tier, ctx, reading)
         out = checks.evaluate(t["check"], t["expect"], rows)
+        if t["check"]["type"] == "welch":  # decided on the p adjusted within the tier's family of Welch claims
+            out = checks.evaluate(t["check"], t["expect"], rows,
+                                  adjusted_p=_adjusted_p(claim, tier, ctx, out["measured"]["p"]))
     except NotCached as e:
         return {**base, "verdict": "not run", "measured": None, "detail": _not_run(exp, tier, ctx, reading, e),
                 "table": []}
@@ -65,6 +68,38 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
                          if row["key"] and "wall_s" in row["metrics"]}
     out["run_provenance"] = {row["key"]: _with_data(row) for row in rows if row["key"]}
     return {**base, **out}
+
+
+def _adjusted_p(claim, tier, ctx, p) -> float:
+    """Holm's adjusted p of a Welch claim whose raw p is `p`, within its family: every Welch claim
+    declared in `tier` in the claim files beside it, whichever a command selected. The other
+    members' p come from the run cache under their primary reading, read only (nothing trains
+    for them); a member whose runs are not cached is unknown, which stats.holm counts
+    conservatively (the known p-values get the largest multipliers, so a decision taken now
+    stands once the family is complete)."""
+    judge = getattr(ctx, "_family_judge", None)
+    if judge is None:  # one read-only context per session: its tables are memoised
+        judge = ctx._family_judge = Context(device=ctx.device, data_dir=ctx.data_dir,
+                                            cache_root=str(ctx.cache.root), allow_train=False)
+        judge._files = {}
+    ps, mine = [], None
+    for path in sorted(Path(claim.file).parent.glob("*.toml")):
+        if path not in judge._files:
+            judge._files[path] = spec.load(path)
+        for c in judge._files[path].claims:
+            t = c.tiers.get(tier)
+            if not t or t["check"]["type"] != "welch":
+                continue
+            if Path(c.file).resolve() == Path(claim.file).resolve() and c.id == claim.id:
+                mine = len(ps)
+                ps.append(p)
+                continue
+            try:
+                other = checks.evaluate(t["check"], t["expect"], procedures.rows(c.experiment, tier, judge))
+                ps.append(None if other["verdict"] == "diverged" else other["measured"]["p"])
+            except (NotCached, DataError, checks.SelectionError, DamagedEntry):
+                ps.append(None)
+    return stats.holm(ps)[mine] if mine is not None else p
 
 
 def _with_data(row):
