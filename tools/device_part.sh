@@ -28,6 +28,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 cp .data/parts/part."$k" .data/parts/SHA256 /tmp/parts/ 2>/dev/null
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . || exit 1
 for p in reports/full/parts/*.tar.gz; do tar -xzf "$p" -C /tmp/runs; done
+python3 -m harness migrate --run-cache /tmp/runs >/dev/null  # entries made when run keys named the device
 if [ ! -f /tmp/data/cifar10.npz ] && [ -f /tmp/parts/part.1 ] && [ -f /tmp/parts/part.2 ] && [ -f /tmp/parts/part.3 ]; then
   cat /tmp/parts/part.1 /tmp/parts/part.2 /tmp/parts/part.3 > /tmp/data.tar
   if [ "$(sha256sum /tmp/data.tar | cut -d' ' -f1)" = "$(cat /tmp/parts/SHA256)" ]; then
