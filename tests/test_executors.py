@@ -228,3 +228,10 @@ def test_epoch_reporter_and_display_with_a_fake_clock():
                         "0/2 groups done, 0:00:00 elapsed, ETA ?",
                         "[harness] 2: run 1/2 epoch 3/4, 1,234 samples/s, ETA 0:01:15 | "
                         "0/2 groups done, 0:00:01 elapsed, ETA ?"]
+
+
+def test_the_local_executor_keeps_the_time_budget_and_its_claims_are_not_run(project):
+    r, runs, claims = project("budget", "--executor", "local", "--workers", "2", "--time-budget", "0", "-rs")
+    r.assert_outcomes(skipped=2)  # not run for lack of time: neither failed nor trained
+    assert runs == {} and {v for v, _ in claims.values()} == {"not run"}
+    assert "time budget" in r.stdout.str()
