@@ -344,7 +344,7 @@ def evaluate(check: dict, expect: dict, rows: list, adjusted_p: float | None = N
             needed = _max_needed([u[0] for u in undecided])
             where_s = ", ".join(f"{xs[i]}->{xs[i + 1]}" for i in cand)
             why = (f"inconclusive: the 95% interval of {len(cand)} step{'s' if len(cand) > 1 else ''} ({where_s})"
-                   f" straddles {-slack:g}, e.g. [{est.ci[0]:.4g}, {est.ci[1]:.4g}]")
+                   f" straddles {0.0 - slack:g}, e.g. [{est.ci[0]:.4g}, {est.ci[1]:.4g}]")
             if any(not all(c == c for c in steps[i].ci) for i in cand):
                 why = ("inconclusive: a configuration has a single seed, so its step has no 95% interval; "
                        "at least 2 seeds per configuration are needed")
