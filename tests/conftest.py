@@ -3,6 +3,11 @@ from pathlib import Path
 
 import pytest
 import torch
+# pytester restores sys.modules after each of its tests, dropping the modules first imported during
+# one; torch._dynamo (imported lazily, e.g. by an optimiser step) registers C++ operator libraries
+# that cannot be registered twice, so a later re-import failed, depending on test order. Imported
+# once here, before any snapshot, it stays.
+import torch._dynamo  # noqa: F401,E402
 
 from harness.paper.data import Split
 

@@ -42,13 +42,13 @@ id = "learns"
 statement = "the MLP learns"
 paper = "-"
 experiment = "tiny"
-check = {{type = "value", metric = "train_acc"}}
+check = {{type = "value", metric = "epochs_run"}}
 [claims.smoke]
-expect = {{min = {threshold}, why = "any accuracy"}}
+expect = {{target = {threshold}, abs_tol = 0.0, why = "the plumbing: its one epoch (exact with one seed)"}}
 """
 
 
-def write_claims(tmp_path, measure="[]", threshold=0.0, name="f.toml"):
+def write_claims(tmp_path, measure="[]", threshold=1.0, name="f.toml"):
     d = tmp_path / "claims"
     d.mkdir(exist_ok=True)
     (d / name).write_text(TOML.format(measure=measure, threshold=threshold))
@@ -145,9 +145,9 @@ id = "too"
 statement = "s"
 paper = "-"
 experiment = "tiny"
-check = {type = "value", metric = "test_acc"}
+check = {type = "value", metric = "steps"}
 [claims.smoke]
-expect = {min = 0.0, why = "-"}
+expect = {target = 2.0, abs_tol = 0.0, why = "-"}
 """
 
 
@@ -159,14 +159,14 @@ def test_pytest_heals_a_damaged_entry_and_counts_a_crashing_claim(pytester, data
     (pytester.path / "conftest.py").write_text(  # the second claim's check crashes
         "from harness.claims import checks\nreal = checks.evaluate\n"
         "def boom(check, expect, rows):\n"
-        "    if check['metric'] == 'test_acc':\n        raise KeyError('test_acc')\n"
+        "    if check['metric'] == 'steps':\n        raise KeyError('steps')\n"
         "    return real(check, expect, rows)\n"
         "checks.evaluate = boom\n")
     r = pytester.runpytest_subprocess("claims", "--data-dir", str(data_dir), "--run-cache", str(tmp_path / "cache"),
                                       "--report", str(tmp_path / "r"))
     r.assert_outcomes(passed=1, failed=1)
     out = r.stdout.str()
-    assert "set aside as" in out and "measured: KeyError: 'test_acc'" in out
+    assert "set aside as" in out and "measured: KeyError: 'steps'" in out
     assert json.loads((tmp_path / "r" / "results.json").read_text())["totals"] == {"pass": 1, "error": 1}
 
 
@@ -300,7 +300,8 @@ def test_nonsense_settings_are_a_collection_error_naming_file_experiment_field(t
 ])
 def test_nonsense_expectations_are_a_collection_error_naming_the_claim(tmp_path, new, field):
     p = tmp_path / "bad.toml"
-    p.write_text(TOML.format(measure="[]", threshold=0.0).replace('expect = {min = 0.0, why = "any accuracy"}', new))
+    p.write_text(TOML.format(measure="[]", threshold=0.0).replace(
+        'expect = {target = 0.0, abs_tol = 0.0, why = "the plumbing: its one epoch (exact with one seed)"}', new))
     with pytest.raises(spec.SpecError, match=f"^{re.escape(str(p))}: claim 'learns': field {field}"):
         spec.load(p)
 
@@ -315,7 +316,7 @@ def report_cli(tmp_path, data_dir, *extra):
 def test_report_exit_status_is_1_when_a_claim_fails_or_errors(tmp_path, data_dir, capsys):
     tiny(tmp_path, data_dir)
     assert report_cli(tmp_path, data_dir) == 0
-    write_claims(tmp_path, threshold=101.0)
+    write_claims(tmp_path, threshold=2.0)  # it trains one epoch, not two
     assert report_cli(tmp_path, data_dir) == 1
     (next((tmp_path / "cache" / "runs").glob("*/metrics.json"))).write_text("{")
     before = tree(tmp_path / "cache")
@@ -525,4 +526,4 @@ def test_two_xdist_workers_share_runs_each_trained_once(pytester, data_dir, tmp_
     assert (tmp_path / "trained.log").read_text().split() == ["0"]  # one run, trained once
     measured = {c["id"]: c["measured"]["value"] for c in json.loads((tmp_path / "r" / "results.json").read_text())["claims"]}
     _, _, rows = tiny(tmp_path, data_dir)  # the same run trained here, in one process
-    assert measured == {"learns": rows[0]["metrics"]["train_acc"], "too": rows[0]["metrics"]["test_acc"]}
+    assert measured == {"learns": rows[0]["metrics"]["epochs_run"], "too": rows[0]["metrics"]["steps"]}

@@ -2,6 +2,7 @@
 across a resume, a time budget that stops cleanly, and reports rebuilt from committed exports."""
 import dataclasses
 import json
+import shutil
 import tarfile
 import textwrap
 import time
@@ -136,7 +137,7 @@ def test_report_from_exports_without_a_cache(tmp_path, data_dir, capsys):
         experiment = "tiny"
         check = {type = "value", metric = "movement", where = {width = 8}}
         [claims.smoke]
-        expect = {min = 0.0, why = "a norm"}
+        expect = {max = 1000.0, why = "a finite norm (an interval from two seeds is wide: no lower edge to straddle)"}
         """))
     cli.main(["report", "--claims", str(claims), "--exports", str(tmp_path / "parts"), "--tier", "smoke",
               "--out", str(tmp_path / "out")])
@@ -150,24 +151,30 @@ def test_report_from_exports_without_a_cache(tmp_path, data_dir, capsys):
 def test_the_committed_h100_part_lands_under_the_new_keys_and_reports_as_before(tmp_path, capsys):
     """The committed H100 part was made when a run's key named its device (cuda): its 150 entries
     (110 runs, 40 movement measurements) all land under the new keys, and the report rebuilt
-    from it gives, claim by claim, the verdicts and values of reports/full/results.json (rendered
-    before the change): from the exports (any --device) and from a cache they were imported into
-    (--device cuda, as the README's command)."""
-    parts, claims = REPO / "reports" / "full" / "parts", REPO / "claims"
+    from it gives, claim by claim, the primary verdicts and values of reports/full/results.json
+    (rendered from all parts: the other parts hold other readings only): from the export (any
+    --device) and from a cache it was imported into (--device cuda, as the README's command was)."""
+    parts, claims = tmp_path / "parts", REPO / "claims"
+    parts.mkdir()
+    shutil.copy(REPO / "reports" / "full" / "parts" / "2026-11-27-h100-mnist-ddcnn.tar.gz", parts)
+    shutil.copy(REPO / "reports" / "full" / "parts" / "2026-11-27-h100-mnist-ddcnn.provenance.json", parts)
     taken = cache.import_exports(parts, tmp_path / "root", cli.measurement_candidates(claims))
     m = taken.migration
     assert (m.runs, m.measurements, m.current) == (110, 40, 0) and m.runs + m.measurements == 150
     assert not m.present and not m.unmatched and not m.unverified
     assert taken == {"2026-11-27-h100-mnist-ddcnn.tar.gz": 150}
-    before = {(c["file"], c["id"], c["tier"], c["reading_id"]): c
-              for c in json.loads((REPO / "reports" / "full" / "results.json").read_text())["claims"]}
+    before = {(c["file"], c["id"], c["tier"]): c
+              for c in json.loads((REPO / "reports" / "full" / "results.json").read_text())["claims"]
+              if c["reading_id"] == "primary"}
     for source in (["--exports", str(parts)], ["--run-cache", str(tmp_path / "root"), "--device", "cuda"]):
         out = tmp_path / "out" / source[0]
         assert cli.main(["report", "--tier", "full", "--claims", str(claims), "--out", str(out), *source]) == 1
-        after = {(c["file"], c["id"], c["tier"], c["reading_id"]): c
+        after = {(c["file"], c["id"], c["tier"]): c
                  for c in json.loads((out / "results.json").read_text())["claims"]}
         assert after.keys() == before.keys()
         assert {k: (c["verdict"], c["measured"]) for k, c in after.items()} == \
             {k: (c["verdict"], c["measured"]) for k, c in before.items()}
         verdicts = [c["verdict"] for c in after.values()]
-        assert (len(verdicts) - verdicts.count("not run"), verdicts.count("pass"), verdicts.count("fail")) == (52, 33, 19)
+        # 52 evaluated: 33 passed on the point estimate before issue 21; two of them straddle a band edge
+        assert (len(verdicts) - verdicts.count("not run"), verdicts.count("pass"), verdicts.count("fail"),
+                verdicts.count("inconclusive")) == (52, 31, 19, 2)
