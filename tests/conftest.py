@@ -1,4 +1,5 @@
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,15 @@ def synthetic_split(n=256, shape=(1, 28, 28), seed=0, n_test=64) -> Split:
                  torch.randn(n_test, *shape, generator=g), torch.randint(0, 10, (n_test,), generator=g))
 
 pytest_plugins = ["pytester"]
+
+
+def in_child_processes(monkeypatch, folder: Path, code: str) -> None:
+    """Run `code` at the start of every Python process this test starts from now on (worker
+    processes included): a sitecustomize.py in `folder`, put first on PYTHONPATH. Tests use it to
+    hold or fault a worker at a precise point of its work, instead of racing it with a clock."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(textwrap.dedent(code))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
 
 
 def masked_inits(cfgs, fraction):

@@ -14,6 +14,7 @@ from harness.runs import executors, planner
 from harness.claims import spec
 from harness.runs.context import Context
 from harness.runs import inline
+from conftest import in_child_processes
 
 CLAIMS = """
 section = "T"
@@ -116,8 +117,38 @@ def _settings(tmp_path, data_dir, root="cache"):
     return ctx.cache, executors.settings(ctx)
 
 
+HOLD_GROUP_0 = """
+    import os, time
+    from harness.runs import executors
+
+    _train_group = executors.train_group
+
+    def train_group(settings, group, index, send):
+        def send_and_hold(e):
+            hold = index == 0 and e["event"] == "epoch" and (e["run"], e["epoch"]) == (1, 2)
+            if hold:
+                try:
+                    os.unlink(os.environ["HOLD_ARMED"])  # once (a rerun trains the group unheld), and
+                except FileNotFoundError:  # before the event: the test kills the worker when it gets it
+                    hold = False
+            send(e)
+            if hold:
+                deadline = time.monotonic() + 600  # held mid-group, epoch 2 checkpointed, until killed
+                while time.monotonic() < deadline:
+                    time.sleep(0.05)
+        _train_group(settings, group, index, send_and_hold)
+
+    executors.train_group = train_group
+"""
+
+
 def test_a_killed_worker_fails_its_group_and_the_rerun_trains_only_what_is_missing(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # the worker of group 0 stops right after it reports its second epoch (a checkpoint saved at
+    # every epoch end), so the kill below lands mid-group however late the event arrives
+    in_child_processes(monkeypatch, tmp_path / "hook", HOLD_GROUP_0)
+    (tmp_path / "armed").touch()
+    monkeypatch.setenv("HOLD_ARMED", str(tmp_path / "armed"))
     sel = _tiny(tmp_path, epochs=6)
     c, settings = _settings(tmp_path, data_dir)
     plan = planner.pending(sel, c, "cpu")
@@ -130,17 +161,21 @@ def test_a_killed_worker_fails_its_group_and_the_rerun_trains_only_what_is_missi
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
     failures = executors.run_local(plan, settings, 2, on_event)
-    assert list(failures) == [0] and "exited with code -9" in failures[0]
+    assert not (tmp_path / "armed").exists() and killed == [pids[0]]
+    assert list(failures) == [0] and f"worker (pid {pids[0]}) exited with code -9" in failures[0]
     assert not any(c.has(k) for k in plan[0].keys)
     assert all(c.has(k) for g in plan[1:] for k in g.keys)
-    assert list((tmp_path / "cache" / "checkpoints").glob("*.pt"))  # group 0 saved epoch 1 before it died
+    [ck] = (tmp_path / "cache" / "checkpoints").glob("*.pt")  # group 0 saved epoch 2 before it died
+    assert torch.load(ck, weights_only=True)["epoch"] == 2
     mtimes = {k: c.dir(k).joinpath("metrics.json").stat().st_mtime_ns for g in plan[1:] for k in g.keys}
 
     again = planner.pending(sel, c, "cpu")
     assert [g.keys for g in again] == [plan[0].keys]
-    started = []
-    assert executors.run_local(again, settings, 2, lambda e: started.append(e["group"]) if e["event"] == "start" else None) == {}
-    assert started == [0] and planner.pending(sel, c, "cpu") == []
+    events = []
+    assert executors.run_local(again, settings, 2, events.append) == {}
+    assert [e["group"] for e in events if e["event"] == "start"] == [0] and planner.pending(sel, c, "cpu") == []
+    first = next(e for e in events if e["event"] == "epoch")
+    assert (first["run"], first["epoch"]) == (1, 3)  # resumed from the checkpoint of epoch 2
     assert {k: c.dir(k).joinpath("metrics.json").stat().st_mtime_ns for k in mtimes} == mtimes
 
 
