@@ -41,6 +41,16 @@ def in_child_processes(monkeypatch, folder: Path, code: str) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
 
 
+def wait_for(path: Path, what: str, seconds: float = 600.0) -> None:
+    """Wait for a file a child process writes when it reaches a point; the deadline is only a
+    safety net (minutes), so that a child that never gets there fails the test instead of hanging it."""
+    import time
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{what}: {path} did not appear within {seconds:.0f} s"
+        time.sleep(0.02)
+
+
 def masked_inits(cfgs, fraction):
     """Per run: a magnitude mask keeping `fraction` of its initial weights, and that init masked."""
     from harness.paper import models, prune, train

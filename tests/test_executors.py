@@ -5,7 +5,6 @@ worker killed mid-run fails its group only, and the rerun trains only what is mi
 import json
 import os
 import signal
-import time
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from harness.runs import executors, planner
 from harness.claims import spec
 from harness.runs.context import Context
 from harness.runs import inline
-from conftest import in_child_processes
+from conftest import in_child_processes, wait_for
 
 CLAIMS = """
 section = "T"
@@ -179,29 +178,62 @@ def test_a_killed_worker_fails_its_group_and_the_rerun_trains_only_what_is_missi
     assert {k: c.dir(k).joinpath("metrics.json").stat().st_mtime_ns for k in mtimes} == mtimes
 
 
+HOLD_FOR_THE_SIGNAL = """
+    import os, time
+    from harness.runs import executors
+
+    _train_group = executors.train_group
+
+    def train_group(settings, group, index, send):
+        def send_and_hold(e):
+            send(e)
+            if e["event"] == "epoch" and (e["run"], e["epoch"]) == (1, 2):
+                try:
+                    os.unlink(os.environ["HOLD_ARMED"])  # once: the requeued task runs unheld
+                except FileNotFoundError:
+                    return
+                ready = os.environ["HOLD_READY"]
+                with open(ready + ".tmp", "w") as f:
+                    f.write(str(os.getpid()))
+                os.replace(ready + ".tmp", ready)
+                deadline = time.monotonic() + 600  # held mid-run, epoch 2 checkpointed, until signalled
+                while time.monotonic() < deadline:
+                    time.sleep(0.05)
+        _train_group(settings, group, index, send_and_hold)
+
+    executors.train_group = train_group
+"""
+
+
 def test_an_interrupted_submitit_job_requeues_and_resumes_from_its_checkpoint(tmp_path, data_dir, monkeypatch):
     """As SLURM does on preemption or timeout: submitit's signal, its checkpoint() requeues the task,
     the requeued task resumes the run from its epoch checkpoint; the result equals an uninterrupted run."""
     submitit = pytest.importorskip("submitit")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    sel = _tiny(tmp_path, epochs=60, widths=(64,))
+    # the task stops right after it reports the second epoch of its first run (a checkpoint saved
+    # at every epoch end), so the signal below lands mid-run however slowly the task gets there
+    in_child_processes(monkeypatch, tmp_path / "hook", HOLD_FOR_THE_SIGNAL)
+    (tmp_path / "armed").touch()
+    monkeypatch.setenv("HOLD_ARMED", str(tmp_path / "armed"))
+    monkeypatch.setenv("HOLD_READY", str(tmp_path / "held"))
+    sel = _tiny(tmp_path, epochs=4, widths=(64,))
     c, settings = _settings(tmp_path, data_dir)
     [group] = planner.pending(sel, c, "cpu")
     ex = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")
-    ex.update_parameters(timeout_min=5)
+    ex.update_parameters(timeout_min=30)  # the controller's own USR2 comes only at its time limit
     job = ex.submit(executors.SubmititTask(settings, group, 0))
-    deadline = time.time() + 120
-    while not list((tmp_path / "cache" / "checkpoints").glob("*.pt")) and time.time() < deadline:
-        time.sleep(0.02)
+    wait_for(tmp_path / "held", "the submitit task reaching epoch 2")
     # the signal SLURM sends a task before preemption or its time limit (submitit's local controller
     # sends it at its time limit only), sent here straight to the task, the controller's child
+    task = int((tmp_path / "held").read_text())
     pid = job._process.pid
-    task = int(open(f"/proc/{pid}/task/{pid}/children").read().split()[0])
+    assert str(task) in open(f"/proc/{pid}/task/{pid}/children").read().split()
     os.kill(task, signal.SIGUSR2)
     assert job.result() == 0
     log = job.stderr() + job.stdout()
     assert "Caught signal SIGUSR2" in log and "Requeued job" in log, log[-3000:]
-    assert job.stdout().count('"run": 1, "runs": 2, "epoch": 1,') == 1  # resumed, not restarted
+    for epoch in (1, 2, 3):  # resumed after the checkpoint of epoch 2, not restarted
+        assert job.stdout().count(f'"run": 1, "runs": 2, "epoch": {epoch},') == 1, (epoch, log[-3000:])
     ref, ref_settings = _settings(tmp_path, data_dir, "reference")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the task had (OMP_NUM_THREADS=1): the same float reduction order
