@@ -4,6 +4,7 @@ end, and a job interrupted as on preemption requeues and resumes from its epoch 
 worker killed mid-run fails its group only, and the rerun trains only what is missing."""
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -77,8 +78,16 @@ def test_local_executor_with_two_workers_matches_inline(project):
     r.assert_outcomes(passed=2)
     r, local_runs, local_claims = project("local", "--executor", "local", "--workers", "2")
     r.assert_outcomes(passed=2)
+    # the groups end in whatever order the two workers finish them: each ends once, the counts
+    # go 1, 2, 3 whichever group that is, and the executor's summary comes last
     out = r.stdout.str()
-    assert "[harness] done: group 3/3 t.toml:tk [smoke] ticket chain, 6 run(s)" in out and "3/3 groups done" in out
+    done = re.findall(r"^\[harness\] done: (group .*) \| (\d)/3 groups done, ", out, re.M)
+    assert sorted(label for label, _ in done) == ["group 1/3 t.toml:tiny [smoke] seeds, 2 run(s)",
+                                                  "group 2/3 t.toml:tiny [smoke] seeds, 2 run(s)",
+                                                  "group 3/3 t.toml:tk [smoke] ticket chain, 6 run(s)"], out
+    assert [n for _, n in done] == ["1", "2", "3"], out
+    assert re.findall(r"^\[harness\] (?:done|local executor): .*", out, re.M)[-1].startswith(
+        "[harness] local executor: 3/3 groups done, "), out
     assert set(local_runs) == set(inline_runs) and len(local_runs) == 4 + 6
     for key, m in inline_runs.items():
         assert (local_runs[key]["final"], local_runs[key]["history"]) == (m["final"], m["history"]), key
