@@ -41,12 +41,14 @@ def in_child_processes(monkeypatch, folder: Path, code: str) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
 
 
-def wait_for(path: Path, what: str, seconds: float = 600.0) -> None:
+def wait_for(path: Path, what: str, gone=None, seconds: float = 600.0) -> None:
     """Wait for a file a child process writes when it reaches a point; the deadline is only a
-    safety net (minutes), so that a child that never gets there fails the test instead of hanging it."""
+    safety net (minutes), so that a child that never gets there fails the test instead of hanging it.
+    `gone`: a callable, true once the child has ended (it will not write the file any more)."""
     import time
     deadline = time.monotonic() + seconds
     while not path.exists():
+        assert not (gone and gone() and not path.exists()), f"{what}: it ended before writing {path}"
         assert time.monotonic() < deadline, f"{what}: {path} did not appear within {seconds:.0f} s"
         time.sleep(0.02)
 

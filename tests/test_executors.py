@@ -231,7 +231,7 @@ def test_an_interrupted_submitit_job_requeues_and_resumes_from_its_checkpoint(tm
     ex = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")
     ex.update_parameters(timeout_min=30)  # the controller's own USR2 comes only at its time limit
     job = ex.submit(executors.SubmititTask(settings, group, 0))
-    wait_for(tmp_path / "held", "the submitit task reaching epoch 2")
+    wait_for(tmp_path / "held", "the submitit task reaching epoch 2", gone=job.done)
     # the signal SLURM sends a task before preemption or its time limit (submitit's local controller
     # sends it at its time limit only), sent here straight to the task, the controller's child
     task = int((tmp_path / "held").read_text())
