@@ -1,4 +1,5 @@
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,27 @@ def synthetic_split(n=256, shape=(1, 28, 28), seed=0, n_test=64) -> Split:
                  torch.randn(n_test, *shape, generator=g), torch.randint(0, 10, (n_test,), generator=g))
 
 pytest_plugins = ["pytester"]
+
+
+def in_child_processes(monkeypatch, folder: Path, code: str) -> None:
+    """Run `code` at the start of every Python process this test starts from now on (worker
+    processes included): a sitecustomize.py in `folder`, put first on PYTHONPATH. Tests use it to
+    hold or fault a worker at a precise point of its work, instead of racing it with a clock."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(textwrap.dedent(code))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
+
+
+def wait_for(path: Path, what: str, gone=None, seconds: float = 600.0) -> None:
+    """Wait for a file a child process writes when it reaches a point; the deadline is only a
+    safety net (minutes), so that a child that never gets there fails the test instead of hanging it.
+    `gone`: a callable, true once the child has ended (it will not write the file any more)."""
+    import time
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert not (gone and gone() and not path.exists()), f"{what}: it ended before writing {path}"
+        assert time.monotonic() < deadline, f"{what}: {path} did not appear within {seconds:.0f} s"
+        time.sleep(0.02)
 
 
 def masked_inits(cfgs, fraction):

@@ -4,8 +4,8 @@ end, and a job interrupted as on preemption requeues and resumes from its epoch 
 worker killed mid-run fails its group only, and the rerun trains only what is missing."""
 import json
 import os
+import re
 import signal
-import time
 
 import pytest
 import torch
@@ -14,6 +14,7 @@ from harness.runs import executors, planner
 from harness.claims import spec
 from harness.runs.context import Context
 from harness.runs import inline
+from conftest import in_child_processes, wait_for
 
 CLAIMS = """
 section = "T"
@@ -77,8 +78,16 @@ def test_local_executor_with_two_workers_matches_inline(project):
     r.assert_outcomes(passed=2)
     r, local_runs, local_claims = project("local", "--executor", "local", "--workers", "2")
     r.assert_outcomes(passed=2)
+    # the groups end in whatever order the two workers finish them: each ends once, the counts
+    # go 1, 2, 3 whichever group that is, and the executor's summary comes last
     out = r.stdout.str()
-    assert "[harness] done: group 3/3 t.toml:tk [smoke] ticket chain, 6 run(s)" in out and "3/3 groups done" in out
+    done = re.findall(r"^\[harness\] done: (group .*) \| (\d)/3 groups done, ", out, re.M)
+    assert sorted(label for label, _ in done) == ["group 1/3 t.toml:tiny [smoke] seeds, 2 run(s)",
+                                                  "group 2/3 t.toml:tiny [smoke] seeds, 2 run(s)",
+                                                  "group 3/3 t.toml:tk [smoke] ticket chain, 6 run(s)"], out
+    assert [n for _, n in done] == ["1", "2", "3"], out
+    assert re.findall(r"^\[harness\] (?:done|local executor): .*", out, re.M)[-1].startswith(
+        "[harness] local executor: 3/3 groups done, "), out
     assert set(local_runs) == set(inline_runs) and len(local_runs) == 4 + 6
     for key, m in inline_runs.items():
         assert (local_runs[key]["final"], local_runs[key]["history"]) == (m["final"], m["history"]), key
@@ -116,8 +125,38 @@ def _settings(tmp_path, data_dir, root="cache"):
     return ctx.cache, executors.settings(ctx)
 
 
+HOLD_GROUP_0 = """
+    import os, time
+    from harness.runs import executors
+
+    _train_group = executors.train_group
+
+    def train_group(settings, group, index, send):
+        def send_and_hold(e):
+            hold = index == 0 and e["event"] == "epoch" and (e["run"], e["epoch"]) == (1, 2)
+            if hold:
+                try:
+                    os.unlink(os.environ["HOLD_ARMED"])  # once (a rerun trains the group unheld), and
+                except FileNotFoundError:  # before the event: the test kills the worker when it gets it
+                    hold = False
+            send(e)
+            if hold:
+                deadline = time.monotonic() + 600  # held mid-group, epoch 2 checkpointed, until killed
+                while time.monotonic() < deadline:
+                    time.sleep(0.05)
+        _train_group(settings, group, index, send_and_hold)
+
+    executors.train_group = train_group
+"""
+
+
 def test_a_killed_worker_fails_its_group_and_the_rerun_trains_only_what_is_missing(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # the worker of group 0 stops right after it reports its second epoch (a checkpoint saved at
+    # every epoch end), so the kill below lands mid-group however late the event arrives
+    in_child_processes(monkeypatch, tmp_path / "hook", HOLD_GROUP_0)
+    (tmp_path / "armed").touch()
+    monkeypatch.setenv("HOLD_ARMED", str(tmp_path / "armed"))
     sel = _tiny(tmp_path, epochs=6)
     c, settings = _settings(tmp_path, data_dir)
     plan = planner.pending(sel, c, "cpu")
@@ -130,18 +169,49 @@ def test_a_killed_worker_fails_its_group_and_the_rerun_trains_only_what_is_missi
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
     failures = executors.run_local(plan, settings, 2, on_event)
-    assert list(failures) == [0] and "exited with code -9" in failures[0]
+    assert not (tmp_path / "armed").exists() and killed == [pids[0]]
+    assert list(failures) == [0] and f"worker (pid {pids[0]}) exited with code -9" in failures[0]
     assert not any(c.has(k) for k in plan[0].keys)
     assert all(c.has(k) for g in plan[1:] for k in g.keys)
-    assert list((tmp_path / "cache" / "checkpoints").glob("*.pt"))  # group 0 saved epoch 1 before it died
+    [ck] = (tmp_path / "cache" / "checkpoints").glob("*.pt")  # group 0 saved epoch 2 before it died
+    assert torch.load(ck, weights_only=True)["epoch"] == 2
     mtimes = {k: c.dir(k).joinpath("metrics.json").stat().st_mtime_ns for g in plan[1:] for k in g.keys}
 
     again = planner.pending(sel, c, "cpu")
     assert [g.keys for g in again] == [plan[0].keys]
-    started = []
-    assert executors.run_local(again, settings, 2, lambda e: started.append(e["group"]) if e["event"] == "start" else None) == {}
-    assert started == [0] and planner.pending(sel, c, "cpu") == []
+    events = []
+    assert executors.run_local(again, settings, 2, events.append) == {}
+    assert [e["group"] for e in events if e["event"] == "start"] == [0] and planner.pending(sel, c, "cpu") == []
+    first = next(e for e in events if e["event"] == "epoch")
+    assert (first["run"], first["epoch"]) == (1, 3)  # resumed from the checkpoint of epoch 2
     assert {k: c.dir(k).joinpath("metrics.json").stat().st_mtime_ns for k in mtimes} == mtimes
+
+
+HOLD_FOR_THE_SIGNAL = """
+    import os, time
+    from harness.runs import executors
+
+    _train_group = executors.train_group
+
+    def train_group(settings, group, index, send):
+        def send_and_hold(e):
+            send(e)
+            if e["event"] == "epoch" and (e["run"], e["epoch"]) == (1, 2):
+                try:
+                    os.unlink(os.environ["HOLD_ARMED"])  # once: the requeued task runs unheld
+                except FileNotFoundError:
+                    return
+                ready = os.environ["HOLD_READY"]
+                with open(ready + ".tmp", "w") as f:
+                    f.write(str(os.getpid()))
+                os.replace(ready + ".tmp", ready)
+                deadline = time.monotonic() + 600  # held mid-run, epoch 2 checkpointed, until signalled
+                while time.monotonic() < deadline:
+                    time.sleep(0.05)
+        _train_group(settings, group, index, send_and_hold)
+
+    executors.train_group = train_group
+"""
 
 
 def test_an_interrupted_submitit_job_requeues_and_resumes_from_its_checkpoint(tmp_path, data_dir, monkeypatch):
@@ -149,24 +219,30 @@ def test_an_interrupted_submitit_job_requeues_and_resumes_from_its_checkpoint(tm
     the requeued task resumes the run from its epoch checkpoint; the result equals an uninterrupted run."""
     submitit = pytest.importorskip("submitit")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    sel = _tiny(tmp_path, epochs=60, widths=(64,))
+    # the task stops right after it reports the second epoch of its first run (a checkpoint saved
+    # at every epoch end), so the signal below lands mid-run however slowly the task gets there
+    in_child_processes(monkeypatch, tmp_path / "hook", HOLD_FOR_THE_SIGNAL)
+    (tmp_path / "armed").touch()
+    monkeypatch.setenv("HOLD_ARMED", str(tmp_path / "armed"))
+    monkeypatch.setenv("HOLD_READY", str(tmp_path / "held"))
+    sel = _tiny(tmp_path, epochs=4, widths=(64,))
     c, settings = _settings(tmp_path, data_dir)
     [group] = planner.pending(sel, c, "cpu")
     ex = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")
-    ex.update_parameters(timeout_min=5)
+    ex.update_parameters(timeout_min=30)  # the controller's own USR2 comes only at its time limit
     job = ex.submit(executors.SubmititTask(settings, group, 0))
-    deadline = time.time() + 120
-    while not list((tmp_path / "cache" / "checkpoints").glob("*.pt")) and time.time() < deadline:
-        time.sleep(0.02)
+    wait_for(tmp_path / "held", "the submitit task reaching epoch 2", gone=job.done)
     # the signal SLURM sends a task before preemption or its time limit (submitit's local controller
     # sends it at its time limit only), sent here straight to the task, the controller's child
+    task = int((tmp_path / "held").read_text())
     pid = job._process.pid
-    task = int(open(f"/proc/{pid}/task/{pid}/children").read().split()[0])
+    assert str(task) in open(f"/proc/{pid}/task/{pid}/children").read().split()
     os.kill(task, signal.SIGUSR2)
     assert job.result() == 0
     log = job.stderr() + job.stdout()
     assert "Caught signal SIGUSR2" in log and "Requeued job" in log, log[-3000:]
-    assert job.stdout().count('"run": 1, "runs": 2, "epoch": 1,') == 1  # resumed, not restarted
+    for epoch in (1, 2, 3):  # resumed after the checkpoint of epoch 2, not restarted
+        assert job.stdout().count(f'"run": 1, "runs": 2, "epoch": {epoch},') == 1, (epoch, log[-3000:])
     ref, ref_settings = _settings(tmp_path, data_dir, "reference")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the task had (OMP_NUM_THREADS=1): the same float reduction order

@@ -505,25 +505,50 @@ def test_a_broken_npz_is_an_error_naming_the_file(tmp_path):
         data.load_arrays("mnist", tmp_path, download=False)
 
 
-def test_two_xdist_workers_share_runs_each_trained_once(pytester, data_dir, tmp_path):
+XDIST_CONFTEST = """
+import os, time
+from harness.runs import cache, inline
+
+real_train, real_lock = inline.train, cache.RunCache.lock
+
+
+def lock(self, key):  # every worker leaves a mark before it asks for a run's lock
+    open(os.path.join(os.environ["LOCK_ASKED"], f"{key}.{os.getpid()}"), "w").close()
+    return real_lock(self, key)
+
+
+def logged(cfg, *a, **k):  # every training call leaves a line, and holds the lock until the
+    with open(os.environ["TRAIN_LOG"], "a") as f:  # other worker is waiting for it
+        f.write(f"{cfg.seed}\\n")
+    key, deadline = cache.run_key(cfg), time.monotonic() + 600
+    while not [n for n in os.listdir(os.environ["LOCK_ASKED"]) if n.startswith(key + ".") and n != f"{key}.{os.getpid()}"]:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the other xdist worker never asked for the lock of the run")
+        time.sleep(0.02)
+    return real_train(cfg, *a, **k)
+
+
+cache.RunCache.lock = lock
+inline.train = logged
+"""
+
+
+def test_two_xdist_workers_share_runs_each_trained_once(pytester, data_dir, tmp_path, monkeypatch):
     write_claims(pytester.path)
     with open(pytester.path / "claims" / "f.toml", "a") as f:  # a second claim on the same experiment
         f.write(SECOND_CLAIM)
-    (pytester.path / "conftest.py").write_text(  # every training call leaves a line
-        "import os\nfrom harness.runs import inline\nreal = inline.train\n"
-        "def logged(cfg, *a, **k):\n"
-        "    with open(os.environ['TRAIN_LOG'], 'a') as f:\n        f.write(f'{cfg.seed}\\n')\n"
-        "    return real(cfg, *a, **k)\n"
-        "inline.train = logged\n")
-    os.environ["TRAIN_LOG"] = str(tmp_path / "trained.log")
-    try:
-        r = pytester.runpytest_subprocess("claims", "-n", "2", "--dist", "load", "--data-dir", str(data_dir),
-                                          "--run-cache", str(tmp_path / "a cache with spaces"),
-                                          "--report", str(tmp_path / "r"))
-    finally:
-        del os.environ["TRAIN_LOG"]
+    # the worker that trains the run does so only once the other is waiting for the run's lock: the
+    # two always meet there, however the workers are scheduled
+    (pytester.path / "conftest.py").write_text(XDIST_CONFTEST)
+    (tmp_path / "asked").mkdir()
+    monkeypatch.setenv("LOCK_ASKED", str(tmp_path / "asked"))
+    monkeypatch.setenv("TRAIN_LOG", str(tmp_path / "trained.log"))
+    r = pytester.runpytest_subprocess("claims", "-n", "2", "--dist", "load", "--data-dir", str(data_dir),
+                                      "--run-cache", str(tmp_path / "a cache with spaces"),
+                                      "--report", str(tmp_path / "r"))
     r.assert_outcomes(passed=2)
     assert (tmp_path / "trained.log").read_text().split() == ["0"]  # one run, trained once
+    assert len({n.rsplit(".", 1)[1] for n in os.listdir(tmp_path / "asked")}) == 2  # by two workers
     measured = {c["id"]: c["measured"]["value"] for c in json.loads((tmp_path / "r" / "results.json").read_text())["claims"]}
     _, _, rows = tiny(tmp_path, data_dir)  # the same run trained here, in one process
     assert measured == {"learns": rows[0]["metrics"]["epochs_run"], "too": rows[0]["metrics"]["steps"]}

@@ -6,6 +6,7 @@ import shutil
 import tarfile
 import textwrap
 import time
+import types
 
 import pytest
 import torch
@@ -84,19 +85,31 @@ def test_a_spent_budget_trains_nothing_and_says_not_run(tmp_path, data_dir):
     assert issubclass(OutOfBudget, NotCached)  # reported like a missing run
 
 
-def test_a_group_is_not_started_when_its_estimate_exceeds_what_is_left(tmp_path):
-    ctx = Context(cache_root=str(tmp_path), deadline=time.monotonic() + 100)
+def test_a_group_is_not_started_when_its_estimate_exceeds_what_is_left(tmp_path, monkeypatch):
+    from harness.runs import context
+    now = [1000.0]  # the budget's clock, faked: what is left does not shrink while the test runs
+    monkeypatch.setattr(context, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    ctx = Context(cache_root=str(tmp_path), deadline=now[0] + 100)
     cfgs = [train.RunConfig(dataset="mnist", model="mlp", width=64, epochs=10)] * 2
     flops = sum(training_cost(c)["flops"] for c in cfgs)
     ctx.check_budget(cfgs, "g")  # no speed measured yet for the family: it starts
     ctx._speed["mlp"] = [50.0, flops]  # measured: these runs take 50 s
     ctx.check_budget(cfgs, "g")
-    ctx._speed["mlp"] = [500.0, flops]  # 500 s > the ~100 s left
-    with pytest.raises(OutOfBudget, match="needs about 500 s"):
+    ctx._speed["mlp"] = [500.0, flops]  # 500 s > the 100 s left
+    with pytest.raises(OutOfBudget, match="needs about 500 s of training, 100 s of the time budget are left"):
         ctx.check_budget(cfgs, "g")
     ctx._speed["cnn"] = [1e6, 1]  # another family's speed does not count
     ctx._speed.pop("mlp")
     ctx.check_budget(cfgs, "g")
+    now[0] += 60  # 40 s left: the 50 s group no longer fits, one without an estimate still starts
+    ctx._speed["mlp"] = [50.0, flops]
+    with pytest.raises(OutOfBudget, match="needs about 50 s of training, 40 s of the time budget are left"):
+        ctx.check_budget(cfgs, "g")
+    ctx._speed.pop("mlp")
+    ctx.check_budget(cfgs, "g")
+    now[0] += 40  # spent: nothing starts, estimate or not
+    with pytest.raises(OutOfBudget, match="needs about 0 s of training, 0 s of the time budget are left"):
+        ctx.check_budget(cfgs, "g")
 
 
 def _export(root, entries, out):

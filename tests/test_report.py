@@ -361,7 +361,7 @@ def test_in_headless_browser_at_phone_width(rendered, tmp_path):
     (tmp_path / "frame.html").write_text(FRAME)
     p = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=800,900",
                         "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "frame.html").as_uri()],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=600)  # a safety net: takes seconds
     m = re.search(r'<pre id="probe">(.*?)</pre>', p.stdout)
     assert m, p.stderr[-2000:]
     out = json.loads(m.group(1).replace("&quot;", '"'))
