@@ -88,3 +88,13 @@ def test_tensors_load_with_weights_only(tmp_path):
     with pytest.raises(cache.DamagedEntry), pytest.warns(cache.DamagedWarning):  # refused, and set aside
         c.load_tensors("k")
     assert not c.has("k")
+
+
+def test_an_entry_set_aside_twice_within_a_second_keeps_both_copies(tmp_path):
+    for _ in range(2):
+        d = tmp_path / "runs" / "k"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text("{")
+        with pytest.warns(cache.DamagedWarning):
+            cache.set_aside(d, ValueError("bad"), file=d / "metrics.json")
+    assert len(list((tmp_path / "runs").glob("k.damaged-*"))) == 2

@@ -172,7 +172,10 @@ def set_aside(path: Path, problem, read_only: bool = False, file: Path | None = 
     what = f"{file or path}: cannot be read ({type(problem).__name__}: {problem})"
     if read_only:
         raise DamagedEntry(f"{what}; the cache is read-only here, so it is left in place")
-    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    stem = f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    aside, n = path.with_name(stem), 1
+    while aside.exists():  # the same entry set aside twice within a second by one process
+        aside, n = path.with_name(f"{stem}-{n}"), n + 1
     try:
         os.replace(path, aside)
     except FileNotFoundError:
