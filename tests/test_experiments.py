@@ -140,3 +140,20 @@ def test_a_metrics_only_cache_reports_a_finished_chain_and_explains_an_unfinishe
     other = Context(data_dir=str(data_dir), cache_root=str(tmp_path / "elsewhere"))
     with pytest.raises(NotCached, match="metrics but no weights"):
         procedures.rows(exp, "smoke", other)
+
+
+def test_runs_trained_one_at_a_time_are_saved_as_each_finishes(tmp_path, data_dir, monkeypatch):
+    """A group killed in its second run keeps its first: nothing trained is held back to the group's end."""
+    exp, ctx = _setup(tmp_path, data_dir)
+    real, calls = inline.train, []
+
+    def second_dies(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(inline, "train", second_dies)
+    with pytest.raises(KeyboardInterrupt):
+        procedures.rows(exp, "smoke", ctx)
+    assert len(list((tmp_path / "cache" / "runs").glob("*/metrics.json"))) == 1

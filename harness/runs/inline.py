@@ -79,7 +79,6 @@ def train_group(ctx: Context, jobs: list) -> list:
             ctx.check_budget([j.cfg for j in todo], f"{len(todo)} run(s) of {varying(todo[0].cfg)}")
             ctx.say(f"train {len(todo)} run(s): {varying(todo[0].cfg)} {todo[0].extra or ''}")
             split = ctx.split(todo[0].cfg)
-            started = time.perf_counter()
             together = ctx.batch_seeds and len(todo) > 1
             groups = [todo] if together else [[j] for j in todo]
             progress = ctx.progress(todo) if ctx.progress else None
@@ -88,33 +87,39 @@ def train_group(ctx: Context, jobs: list) -> list:
             if ctx.refresh:  # start over: no resuming from an old checkpoint either
                 for ck in checkpoints:
                     ck.remove()
-            try:
-                if together:
-                    results = train_seeds([j.cfg for j in todo], split, [j.masks for j in todo],
-                                          [j.init_state for j in todo], checkpoint=checkpoints[0],
-                                          graphed=ctx.cuda_graphs, progress=progress)
-                else:
-                    results = [train(j.cfg, split, masks=j.masks, init_state=j.init_state, checkpoint=ck,
-                                     graphed=ctx.cuda_graphs, progress=progress) for j, ck in zip(todo, checkpoints)]
-            except OutOfTime as e:
-                raise OutOfBudget(f"not run: {e}") from None
-            speed = ctx._speed.setdefault(todo[0].cfg.model, [0.0, 0])
-            speed[0] += time.perf_counter() - started
-            speed[1] += sum(training_cost(j.cfg)["flops"] for j in todo)
-            for j, res in zip(todo, results):
-                metrics = {"config": j.cfg.to_dict(), "extra": j.extra, "final": res.final,
-                           "history": res.history, "diverged": res.diverged, "steps": res.steps,
-                           "wall_s": res.wall_s, "torch": torch.__version__,
-                           "trainer": "grouped" if together else "single",
-                           "cuda_graph": ctx.cuda_graphs and j.cfg.device == "cuda" and graphable(j.cfg)}
-                metrics["provenance"] = provenance.record(j.cfg.device, amp=j.cfg.amp, trainer=metrics["trainer"],
-                                                          cuda_graph=metrics["cuda_graph"])
-                tensors = {"theta0": res.theta0, "thetaT": res.thetaT}
-                if j.masks:
-                    tensors["masks"] = {k: v.bool() for k, v in j.masks.items()}
-                metrics["data"] = ctx.fingerprint(j.cfg.dataset)
-                ctx.cache.save(j.key, metrics, tensors)
+            for group, ck in zip(groups, checkpoints):  # each saved as soon as it is trained
+                started = time.perf_counter()
+                try:
+                    if together:
+                        results = train_seeds([j.cfg for j in group], split, [j.masks for j in group],
+                                              [j.init_state for j in group], checkpoint=ck,
+                                              graphed=ctx.cuda_graphs, progress=progress)
+                    else:
+                        results = [train(group[0].cfg, split, masks=group[0].masks, init_state=group[0].init_state,
+                                         checkpoint=ck, graphed=ctx.cuda_graphs, progress=progress)]
+                except OutOfTime as e:
+                    raise OutOfBudget(f"not run: {e}") from None
+                speed = ctx._speed.setdefault(group[0].cfg.model, [0.0, 0])
+                speed[0] += time.perf_counter() - started
+                speed[1] += sum(training_cost(j.cfg)["flops"] for j in group)
+                for j, res in zip(group, results):
+                    _save(ctx, j, res, "grouped" if together else "single")
         return [(key, ctx.cache.load_metrics(key)) for key in keys]
+
+
+def _save(ctx: Context, j: Job, res, trainer: str) -> None:
+    """A trained run into the cache: metrics, provenance, the data's fingerprint, and weights."""
+    metrics = {"config": j.cfg.to_dict(), "extra": j.extra, "final": res.final,
+               "history": res.history, "diverged": res.diverged, "steps": res.steps,
+               "wall_s": res.wall_s, "torch": torch.__version__, "trainer": trainer,
+               "cuda_graph": ctx.cuda_graphs and j.cfg.device == "cuda" and graphable(j.cfg)}
+    metrics["provenance"] = provenance.record(j.cfg.device, amp=j.cfg.amp, trainer=trainer,
+                                              cuda_graph=metrics["cuda_graph"])
+    tensors = {"theta0": res.theta0, "thetaT": res.thetaT}
+    if j.masks:
+        tensors["masks"] = {k: v.bool() for k, v in j.masks.items()}
+    metrics["data"] = ctx.fingerprint(j.cfg.dataset)
+    ctx.cache.save(j.key, metrics, tensors)
 
 
 def tensors(ctx: Context, key: str, purpose: str) -> dict:
