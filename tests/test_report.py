@@ -492,7 +492,7 @@ def test_units_and_wording(rendered):
     doc, html, _ = rendered
     claims = {c["id"]: c for c in doc["claims"]}
     assert claims["bigger-batch-better"]["expected_text"] == (
-        "test accuracy at (batch_size = 64) significantly above (optimizer = sgd, batch_size = 16) (Welch t-test, p < 0.05)")
+        "test accuracy at (batch_size = 64) significantly above (optimizer = sgd, batch_size = 16) (Welch t-test, Holm-adjusted p < 0.05)")
     assert "a greater" not in html
     assert claims["bs16"]["expected_text"] == "90 % ± 1 pp"
     assert claims["all-interpolate"]["expected_text"] == "at least 99.95 %"

@@ -623,10 +623,10 @@ def expected_text(r: dict) -> str:
     if c["type"] == "welch":
         alpha = e.get("alpha", 0.05)
         if not e.get("significant", True):
-            return f"no significant difference between ({_where(c['a'])}) and ({_where(c['b'])}) (Welch t-test, p ≥ {alpha:g})"
+            return f"no significant difference between ({_where(c['a'])}) and ({_where(c['b'])}) (Welch t-test, Holm-adjusted p ≥ {alpha:g})"
         rel = "above" if e.get("direction", "greater") == "greater" else "below"
         return (f"{metric_label(c['metric'])[0]} at ({_where(c['a'])}) significantly {rel} ({_where(c['b'])}) "
-                f"(Welch t-test, p < {alpha:g})")
+                f"(Welch t-test, Holm-adjusted p < {alpha:g})")
     if c["type"] == "monotonic":
         return r.get("expected", "")
     u = "" if unit == "×" else unit
