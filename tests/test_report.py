@@ -299,10 +299,11 @@ def test_plot_apart_is_validated(tmp_path):
 
 CONFTEST = """
 import pytest
+from harness.claims import plugin
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config):
-    config._harness_ctx.allow_train = False  # the fixture cache only: nothing trains
+    plugin.state(config).ctx.allow_train = False  # the fixture cache only: nothing trains
 """
 
 

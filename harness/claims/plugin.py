@@ -27,6 +27,7 @@ cache; `--executor inline` (the default) leaves the training to the claims, as b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -44,6 +45,30 @@ from .results import claim_result, file_label, with_primaries
 def _progress(msg):
     """Progress of long runs with -v, past pytest's output capture."""
     print(f"[harness {time.strftime('%H:%M:%S')}] {msg}", file=sys.__stderr__, flush=True)
+
+
+@dataclasses.dataclass
+class SessionState:
+    """This plugin's state for one pytest session, kept in `config.stash` under STATE (see state()).
+    Under xdist every worker has its own, from its own pytest_configure; only the controller's
+    `plan` and `report_paths` are ever set, and only its `results` gather every worker's claims."""
+    ctx: Context
+    readings: list  # the --readings selection ('all', NAME=VALUE ...)
+    readings_matched: set = dataclasses.field(default_factory=set)  # the NAME=VALUE that matched a reading
+    failed: dict = dataclasses.field(default_factory=dict)  # (experiment id, tier) -> executor error
+    results: list = dataclasses.field(default_factory=list)  # claim results of this session
+    start: float = dataclasses.field(default_factory=time.time)  # wall clock at pytest_configure
+    inline: progress.InlineTracker | None = None  # progress of the inline executor (-v only)
+    plan: list | None = None  # pending training groups (controller only, after collection)
+    report_paths: tuple | None = None  # (results.json, report.html) once written
+
+
+STATE = pytest.StashKey[SessionState]()
+
+
+def state(config: pytest.Config) -> SessionState:
+    """The harness's state of the session `config` belongs to (set by pytest_configure)."""
+    return config.stash[STATE]
 
 
 class ClaimFailed(Exception):
@@ -102,14 +127,12 @@ def pytest_configure(config):
     for s in selection:
         if s != "all" and "=" not in s:
             raise pytest.UsageError(f"--readings {s!r}: expected 'all' or NAME=VALUE, e.g. epochs=20")
-    config._harness_readings = selection
-    config._harness_readings_matched = set()
     if config.getoption("--gpu"):
         import torch
         if not torch.cuda.is_available():
             raise pytest.UsageError("--gpu was given but CUDA is not available "
                                     "(torch.cuda.is_available() is False); drop --gpu to run on the CPU")
-    config._harness_ctx = Context(
+    ctx = Context(
         device="cuda" if config.getoption("--gpu") else "cpu",
         data_dir=config.getoption("--data-dir"), cache_root=config.getoption("--run-cache"),
         refresh=config.getoption("--refresh"),
@@ -122,9 +145,7 @@ def pytest_configure(config):
     if parallel and (config.getoption("--plan-only") or config.getoption("--executor") != "inline"):
         raise pytest.UsageError("--plan-only and --executor local|submitit plan in one process: drop -n "
                                 "(the executor's own workers train in parallel)")
-    config._harness_failed = {}
-    config._harness_results = []
-    config._harness_start = time.time()
+    config.stash[STATE] = SessionState(ctx=ctx, readings=selection, start=time.time())
     config.pluginmanager.register(_Collector(config), "harness-collector")
 
 
@@ -147,11 +168,11 @@ class ClaimsFile(pytest.File):
             cf = spec.load(self.path)
         except spec.SpecError as e:
             raise self.CollectError(str(e)) from None
+        st = state(self.config)
         for claim in cf.claims:
             exp = claim.experiment
             for tier in claim.tiers:
-                for reading in readings.select(exp, tier, self.config._harness_readings,
-                                                 self.config._harness_readings_matched):
+                for reading in readings.select(exp, tier, st.readings, st.readings_matched):
                     yield ClaimItem.from_parent(self, name=f"{claim.id}[{node_suffix(tier, reading)}]",
                                                 claim=claim, tier=tier, experiment=exp, claim_file=cf,
                                                 reading=reading)
@@ -179,16 +200,16 @@ class ClaimItem(pytest.Item):
                                                 f"{node_suffix(tier, reading)}"))
 
     def runtest(self):
-        failed = self.config._harness_failed.get((planner.exp_id(self.exp), self.tier))
+        st = state(self.config)
+        failed = st.failed.get((planner.exp_id(self.exp), self.tier))
         if failed:
             raise NotTrained(f"not run: the {self.config.getoption('--executor')} executor failed to train "
                              f"runs of experiment {self.exp.name!r}: {failed}")
         try:
-            result = claim_result(self.claim, self.tier, self.exp, self.claim_file, self.config._harness_ctx,
-                                  self.reading)
+            result = claim_result(self.claim, self.tier, self.exp, self.claim_file, st.ctx, self.reading)
         finally:  # an experiment's runs train within the claim that first needs them
-            if getattr(self.config, "_harness_inline", None):
-                self.config._harness_inline.finish()
+            if st.inline:
+                st.inline.finish()
         self.user_properties.append(("harness_claim", json.dumps(result, default=float)))
         self.user_properties.append(("harness_verdict", result["verdict"]))
         if result["verdict"] == "not run":
@@ -231,7 +252,7 @@ class _Collector:
         if report.when == "call":
             for name, value in report.user_properties:
                 if name == "harness_claim":
-                    self.config._harness_results.append(json.loads(value))
+                    state(self.config).results.append(json.loads(value))
 
 
 def _pyproject_options(config) -> dict:
@@ -302,23 +323,24 @@ def pytest_collection_finish(session):
     """Check that every --readings NAME=VALUE matched a reading; then plan the pending groups of
     the selected claims (controlling process only)."""
     config = session.config
+    st = state(config)
     if not session.items:
         _explain_uncollected(config)
-    unmatched = [s for s in config._harness_readings if s != "all" and s not in config._harness_readings_matched]
+    unmatched = [s for s in st.readings if s != "all" and s not in st.readings_matched]
     if unmatched and any(isinstance(i, ClaimItem) for i in session.items):
         raise pytest.UsageError(f"--readings {', '.join(unmatched)}: no collected experiment declares such a reading "
                                 f"(see the readings tables in claims/*.toml)")
     if hasattr(config, "workerinput") or config.option.collectonly:
         return
-    ctx = config._harness_ctx
-    config._harness_plan = planner.pending(_selection(session.items), ctx.cache, ctx.device, ctx.refresh)
+    ctx = st.ctx
+    st.plan = planner.pending(_selection(session.items), ctx.cache, ctx.device, ctx.refresh)
     if config.getoption("--executor") == "inline" and not config.getoption("--plan-only"):
         # the inline executor trains while pytest prints its progress dots: its lines would break
         # them (and pytest would print the file name again after each), so only with -v, where
         # every claim has a line of its own
-        display = _display(config, config._harness_plan, live=False) if config.option.verbose > 0 else None
+        display = _display(config, st.plan, live=False) if config.option.verbose > 0 else None
         if display:
-            ctx.progress = config._harness_inline = progress.InlineTracker(display, ctx.batch_seeds)
+            ctx.progress = st.inline = progress.InlineTracker(display, ctx.batch_seeds)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -326,7 +348,8 @@ def pytest_runtestloop(session):
     """--plan-only: print the plan and run no claim. --executor local|submitit: train the plan
     first; a group that fails marks the claims that need it as not run."""
     config = session.config
-    plan = getattr(config, "_harness_plan", None)
+    st = state(config)
+    plan = st.plan
     if plan is None or (session.testsfailed and not config.option.continue_on_collection_errors):
         return None  # (collection errors: pytest's own loop stops the session)
     tr = config.pluginmanager.get_plugin("terminalreporter")
@@ -337,7 +360,7 @@ def pytest_runtestloop(session):
     name = config.getoption("--executor")
     if name == "inline" or not plan:
         return None
-    ctx = config._harness_ctx
+    ctx = st.ctx
     display = _display(config, plan, live=True)
     on_event = display.event if display else (lambda e: None)
     if name == "local":
@@ -352,7 +375,7 @@ def pytest_runtestloop(session):
         if err.startswith("OutOfBudget"):  # not trained for lack of time: its claims say "not run"
             continue
         for e in plan[i].experiments:
-            config._harness_failed.setdefault((e, plan[i].tier), err)
+            st.failed.setdefault((e, plan[i].tier), err)
     if ctx.refresh:  # trained afresh just now: the claims must not retrain them
         ctx._refreshed.update(k for g in plan for k in g.keys)
     return None
@@ -373,20 +396,20 @@ def pytest_terminal_summary(terminalreporter, config):
         for rep in inconclusive:
             result = json.loads(dict(rep.user_properties)["harness_claim"])
             terminalreporter.write_line(f"INCONCLUSIVE {rep.nodeid}: {result['detail']}")
-    paths = getattr(config, "_harness_report_paths", None)
+    paths = state(config).report_paths
     if paths:
         terminalreporter.write_line(f"reproduction report: {paths[1]}  (results: {paths[0]})")
 
 
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
-    if hasattr(config, "workerinput") or not getattr(config, "_harness_results", None):
+    st = state(config)
+    if hasattr(config, "workerinput") or not st.results:
         return
-    ctx = config._harness_ctx
+    ctx = st.ctx
     # a claim checked only under other readings: its primary, for the report, from the cache
     judge = Context(device=ctx.device, data_dir=ctx.data_dir, cache_root=str(ctx.cache.root), allow_train=False)
-    results = with_primaries(config._harness_results, judge)
-    paths = report.write(results, config.getoption("--report"), wall_s=time.time() - config._harness_start,
-                         device=ctx.device)
-    config._harness_report_paths = paths
+    results = with_primaries(st.results, judge)
+    st.report_paths = report.write(results, config.getoption("--report"), wall_s=time.time() - st.start,
+                                   device=ctx.device)
 
