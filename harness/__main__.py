@@ -30,7 +30,7 @@ from pathlib import Path
 from .claims import readings, report, spec
 from .claims.results import claim_result
 from .paper.measure import measurement_options
-from .runs import cache, expand, planner
+from .runs import cache, expand, planner, provenance
 from .runs.context import Context
 
 
@@ -231,7 +231,7 @@ def plan(claims_dir, tier, estimate="off") -> list:
     estimate = estimate == "on" or estimate == "auto" and device == "cuda"
     seen, rows, timings = set(), [], {}
     if estimate:
-        print(f"measuring the training step of each shape on {bench.device_name(device)} ...", flush=True)
+        print(f"measuring the training step of each shape on {provenance.device_name(device)} ...", flush=True)
     for path in sorted(Path(claims_dir).glob("*.toml")):
         for exp in spec.load(path).experiments.values():
             if tier not in exp.tiers or exp.procedure == "count":
@@ -248,7 +248,7 @@ def plan(claims_dir, tier, estimate="off") -> list:
                          "group_steps": steps / seeds, "pflop": sum(c["flops"] for c in costs) / 1e15,
                          "minutes": bench.wall_seconds(runs, seeds, device, timings) / 60 if estimate else 0.0})
     print(f"{tier} tier: training runs, optimiser steps (all runs; per seed group), training PFLOP"
-          + (f", ESTIMATED training minutes on {bench.device_name(device)}" if estimate else ""))
+          + (f", ESTIMATED training minutes on {provenance.device_name(device)}" if estimate else ""))
     print(f"{'experiment':<36}{'runs':>6}{'steps':>12}{'group steps':>13}{'PFLOP':>9}"
           + (f"{'est. min':>10}" if estimate else ""))
     for r in rows + [{"experiment": "total", **{k: sum(r[k] for r in rows)

@@ -32,6 +32,7 @@ import torch
 from .paper import data, models
 from .paper.train import Eager, GraphedStep, Grouped, RunConfig, _optimizer, graphable, step
 from .runs.expand import training_cost
+from .runs.provenance import device_name
 
 CASES = [("cnn", 32, 32), ("cnn", 32, 128), ("cnn", 32, 1024), ("mlp", 4096, 128)]
 QUICK = [("cnn", 8, 32), ("cnn", 8, 128), ("mlp", 512, 128)]
@@ -153,10 +154,6 @@ def wall_seconds(cfgs, seeds, device, timings) -> float:
         t = timings[shape]
         total += (training_cost(c)["steps"] * t["step"] + (c.epochs * m + n + m) * t["eval"]) / seeds
     return total
-
-
-def device_name(device) -> str:
-    return torch.cuda.get_device_name(0) if torch.device(device).type == "cuda" else "cpu"
 
 
 def main(device="cpu", seeds=5, steps=30, quick=False, compile=False, cudnn_benchmark=False, nchw=False) -> list:
