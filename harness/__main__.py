@@ -16,7 +16,7 @@ groups not yet in the run cache (harness/runs/planner.py).
 `python -m harness fit EXPERIMENT` ranks an experiment's readings (harness/claims/readings.py) by how well they
 match the paper's numbers together, from the run cache (no training).
 `python -m harness migrate` re-keys, in place, a run cache made before the device left the run
-keys (runs/cache.py: migrate; exports are re-keyed as they are imported)."""
+keys (runs/migrate.py; exports are re-keyed as they are imported, runs/exports.py)."""
 from __future__ import annotations
 
 import argparse
@@ -30,7 +30,8 @@ from pathlib import Path
 from .claims import readings, report, spec
 from .claims.results import claim_result
 from .paper.measure import measurement_options
-from .runs import cache, expand, planner, provenance
+from .runs import cache, expand, exports, keys, planner, provenance
+from .runs import migrate as migration
 from .runs.context import Context
 
 
@@ -136,7 +137,7 @@ def _from_exports(args, command) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as root:
-        taken = cache.import_exports(args.exports, root, candidates)
+        taken = exports.import_exports(args.exports, root, candidates)
         for part, n in taken.items():
             print(f"{part}: {n} entries")
         if taken.migration.runs or taken.migration.measurements or taken.migration.unverified:
@@ -176,7 +177,7 @@ def measurement_candidates(claims_dir) -> list:
     """Every (instrument, options) pair a measurement of the experiments in `claims_dir` is keyed
     by: each experiment x tier x reading's resolved instruments, their options as
     paper/measure.py: measurement_options keys them; for finding measurements made under the old keys
-    (cache.plan_migration)."""
+    (migration.plan_migration)."""
     out = {}
     for path in sorted(Path(claims_dir).glob("*.toml")):
         for exp in spec.load(path, with_claims=False).experiments.values():
@@ -189,13 +190,13 @@ def measurement_candidates(claims_dir) -> list:
 
 
 def migrate(args) -> int:
-    """`python -m harness migrate`: cache.migrate on the run cache, with the claim files' measurements."""
+    """`python -m harness migrate`: migration.migrate on the run cache, with the claim files' measurements."""
     root = cache.default_root(args.run_cache)
     if not _has_runs(root):
         return 2
     try:
-        done = cache.migrate(root, measurement_candidates(args.claims))
-    except (spec.SpecError, cache.ReadOnlyCache) as e:
+        done = migration.migrate(root, measurement_candidates(args.claims))
+    except (spec.SpecError, migration.ReadOnlyCache) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{root}: {done.summary()}")
@@ -238,7 +239,7 @@ def plan(claims_dir, tier, estimate="off") -> list:
                 continue
             runs = []
             for cfg in expand.training_runs(exp, tier):
-                key = cache.run_key(cfg) if exp.procedure == "train" else None  # ticket rounds are unique
+                key = keys.run_key(cfg) if exp.procedure == "train" else None  # ticket rounds are unique
                 if key is None or key not in seen:
                     seen.add(key)
                     runs.append(cfg)
@@ -276,12 +277,12 @@ def plan_readings(claims_dir, tier, seen) -> list:
             if tier not in exp.tiers or exp.procedure == "count" or len(exp.readings(tier)) < 2:
                 continue
             if exp.procedure == "ticket":
-                seen |= {cache.run_key(c) for c in expand.expand(exp, tier, "cuda")}
+                seen |= {keys.run_key(c) for c in expand.expand(exp, tier, "cuda")}
             for reading in exp.readings(tier)[1:]:
                 dense = len(expand.expand(exp, tier, "cuda", reading))
                 runs = []
                 for i, cfg in enumerate(expand.training_runs(exp, tier, reading=reading)):
-                    key = cache.run_key(cfg) if exp.procedure == "train" or i < dense else None
+                    key = keys.run_key(cfg) if exp.procedure == "train" or i < dense else None
                     if key is None or key not in seen:
                         seen.add(key)
                         runs.append(cfg)

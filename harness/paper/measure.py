@@ -235,7 +235,7 @@ INSTRUMENT_DEFAULTS = {
 
 
 # Instrument options added after full-tier results existed: left out of the measurement's cache
-# key at these default values (as cache.run_key leaves default RunConfig fields out).
+# key at these default values (as runs/keys.py: run_key leaves default RunConfig fields out).
 KEYLESS_DEFAULTS = {"movement": {"definition": "all"}}
 
 

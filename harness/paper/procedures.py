@@ -109,7 +109,7 @@ def train_group(ctx: Context, group) -> None:
 
 
 def _num(value) -> float:
-    """A number read from a metrics.json: null (a non-finite value, see cache.jsonable) is NaN."""
+    """A number read from a metrics.json: null (a non-finite value, see runs/strict_json.py) is NaN."""
     return math.nan if value is None else value
 
 

@@ -3,7 +3,7 @@
 A group is the runs of one configuration that differ only in seed (trained together as one grouped
 network when Context.batch_seeds is set, else one at a time). Under the cache's per-key locks, a
 group's runs already cached are reused, `--refresh` invalidates them once per session, the missing
-ones train (resuming from their epoch checkpoint, see runs.cache.Checkpoint) within the time budget
+ones train (resuming from their epoch checkpoint, see runs/checkpoint.py) within the time budget
 (Context.check_budget), and each is saved with its metrics, weights, provenance and the
 fingerprint of the data it was trained on. A cached entry is reused only if it is readable and was
 made from the data file in use (`cached`). Measurements of a trained run (`measured`) are cached
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import torch
 
 from ..paper.train import OutOfTime, RunConfig, graphable, train, train_seeds
-from . import cache as cache_mod
 from . import provenance
-from .cache import Checkpoint
+from .checkpoint import Checkpoint
 from .context import Context, NotCached, OutOfBudget
 from .expand import training_cost, varying
+from .keys import run_key
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Job:
 
     @property
     def key(self) -> str:
-        return cache_mod.run_key(self.cfg, self.extra)
+        return run_key(self.cfg, self.extra)
 
 
 RUN_FIELDS = ("final", "history", "diverged", "steps", "wall_s")  # what a run's metrics.json must hold
@@ -137,7 +137,7 @@ def tensors(ctx: Context, key: str, purpose: str) -> dict:
 def measured(ctx: Context, run_key: str, cfg: RunConfig, instrument: str, options: dict, compute) -> dict:
     """The measurement `instrument` (with `options`, as they enter its key) of the cached run
     `run_key`: from the cache, or `compute(weights)` on the run's tensors, then cached."""
-    key = cache_mod.run_key(cfg, {"measure_of": run_key, "instrument": instrument, "options": options})
+    key = run_key(cfg, {"measure_of": run_key, "instrument": instrument, "options": options})
     with ctx.cache.lock(key):
         if ctx.refresh and key not in ctx._refreshed:
             ctx.cache.invalidate(key)

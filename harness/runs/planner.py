@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..paper import procedures
-from . import cache as cache_mod
 from .expand import expand, seed_groups, training_cost
+from .keys import non_default_fields, run_key
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Group:
 
     def summary(self) -> str:
         """Dataset, model, the settings that differ from RunConfig's defaults, and the seeds."""
-        c = cache_mod.non_default_fields(self.cfgs[0])
+        c = non_default_fields(self.cfgs[0])
         fields = " ".join(f"{k}={v}" for k, v in c.items() if k not in ("dataset", "model", "seed", "device"))
         seeds = ",".join(str(c.seed) for c in self.cfgs)
         return f"{self.cfgs[0].dataset}/{self.cfgs[0].model} {fields} seeds {seeds}"
@@ -88,7 +88,7 @@ def groups(selection, device: str) -> list[Group]:
                 new = Group((exp_id(exp),), tier, tuple(cfgs), tuple(keys), s0 + rounds * s1, f0 + rounds * f1, exp,
                             reading)
             else:
-                keyed = [(cache_mod.run_key(c), c) for c in cfgs]
+                keyed = [(run_key(c), c) for c in cfgs]
                 shared = {owner[k] for k, _ in keyed if k in owner}
                 for i in shared:
                     if exp_id(exp) not in out[i].experiments:
@@ -106,7 +106,7 @@ def groups(selection, device: str) -> list[Group]:
 
 
 def pending(selection, cache, device: str, refresh: bool = False) -> list[Group]:
-    """The groups of `selection` with a run missing from `cache` (a cache_mod.RunCache); with
+    """The groups of `selection` with a run missing from `cache` (a runs.cache.RunCache); with
     `refresh`, every group. A pending seed group keeps only its missing runs."""
     out = []
     for g in groups(selection, device):
