@@ -10,7 +10,7 @@ claim file.
 `--executors`, the inline executor against the local one (harness/bench.py).
 `python -m harness plan` lists what a tier trains: runs, optimiser steps and FLOPs per experiment,
 and estimates its wall time on this machine's GPU (see `plan`); `plan --pending` lists the training
-groups not yet in the run cache (harness/runs/planner.py).
+groups not yet in the run cache (harness/execute/planner.py).
 `python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz
 (exit status 2 where the cache holds none).
 `python -m harness fit EXPERIMENT` ranks an experiment's readings (harness/claims/readings.py) by how well they
@@ -30,7 +30,8 @@ from pathlib import Path
 from .claims import readings, report, spec
 from .claims.results import claim_result
 from .paper.measure import measurement_options
-from .runs import cache, expand, exports, keys, planner, provenance
+from .execute import planner
+from .runs import cache, expand, exports, keys, provenance
 from .runs import migrate as migration
 from .runs.context import Context
 

@@ -194,9 +194,10 @@ def executors(experiment_ids: list, tier: str, workers: int, data_dir=None, clai
     from pathlib import Path
 
     from .claims import spec
-    from .runs import cache, planner
+    from .runs import cache
     from .runs.context import Context
-    from .runs.executors import run_local, settings, train_group
+    from .execute import planner
+    from .execute.executors import run_local, settings, train_group
     exps = {planner.exp_id(e): e for p in sorted(Path(claims_dir).glob("*.toml")) for e in spec.load(p).experiments.values()}
     selection = [(exps[i], tier) for i in experiment_ids]
     out = {}

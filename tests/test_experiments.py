@@ -9,7 +9,7 @@ import torch
 
 from harness.paper import models, prune
 from harness.claims import spec
-from harness.paper import procedures
+from harness import procedures
 from harness.runs.context import Context
 from harness.runs.context import NotCached
 from harness.runs.expand import training_cost

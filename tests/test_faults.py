@@ -19,7 +19,7 @@ from harness import __main__ as cli
 from harness.runs import cache, checkpoint
 from harness.claims import checks, report, spec, stats
 from harness.paper import data, train
-from harness.paper import procedures
+from harness import procedures
 from harness.runs.context import Context
 from harness.runs.context import NotCached
 from harness.claims import results

@@ -15,7 +15,7 @@ from harness import __main__ as cli
 from harness.runs import cache, checkpoint, exports, provenance
 from harness.claims import spec
 from harness.paper import train
-from harness.paper import procedures
+from harness import procedures
 from harness.runs.context import Context
 from harness.runs.context import NotCached
 from harness.runs.context import OutOfBudget

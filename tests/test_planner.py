@@ -2,10 +2,11 @@
 order, a ticket chain as one group, pending detection against the cache, and --plan-only."""
 import pytest
 
-from harness.runs import cache, planner
+from harness.execute import planner
+from harness.runs import cache
 from harness.runs.keys import run_key
 from harness.claims import spec
-from harness.paper import procedures
+from harness import procedures
 from harness.runs.context import Context
 
 TOML = """

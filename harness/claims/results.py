@@ -7,8 +7,8 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-from ..paper import procedures
-from ..paper.procedures import DataError
+from .. import procedures
+from ..procedures import DataError
 from ..runs.keys import run_key
 from ..runs.cache import DamagedEntry
 from ..runs.context import Context, NotCached, OutOfBudget

@@ -2,15 +2,15 @@
 may set with their allowed ranges, the check types with their fields, and SpecError with the
 helpers that name the file, the item and the field of every error (harness/claims/spec.py parses
 claims, harness/claims/readings.py readings, with these). What the paper's ML offers (run settings,
-datasets, models, instruments) comes from the procedures' registry, harness/paper/procedures.py.
+datasets, models, instruments) comes from the procedures' registry, harness/procedures.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 
-from ..paper.procedures import (DATASETS, INSTRUMENT_DEFAULTS, INSTRUMENTS, MODELS, MOVEMENT_DEFINITIONS,
-                                RunConfig, measurement_options, perturb_metric)
+from ..procedures import (DATASETS, INSTRUMENT_DEFAULTS, INSTRUMENTS, MODELS, MOVEMENT_DEFINITIONS,
+                          RunConfig, measurement_options, perturb_metric)
 
 __all__ = ["DATASETS", "INSTRUMENT_DEFAULTS", "INSTRUMENTS", "MODELS", "MOVEMENT_DEFINITIONS", "RunConfig",
            "measurement_options", "perturb_metric"]  # (from the registry, for spec and readings)

@@ -3,7 +3,7 @@
 `expand` gives every run (configuration x grid point x seed) as a RunConfig; `seed_groups` groups
 runs that differ only in seed (the unit trained together); `training_runs` adds a ticket chain's
 rounds and controls; `training_cost` estimates a run's optimiser steps and FLOPs. Shared by the
-planner (what is still to train) and the procedures (harness/paper/procedures.py: rows from runs).
+planner (what is still to train) and the procedures (harness/procedures: rows from runs).
 An experiment is read through `exp.resolved(tier, reading)` only (harness/claims/spec.py).
 """
 from __future__ import annotations

@@ -10,8 +10,8 @@ made from the data file in use (`cached`). Measurements of a trained run (`measu
 the same way, under a key naming the run, the instrument and its options.
 
 The claims call this lazily (the default `inline` executor: a claim trains what it misses); the
-other executors (harness/runs/executors.py) call it in their workers, through the procedures'
-registry (harness/paper/procedures.py), before the claims run.
+other executors (harness/execute/executors.py) call it in their workers, through the procedures'
+registry (harness/procedures), before the claims run.
 """
 from __future__ import annotations
 

@@ -4,9 +4,9 @@ This is the first of three stages:
   planner      expands the selected (experiment, tier, reading) items into run groups with their
                cache keys and estimated cost (harness/runs/expand.py), and keeps those with a run
                missing from the cache (pure, cheap: no training, no tensors loaded);
-  executors    train the pending groups into the run cache (harness/runs/executors.py: local worker
+  executors    train the pending groups into the run cache (harness/execute/executors.py: local worker
                processes, or a SLURM job array through submitit), each group through the
-               procedures' registry (harness/paper/procedures.py: train_group);
+               procedures' registry (harness/procedures: train_group);
   claims       read their rows (procedures.rows), training lazily only what is still missing: the
                `inline` executor (harness/runs/inline.py) is exactly that.
 
@@ -28,9 +28,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paper import procedures
-from .expand import expand, seed_groups, training_cost
-from .keys import non_default_fields, run_key
+from .. import procedures
+from ..runs.expand import expand, seed_groups, training_cost
+from ..runs.keys import non_default_fields, run_key
 
 
 @dataclass(frozen=True)

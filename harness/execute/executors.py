@@ -1,4 +1,4 @@
-"""Executors: train the planned groups (harness/runs/planner.py) into the run cache before the claims run.
+"""Executors: train the planned groups (harness/execute/planner.py) into the run cache before the claims run.
 
   inline    no executor step: the claims train what they miss, one group after another, in the
             pytest process (harness/runs/inline.py; the default, and the behaviour before executors).
@@ -11,7 +11,7 @@
             the harness's own epoch checkpoints (runs.cache.Checkpoint, kept in the run cache, which
             must be on a filesystem the nodes share).
 
-Every executor trains a group through the procedures' registry (harness/paper/procedures.py:
+Every executor trains a group through the procedures' registry (harness/procedures:
 train_group, which trains through harness/runs/inline.py), and
 writes through the run cache's per-run locks and atomic writes, so executors, pytest-xdist
 workers and later sessions never train one run twice or leave a half-written entry. A group that
@@ -46,8 +46,8 @@ _contexts = {}  # one Context per settings in a worker process: data splits load
 
 def train_group(settings: dict, group, index: int, send) -> None:
     """Train one planned group in this process, sending its epoch events through `send`."""
-    from ..paper import procedures
-    from . import context, progress
+    from .. import procedures
+    from ..runs import context, progress
     memo = json.dumps(settings, sort_keys=True)
     if memo not in _contexts:
         _contexts[memo] = context.Context(**settings)

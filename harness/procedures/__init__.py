@@ -19,9 +19,12 @@ parent's key, so the whole chain is content-addressed. An experiment runs under 
 (default the primary): the reading's overrides change the runs' configurations (so their keys) or
 the instruments' options, all through `exp.resolved(tier, reading)`.
 
-This is the one module of the paper's ML that the claims engine (harness/claims) imports: besides
-the procedures it names what a claim file may set and measure (run settings, datasets, models,
+This is the one door of the paper's ML that the claims engine (harness/claims) uses: besides the
+procedures it names what a claim file may set and measure (run settings, datasets, models,
 instruments), below.
+
+May import: harness.runs (to expand experiments into runs and to train and cache them) and
+harness.paper. Never harness.execute or harness.claims, which stand above it.
 """
 from __future__ import annotations
 
@@ -37,15 +40,15 @@ from ..runs import inline
 from ..runs.context import Context
 from ..runs.expand import chain_runs, expand, seed_groups, varying
 from ..runs.inline import RUN_FIELDS, Job, cached, train_group as train_seed_group
-from . import data as data_mod
-from . import measure, models, prune
-from .train import model_from_state
+from ..paper import data as data_mod
+from ..paper import measure, models, prune
+from ..paper.train import model_from_state
 
 # What a claim file may name (harness/claims/schema.py validates against these).
-from .data import DATASETS, DataError
-from .measure import INSTRUMENT_DEFAULTS, INSTRUMENTS, MOVEMENT_DEFINITIONS, measurement_options, perturb_metric
-from .models import MODELS
-from .train import RunConfig
+from ..paper.data import DATASETS, DataError
+from ..paper.measure import INSTRUMENT_DEFAULTS, INSTRUMENTS, MOVEMENT_DEFINITIONS, measurement_options, perturb_metric
+from ..paper.models import MODELS
+from ..paper.train import RunConfig
 
 __all__ = ["PROCEDURES", "rows", "train_group", "chain_keys",  # the procedures
            "RunConfig", "DATASETS", "DataError", "MODELS", "INSTRUMENTS", "INSTRUMENT_DEFAULTS",
@@ -100,7 +103,7 @@ PROCEDURES = {"count": _count, "train": _train, "ticket": _ticket}
 def train_group(ctx: Context, group) -> None:
     """Train one planned group (harness.planner.Group) into the cache: a seed group's runs, or a
     whole lottery-ticket chain walked as `run` walks it. The seam between the executors
-    (harness/runs/executors.py, which call this in their workers) and the claims, which then find the
+    (harness/execute/executors.py, which call this in their workers) and the claims, which then find the
     runs cached in `rows`."""
     if group.exp is None:
         train_seed_group(ctx, [Job(c) for c in group.cfgs])
