@@ -27,7 +27,7 @@ from . import provenance
 from .checkpoint import Checkpoint
 from .context import Context, NotCached, OutOfBudget
 from .expand import training_cost, varying
-from .keys import run_key
+from . import keys
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Job:
 
     @property
     def key(self) -> str:
-        return run_key(self.cfg, self.extra)
+        return keys.run_key(self.cfg, self.extra)
 
 
 RUN_FIELDS = ("final", "history", "diverged", "steps", "wall_s")  # what a run's metrics.json must hold
@@ -137,7 +137,7 @@ def tensors(ctx: Context, key: str, purpose: str) -> dict:
 def measured(ctx: Context, run_key: str, cfg: RunConfig, instrument: str, options: dict, compute) -> dict:
     """The measurement `instrument` (with `options`, as they enter its key) of the cached run
     `run_key`: from the cache, or `compute(weights)` on the run's tensors, then cached."""
-    key = run_key(cfg, {"measure_of": run_key, "instrument": instrument, "options": options})
+    key = keys.run_key(cfg, {"measure_of": run_key, "instrument": instrument, "options": options})
     with ctx.cache.lock(key):
         if ctx.refresh and key not in ctx._refreshed:
             ctx.cache.invalidate(key)
