@@ -28,8 +28,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import procedures
-from ..runs.expand import expand, seed_groups, training_cost
+from ..runs.expand import expand, retrained, seed_groups, ticket_chain, training_cost
 from ..runs.keys import non_default_fields, run_key
 
 
@@ -80,11 +79,11 @@ def groups(selection, device: str) -> list[Group]:
         seen.add((exp_id(exp), tier, name))
         for cfgs in seed_groups(expand(exp, tier, device, reading)):
             if exp.procedure == "ticket":
-                keys = procedures.chain_keys(exp, tier, cfgs, reading)
                 t = exp.resolved(tier, reading)["ticket"]
-                retrain = [dataclasses.replace(c, epochs=t["retrain_epochs"] or c.epochs) for c in cfgs]
-                (s0, f0), (s1, f1) = _cost(cfgs), _cost(retrain)
-                rounds = len(keys) // len(cfgs) - 1
+                chain = ticket_chain(t, cfgs)  # the plan the ticket procedure walks to train it
+                keys = list(dict.fromkeys(k for rd in chain for k in rd.keys))
+                (s0, f0), (s1, f1) = _cost(cfgs), _cost(retrained(t, cfgs))
+                rounds = len(chain) - 1
                 new = Group((exp_id(exp),), tier, tuple(cfgs), tuple(keys), s0 + rounds * s1, f0 + rounds * f1, exp,
                             reading)
             else:
