@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .claims import readings, report, spec
 from .claims.results import claim_result
-from .paper.measure import measurement_options
+from .procedures.instruments import measurement_options
 from .execute import planner
 from .runs import cache, expand, exports, keys, provenance
 from .runs import migrate as migration
@@ -177,7 +177,7 @@ def main_report(args, start) -> int:
 def measurement_candidates(claims_dir) -> list:
     """Every (instrument, options) pair a measurement of the experiments in `claims_dir` is keyed
     by: each experiment x tier x reading's resolved instruments, their options as
-    paper/measure.py: measurement_options keys them; for finding measurements made under the old keys
+    procedures/instruments.py: measurement_options keys them; for finding measurements made under the old keys
     (migration.plan_migration)."""
     out = {}
     for path in sorted(Path(claims_dir).glob("*.toml")):

@@ -92,7 +92,7 @@ def test_second_run_is_served_from_the_cache(tmp_path, data_dir, monkeypatch):
     first = procedures.rows(exp, "smoke", ctx)
     calls = []
     monkeypatch.setattr(inline, "train", lambda *a, **k: calls.append(1))
-    monkeypatch.setattr(procedures.row, "_take", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(procedures.instruments, "take", lambda *a, **k: calls.append(1))
     fresh = Context(data_dir=ctx.data_dir, cache_root=ctx.cache_root)
     assert procedures.rows(exp, "smoke", fresh) == first and calls == []
 

@@ -16,7 +16,7 @@ from harness.runs.keys import legacy_run_key, run_key
 from harness.claims import spec
 from harness.paper.train import RunConfig
 from harness.runs.expand import expand
-from harness.paper import measure
+from harness.procedures import instruments
 
 REPO = Path(__file__).resolve().parent.parent
 CLAIMS = REPO / "claims"
@@ -43,7 +43,7 @@ def test_legacy_keys_are_the_old_cuda_keys_and_the_new_keys_the_cpu_ones(file, n
 def test_the_legacy_movement_measurement_key():
     exp = spec.load(CLAIMS / "ntk.toml", with_claims=False).experiments["ntk_mlp"]
     cfg = expand(exp, "full", "cuda")[0]
-    opts = measure.measurement_options("movement", exp.resolved("full")["instruments"]["movement"])
+    opts = instruments.measurement_options("movement", exp.resolved("full")["instruments"]["movement"])
     extra = {"measure_of": legacy_run_key(cfg), "instrument": "movement", "options": opts}
     assert legacy_run_key(cfg, extra) == "710a8ad0c861172829dccebd"
 

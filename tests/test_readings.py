@@ -17,6 +17,7 @@ from harness.__main__ import main, plan_readings
 from harness.claims.plugin import node_suffix
 from harness.runs.expand import expand
 from harness.paper import measure
+from harness.procedures import instruments
 from harness.claims import readings
 
 CLAIMS = Path(__file__).resolve().parent.parent / "claims"
@@ -54,10 +55,10 @@ def test_primary_run_keys_are_unchanged(file, name, tier, key):
 def test_primary_movement_measurement_key_is_unchanged():
     exp = experiment("ntk.toml", "ntk_mlp")
     cfg = expand(exp, "full", "cuda")[0]
-    opts = measure.measurement_options("movement", exp.resolved("full")["instruments"]["movement"])
+    opts = instruments.measurement_options("movement", exp.resolved("full")["instruments"]["movement"])
     extra = {"measure_of": run_key(cfg), "instrument": "movement", "options": opts}
     assert run_key(cfg, extra) == "eebb5e95d62c05a4347b75f3"
-    assert measure.measurement_options("movement", {"definition": "weights"}) == {"definition": "weights"}
+    assert instruments.measurement_options("movement", {"definition": "weights"}) == {"definition": "weights"}
 
 
 def test_readings_expand_into_distinct_runs():

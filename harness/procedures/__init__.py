@@ -42,13 +42,13 @@ from . import row
 
 # What a claim file may name (harness/claims/schema.py validates against these).
 from ..paper.data import DATASETS, DataError
-from ..paper.measure import INSTRUMENT_DEFAULTS, INSTRUMENTS, MOVEMENT_DEFINITIONS, measurement_options, perturb_metric
 from ..paper.models import MODELS
 from ..paper.train import RunConfig
+from .instruments import INSTRUMENT_DEFAULTS, INSTRUMENTS, measurement_options, perturb_metric
 
 __all__ = ["PROCEDURES", "rows", "train_group",  # the procedures
            "RunConfig", "DATASETS", "DataError", "MODELS", "INSTRUMENTS", "INSTRUMENT_DEFAULTS",
-           "MOVEMENT_DEFINITIONS", "measurement_options", "perturb_metric"]  # the vocabulary
+           "measurement_options", "perturb_metric"]  # the vocabulary
 
 
 def rows(exp, tier: str, ctx: Context, reading=None) -> list[dict]:
