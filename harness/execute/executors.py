@@ -8,7 +8,7 @@
             CPU, with torch threads split between workers. Groups go to whichever worker is free.
   submitit  one SLURM job per group, submitted as one job array through submitit
             (`run_submitit`); a preempted or timed-out job is requeued by submitit and resumes from
-            the harness's own epoch checkpoints (runs.cache.Checkpoint, kept in the run cache, which
+            the harness's own epoch checkpoints (runs.checkpoint.Checkpoint, kept in the run cache, which
             must be on a filesystem the nodes share).
 
 Every executor trains a group through the procedures' registry (harness/procedures:
