@@ -14,20 +14,21 @@ ticket_chain), the plan the planner takes the chain's keys from. Every row is ma
     {"config": {run settings that vary, plus remaining/variant for tickets}, "seed": int,
      "key": cache key, "diverged": bool, "metrics": {name: float}, "provenance": {...}}
 
-Training results and each instrument's measurement are cached separately (an instrument added later
-does not retrain; harness/runs/inline.py). A ticket chain's every pruning round's key includes its
+The instruments an experiment measures are the registry of instruments (instruments.py: each
+one record of its options, cache key, metrics, and how it is taken and read). Training results and
+each instrument's measurement are cached separately (an instrument added later does not retrain;
+harness/runs/inline.py). A ticket chain's every pruning round's key includes its
 parent's key, so the whole chain is content-addressed. An experiment runs under one of its readings
 (default the primary): the reading's overrides change the runs' configurations (so their keys) or
 the instruments' options, all through `exp.resolved(tier, reading)`.
 
-This is the one door of the paper's ML that the claims engine (harness/claims) uses: besides the
-procedures it names what a claim file may set and measure (run settings, datasets, models,
-instruments), below.
+This package is the one door of the paper's ML that the claims engine (harness/claims) uses:
+besides the procedures it names what a claim file may set and measure (run settings, datasets,
+models, instruments), below.
 
 May import: harness.runs (to expand experiments into runs and to train and cache them) and
 harness.paper. Never harness.execute or harness.claims, which stand above it.
 """
-
 from __future__ import annotations
 
 import time
