@@ -17,7 +17,7 @@ writes through the run cache's per-run locks and atomic writes, so executors, py
 workers and later sessions never train one run twice or leave a half-written entry. A group that
 fails (an exception, or its worker killed) is reported through the returned failures, and the
 other groups go on; the claims that need it are then reported as not run. Progress goes through
-`on_event` as harness/progress.py events.
+`on_event` as harness/runs/progress.py events.
 
 Groups and settings are plain data (configs and keys, no tensors); this module imports torch only
 inside the workers.

@@ -63,12 +63,12 @@ def cached(ctx: Context, key: str, cfg: RunConfig, required=()) -> dict | None:
 def train_group(ctx: Context, jobs: list) -> list:
     """(key, metrics) for runs that differ only in seed; the ones not cached yet are trained, as
     one grouped network when ctx.batch_seeds is set, else one at a time."""
-    keys = [j.key for j in jobs]
+    wanted = [j.key for j in jobs]
     with contextlib.ExitStack() as locks:
-        for key in sorted(set(keys)):  # sorted: two workers never wait on each other in a cycle
+        for key in sorted(set(wanted)):  # sorted: two workers never wait on each other in a cycle
             locks.enter_context(ctx.cache.lock(key))
         if ctx.refresh:
-            for key in set(keys) - ctx._refreshed:
+            for key in set(wanted) - ctx._refreshed:
                 ctx.cache.invalidate(key)
                 ctx._refreshed.add(key)
         todo = [j for j in jobs if cached(ctx, j.key, j.cfg, RUN_FIELDS) is None]
@@ -104,7 +104,7 @@ def train_group(ctx: Context, jobs: list) -> list:
                 speed[1] += sum(training_cost(j.cfg)["flops"] for j in group)
                 for j, res in zip(group, results):
                     _save(ctx, j, res, "grouped" if together else "single")
-        return [(key, ctx.cache.load_metrics(key)) for key in keys]
+        return [(key, ctx.cache.load_metrics(key)) for key in wanted]
 
 
 def _save(ctx: Context, j: Job, res, trainer: str) -> None:
