@@ -24,6 +24,7 @@ import torch
 from ..paper import data as data_mod
 from ..paper import measure, models
 from ..paper.train import model_from_state
+from ..runs.strict_json import number
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,6 @@ def take(ctx, cfg, instrument: str, opts: dict, tensors: dict) -> dict:
 
 
 def tabulate(instrument: str, opts: dict, measurement: dict) -> dict:
-    """The row metrics of a measurement: {metric: value}, null (see runs/strict_json.py) as NaN."""
+    """The row metrics of a measurement: {metric: value}, a null (a non-finite value) as NaN."""
     i = INSTRUMENTS[instrument]
-    return {k: float("nan") if v is None else v for k, v in zip(i.metrics(opts), i.read(measurement, opts))}
+    return {k: number(v) for k, v in zip(i.metrics(opts), i.read(measurement, opts))}

@@ -14,19 +14,15 @@ import math
 from ..paper import models
 from ..runs import inline
 from ..runs.expand import varying
+from ..runs.strict_json import number
 from . import instruments
-
-
-def _num(value) -> float:
-    """A number read from a metrics.json: null (a non-finite value, see runs/strict_json.py) is NaN."""
-    return math.nan if value is None else value
 
 
 def make(ctx, exp, r, cfg, key, metrics, fields=None) -> dict:
     """The row of the run `key` (configuration `cfg`, its cached `metrics`) of experiment `exp` as
     resolved (`r`), measured by its instruments; `fields`: what the row's config adds (a ticket
     round's remaining and variant)."""
-    final = {k: _num(v) for k, v in metrics["final"].items()}
+    final = {k: number(v) for k, v in metrics["final"].items()}
     # diverged also where the training losses stayed finite but the final weights' are not
     diverged = bool(metrics["diverged"]) or not all(math.isfinite(final[k]) for k in ("train_loss", "test_loss"))
     row_metrics = {**final, "steps": metrics["steps"], "wall_s": metrics["wall_s"],

@@ -1,7 +1,7 @@
 """Strict JSON: what the run cache's metrics.json and the report's results.json are written as.
 
 A non-finite number (a diverged run's loss) is written as null, and readers take null where a
-number is expected as NaN (see `jsonable`).
+number is expected as NaN (`number`).
 """
 from __future__ import annotations
 
@@ -26,3 +26,8 @@ def jsonable(value):
 def dumps(value, **kw) -> str:
     """Strict JSON text of `value` (see `jsonable`)."""
     return json.dumps(jsonable(value), allow_nan=False, **kw)
+
+
+def number(value) -> float:
+    """A number read back from strict JSON: null (a non-finite value, see `jsonable`) is NaN."""
+    return math.nan if value is None else value
