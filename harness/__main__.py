@@ -10,13 +10,13 @@ claim file.
 `--executors`, the inline executor against the local one (harness/bench.py).
 `python -m harness plan` lists what a tier trains: runs, optimiser steps and FLOPs per experiment,
 and estimates its wall time on this machine's GPU (see `plan`); `plan --pending` lists the training
-groups not yet in the run cache (harness/runs/planner.py).
+groups not yet in the run cache (harness/execute/planner.py).
 `python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz
 (exit status 2 where the cache holds none).
 `python -m harness fit EXPERIMENT` ranks an experiment's readings (harness/claims/readings.py) by how well they
 match the paper's numbers together, from the run cache (no training).
 `python -m harness migrate` re-keys, in place, a run cache made before the device left the run
-keys (runs/cache.py: migrate; exports are re-keyed as they are imported)."""
+keys (runs/migrate.py; exports are re-keyed as they are imported, runs/exports.py)."""
 from __future__ import annotations
 
 import argparse
@@ -29,8 +29,10 @@ from pathlib import Path
 
 from .claims import readings, report, spec
 from .claims.results import claim_result
-from .paper.measure import measurement_options
-from .runs import cache, expand, planner
+from .procedures.instruments import measurement_options
+from .execute import planner
+from .runs import cache, expand, exports, keys, provenance
+from .runs import migrate as migration
 from .runs.context import Context
 
 
@@ -136,7 +138,7 @@ def _from_exports(args, command) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as root:
-        taken = cache.import_exports(args.exports, root, candidates)
+        taken = exports.import_exports(args.exports, root, candidates)
         for part, n in taken.items():
             print(f"{part}: {n} entries")
         if taken.migration.runs or taken.migration.measurements or taken.migration.unverified:
@@ -175,8 +177,8 @@ def main_report(args, start) -> int:
 def measurement_candidates(claims_dir) -> list:
     """Every (instrument, options) pair a measurement of the experiments in `claims_dir` is keyed
     by: each experiment x tier x reading's resolved instruments, their options as
-    paper/measure.py: measurement_options keys them; for finding measurements made under the old keys
-    (cache.plan_migration)."""
+    procedures/instruments.py: measurement_options keys them; for finding measurements made under the old keys
+    (migration.plan_migration)."""
     out = {}
     for path in sorted(Path(claims_dir).glob("*.toml")):
         for exp in spec.load(path, with_claims=False).experiments.values():
@@ -189,13 +191,13 @@ def measurement_candidates(claims_dir) -> list:
 
 
 def migrate(args) -> int:
-    """`python -m harness migrate`: cache.migrate on the run cache, with the claim files' measurements."""
+    """`python -m harness migrate`: migration.migrate on the run cache, with the claim files' measurements."""
     root = cache.default_root(args.run_cache)
     if not _has_runs(root):
         return 2
     try:
-        done = cache.migrate(root, measurement_candidates(args.claims))
-    except (spec.SpecError, cache.ReadOnlyCache) as e:
+        done = migration.migrate(root, measurement_candidates(args.claims))
+    except (spec.SpecError, migration.ReadOnlyCache) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{root}: {done.summary()}")
@@ -231,14 +233,14 @@ def plan(claims_dir, tier, estimate="off") -> list:
     estimate = estimate == "on" or estimate == "auto" and device == "cuda"
     seen, rows, timings = set(), [], {}
     if estimate:
-        print(f"measuring the training step of each shape on {bench.device_name(device)} ...", flush=True)
+        print(f"measuring the training step of each shape on {provenance.device_name(device)} ...", flush=True)
     for path in sorted(Path(claims_dir).glob("*.toml")):
         for exp in spec.load(path).experiments.values():
             if tier not in exp.tiers or exp.procedure == "count":
                 continue
             runs = []
             for cfg in expand.training_runs(exp, tier):
-                key = cache.run_key(cfg) if exp.procedure == "train" else None  # ticket rounds are unique
+                key = keys.run_key(cfg) if exp.procedure == "train" else None  # ticket rounds are unique
                 if key is None or key not in seen:
                     seen.add(key)
                     runs.append(cfg)
@@ -248,7 +250,7 @@ def plan(claims_dir, tier, estimate="off") -> list:
                          "group_steps": steps / seeds, "pflop": sum(c["flops"] for c in costs) / 1e15,
                          "minutes": bench.wall_seconds(runs, seeds, device, timings) / 60 if estimate else 0.0})
     print(f"{tier} tier: training runs, optimiser steps (all runs; per seed group), training PFLOP"
-          + (f", ESTIMATED training minutes on {bench.device_name(device)}" if estimate else ""))
+          + (f", ESTIMATED training minutes on {provenance.device_name(device)}" if estimate else ""))
     print(f"{'experiment':<36}{'runs':>6}{'steps':>12}{'group steps':>13}{'PFLOP':>9}"
           + (f"{'est. min':>10}" if estimate else ""))
     for r in rows + [{"experiment": "total", **{k: sum(r[k] for r in rows)
@@ -276,12 +278,12 @@ def plan_readings(claims_dir, tier, seen) -> list:
             if tier not in exp.tiers or exp.procedure == "count" or len(exp.readings(tier)) < 2:
                 continue
             if exp.procedure == "ticket":
-                seen |= {cache.run_key(c) for c in expand.expand(exp, tier, "cuda")}
+                seen |= {keys.run_key(c) for c in expand.expand(exp, tier, "cuda")}
             for reading in exp.readings(tier)[1:]:
                 dense = len(expand.expand(exp, tier, "cuda", reading))
                 runs = []
                 for i, cfg in enumerate(expand.training_runs(exp, tier, reading=reading)):
-                    key = cache.run_key(cfg) if exp.procedure == "train" or i < dense else None
+                    key = keys.run_key(cfg) if exp.procedure == "train" or i < dense else None
                     if key is None or key not in seen:
                         seen.add(key)
                         runs.append(cfg)

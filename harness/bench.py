@@ -32,6 +32,7 @@ import torch
 from .paper import data, models
 from .paper.train import Eager, GraphedStep, Grouped, RunConfig, _optimizer, graphable, step
 from .runs.expand import training_cost
+from .runs.provenance import device_name
 
 CASES = [("cnn", 32, 32), ("cnn", 32, 128), ("cnn", 32, 1024), ("mlp", 4096, 128)]
 QUICK = [("cnn", 8, 32), ("cnn", 8, 128), ("mlp", 512, 128)]
@@ -155,10 +156,6 @@ def wall_seconds(cfgs, seeds, device, timings) -> float:
     return total
 
 
-def device_name(device) -> str:
-    return torch.cuda.get_device_name(0) if torch.device(device).type == "cuda" else "cpu"
-
-
 def main(device="cpu", seeds=5, steps=30, quick=False, compile=False, cudnn_benchmark=False, nchw=False) -> list:
     """`cudnn_benchmark`: let cuDNN time its algorithms (torch.backends.cudnn.benchmark) for every
     path; `nchw`: the grouped paths without channels-last activations (see train.Grouped)."""
@@ -197,9 +194,10 @@ def executors(experiment_ids: list, tier: str, workers: int, data_dir=None, clai
     from pathlib import Path
 
     from .claims import spec
-    from .runs import cache, planner
+    from .runs import cache
     from .runs.context import Context
-    from .runs.executors import run_local, settings, train_group
+    from .execute import planner
+    from .execute.executors import run_local, settings, train_group
     exps = {planner.exp_id(e): e for p in sorted(Path(claims_dir).glob("*.toml")) for e in spec.load(p).experiments.values()}
     selection = [(exps[i], tier) for i in experiment_ids]
     out = {}

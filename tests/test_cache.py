@@ -6,28 +6,29 @@ import pytest
 import torch
 
 from harness.runs import cache
+from harness.runs.keys import legacy_run_key, run_key
 from harness.paper.train import RunConfig
 
 CFG = RunConfig(dataset="mnist", model="mlp", width=8)
 
 
 def test_key_is_stable_and_sensitive():
-    assert cache.run_key(CFG) == cache.run_key(RunConfig(dataset="mnist", model="mlp", width=8))
-    assert cache.run_key(CFG) != cache.run_key(dataclasses.replace(CFG, seed=1))
-    assert cache.run_key(CFG) != cache.run_key(CFG, {"variant": "ticket"})
+    assert run_key(CFG) == run_key(RunConfig(dataset="mnist", model="mlp", width=8))
+    assert run_key(CFG) != run_key(dataclasses.replace(CFG, seed=1))
+    assert run_key(CFG) != run_key(CFG, {"variant": "ticket"})
     # a pinned value: changing the hash scheme silently would orphan every cached run
-    assert cache.run_key(CFG) == "8ae7e4f59117040fb2f196ae"
+    assert run_key(CFG) == "8ae7e4f59117040fb2f196ae"
 
 
 def test_the_device_is_not_part_of_a_key():
     gpu = dataclasses.replace(CFG, device="cuda")
-    extra = {"measure_of": cache.run_key(CFG), "instrument": "movement", "options": {}}
-    assert cache.run_key(gpu) == cache.run_key(CFG) == "8ae7e4f59117040fb2f196ae"  # a CPU key is unchanged
-    assert cache.run_key(gpu, extra) == cache.run_key(CFG, extra)
-    assert cache.run_key(dataclasses.replace(gpu, amp=True)) != cache.run_key(CFG)  # bf16 is what is trained
+    extra = {"measure_of": run_key(CFG), "instrument": "movement", "options": {}}
+    assert run_key(gpu) == run_key(CFG) == "8ae7e4f59117040fb2f196ae"  # a CPU key is unchanged
+    assert run_key(gpu, extra) == run_key(CFG, extra)
+    assert run_key(dataclasses.replace(gpu, amp=True)) != run_key(CFG)  # bf16 is what is trained
     # the pre-change key: the device was in it where it was not the default
-    assert cache.legacy_run_key(CFG) == cache.run_key(CFG) and cache.legacy_run_key(CFG, extra) == cache.run_key(CFG, extra)
-    assert cache.legacy_run_key(gpu) == "545e178dfda50c98f5d2714a" != cache.run_key(gpu)  # run_key before the change
+    assert legacy_run_key(CFG) == run_key(CFG) and legacy_run_key(CFG, extra) == run_key(CFG, extra)
+    assert legacy_run_key(gpu) == "545e178dfda50c98f5d2714a" != run_key(gpu)  # run_key before the change
 
 
 def test_adding_a_defaulted_field_keeps_old_keys():
@@ -35,14 +36,14 @@ def test_adding_a_defaulted_field_keeps_old_keys():
     class Extended(RunConfig):
         new_knob: float = 0.5
 
-    old = cache.run_key(CFG)
-    assert cache.run_key(Extended(dataset="mnist", model="mlp", width=8)) == old
-    assert cache.run_key(Extended(dataset="mnist", model="mlp", width=8, new_knob=0.7)) != old
+    old = run_key(CFG)
+    assert run_key(Extended(dataset="mnist", model="mlp", width=8)) == old
+    assert run_key(Extended(dataset="mnist", model="mlp", width=8, new_knob=0.7)) != old
 
 
 def test_hit_miss_and_tensor_roundtrip(tmp_path):
     c = cache.RunCache(tmp_path)
-    k = cache.run_key(CFG)
+    k = run_key(CFG)
     assert not c.has(k) and c.load_metrics(k) is None
     t = {"theta0": {"w": torch.arange(4.0)}}
     c.save(k, {"acc": 99.5}, t)
@@ -52,7 +53,7 @@ def test_hit_miss_and_tensor_roundtrip(tmp_path):
 
 def test_a_run_killed_between_writes_leaves_no_entry(tmp_path, monkeypatch):
     c = cache.RunCache(tmp_path)
-    k = cache.run_key(CFG)
+    k = run_key(CFG)
     real_replace = os.replace
     calls = []
 

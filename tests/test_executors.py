@@ -10,7 +10,7 @@ import signal
 import pytest
 import torch
 
-from harness.runs import executors, planner
+from harness.execute import executors, planner
 from harness.claims import spec
 from harness.runs.context import Context
 from harness.runs import inline
@@ -127,7 +127,7 @@ def _settings(tmp_path, data_dir, root="cache"):
 
 HOLD_GROUP_0 = """
     import os, time
-    from harness.runs import executors
+    from harness.execute import executors
 
     _train_group = executors.train_group
 
@@ -189,7 +189,7 @@ def test_a_killed_worker_fails_its_group_and_the_rerun_trains_only_what_is_missi
 
 HOLD_FOR_THE_SIGNAL = """
     import os, time
-    from harness.runs import executors
+    from harness.execute import executors
 
     _train_group = executors.train_group
 

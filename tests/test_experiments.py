@@ -9,11 +9,12 @@ import torch
 
 from harness.paper import models, prune
 from harness.claims import spec
-from harness.paper import procedures
+from harness import procedures
 from harness.runs.context import Context
 from harness.runs.context import NotCached
 from harness.runs.expand import training_cost
-from harness.runs.expand import training_runs
+from harness.runs.expand import expand, seed_groups, ticket_chain, training_runs
+from harness.runs.keys import run_key
 from harness.runs import inline
 
 TOML = """
@@ -92,7 +93,7 @@ def test_second_run_is_served_from_the_cache(tmp_path, data_dir, monkeypatch):
     first = procedures.rows(exp, "smoke", ctx)
     calls = []
     monkeypatch.setattr(inline, "train", lambda *a, **k: calls.append(1))
-    monkeypatch.setattr(procedures, "_take", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(procedures.instruments, "take", lambda *a, **k: calls.append(1))
     fresh = Context(data_dir=ctx.data_dir, cache_root=ctx.cache_root)
     assert procedures.rows(exp, "smoke", fresh) == first and calls == []
 
@@ -110,6 +111,25 @@ def test_training_runs_and_costs_of_a_ticket_chain(tmp_path):
     assert cost["flops"] == 2 * (3 * f * 256 + f * 256) + f * 512
     # a last mini-batch of one sample is skipped (BatchNorm cannot train on it)
     assert training_cost(dataclasses.replace(runs[0], train_subset=257))["steps"] == 16
+
+
+def test_a_ticket_chains_plan_from_configurations_alone(tmp_path):
+    p = tmp_path / "t.toml"
+    p.write_text(textwrap.dedent(TOML))
+    exp = spec.load(p).experiments["tk"]
+    t = exp.resolved("smoke")["ticket"]
+    [cfgs] = seed_groups(expand(exp, "smoke", "cpu"))
+    chain = ticket_chain(t, cfgs)
+    assert [(rd.variant, rd.remaining) for rd in chain] == [
+        ("dense", 1.0), ("ticket", 0.5), ("ticket", 0.2), ("reinit", 0.2), ("random", 0.2), ("init_magnitude", 0.2)]
+    assert chain[0].keys == [run_key(c) for c in cfgs]
+    assert [e["parent"] for e in chain[1].extras] == chain[0].keys  # each round's parents: the round before
+    assert [e["parent"] for e in chain[2].extras] == chain[1].keys
+    assert all(e["parent"] in chain[1].keys for rd in chain[3:] for e in rd.extras)  # controls share the round's parents
+    assert all(c.epochs == t["retrain_epochs"] for rd in chain[1:] for c in rd.cfgs)
+    assert [c.init_seed for c in chain[3].cfgs] == [c.seed + t["reinit_seed_offset"] for c in cfgs]
+    assert len({k for rd in chain for k in rd.keys}) == len(cfgs) * len(chain)  # every run its own key
+    assert ticket_chain(t, cfgs) == chain  # pure
 
 
 def test_plan_counts_a_shared_run_once(capsys):

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from harness import __main__ as cli
-from harness.runs import cache
+from harness.runs import cache, checkpoint
 from harness.claims import checks, report, spec, stats
 from harness.paper import data, train
-from harness.paper import procedures
+from harness import procedures
 from harness.runs.context import Context
 from harness.runs.context import NotCached
 from harness.claims import results
@@ -113,7 +113,7 @@ def test_a_garbage_checkpoint_is_set_aside_and_training_starts_over(tmp_path):
     ck.parent.mkdir()
     ck.write_bytes(b"\x00garbage")
     with pytest.warns(cache.DamagedWarning, match=re.escape(str(ck))):
-        res = train.train(cfg, split, checkpoint=cache.Checkpoint(ck))
+        res = train.train(cfg, split, checkpoint=checkpoint.Checkpoint(ck))
     assert res.final == plain.final
     assert len(list(ck.parent.glob("group.pt.damaged-*"))) == 1
 
@@ -178,7 +178,7 @@ def test_cache_files_get_the_umask_permissions(tmp_path, umask):
     try:
         c = cache.RunCache(tmp_path)
         c.save("k", {"v": 1.0}, {"w": torch.zeros(1)})
-        cache.Checkpoint(c.checkpoint_path(["k"])).save({"w": torch.zeros(1)})
+        checkpoint.Checkpoint(c.checkpoint_path(["k"])).save({"w": torch.zeros(1)})
     finally:
         os.umask(old)
     for p in (c.dir("k") / "metrics.json", c.dir("k") / "tensors.pt", c.checkpoint_path(["k"])):
@@ -508,6 +508,7 @@ def test_a_broken_npz_is_an_error_naming_the_file(tmp_path):
 XDIST_CONFTEST = """
 import os, time
 from harness.runs import cache, inline
+from harness.runs.keys import run_key
 
 real_train, real_lock = inline.train, cache.RunCache.lock
 
@@ -520,7 +521,7 @@ def lock(self, key):  # every worker leaves a mark before it asks for a run's lo
 def logged(cfg, *a, **k):  # every training call leaves a line, and holds the lock until the
     with open(os.environ["TRAIN_LOG"], "a") as f:  # other worker is waiting for it
         f.write(f"{cfg.seed}\\n")
-    key, deadline = cache.run_key(cfg), time.monotonic() + 600
+    key, deadline = run_key(cfg), time.monotonic() + 600
     while not [n for n in os.listdir(os.environ["LOCK_ASKED"]) if n.startswith(key + ".") and n != f"{key}.{os.getpid()}"]:
         if time.monotonic() > deadline:
             raise RuntimeError("the other xdist worker never asked for the lock of the run")

@@ -11,7 +11,7 @@ import torch
 
 from harness.paper import train
 from harness.paper.data import Split
-from harness.runs import cache
+from harness.runs import checkpoint
 from conftest import masked_inits, synthetic_split
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -139,7 +139,7 @@ def test_a_killed_graphed_cuda_run_resumes(tmp_path):
     cfgs, split, masks, inits = _masked_cnn_group("cuda")
     cfgs = [dataclasses.replace(c, epochs=4) for c in cfgs]
     full = train.train_seeds(cfgs, split, masks=masks, init_states=inits, graphed=True)
-    ck = cache.Checkpoint(tmp_path / "ck.pt", every=0)
+    ck = checkpoint.Checkpoint(tmp_path / "ck.pt", every=0)
 
     def die(record):
         if record["epoch"] == 2:

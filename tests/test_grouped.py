@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from harness.paper import measure, models, train
-from harness.runs import cache
+from harness.runs import checkpoint
 from conftest import masked_inits, synthetic_split
 
 ATOL = 1e-4
@@ -262,7 +262,7 @@ def test_a_killed_masked_grouped_run_resumes_bit_identical(tmp_path):
     cfgs = [dataclasses.replace(cfg, seed=s) for s in range(2)]
     masks, inits = masked_inits(cfgs, 0.5)
     full = train.train_seeds(cfgs, split, masks=masks, init_states=inits)
-    ck = cache.Checkpoint(tmp_path / "ck.pt", every=0)
+    ck = checkpoint.Checkpoint(tmp_path / "ck.pt", every=0)
 
     def die(record):
         if record["epoch"] == 2:
@@ -282,7 +282,7 @@ def test_a_checkpoint_of_another_trainer_is_removed_not_resumed(tmp_path):
     split = synthetic_split(n=64)
     cfgs = [train.RunConfig(dataset="x", model="mlp", width=8, batch_size=16, epochs=2, seed=s) for s in range(2)]
     full = train.train_seeds(cfgs, split)
-    ck = cache.Checkpoint(tmp_path / "ck.pt", every=0)
+    ck = checkpoint.Checkpoint(tmp_path / "ck.pt", every=0)
     ck.save({"states": [full[0].thetaT, full[1].thetaT], "optimizer": {}, "epoch": 1})
     with pytest.warns(UserWarning, match="'vmap' trainer, not 'grouped'"):
         again = train.train_seeds(cfgs, split, checkpoint=ck)

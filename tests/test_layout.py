@@ -1,17 +1,19 @@
-"""The layout's import rules (harness/__init__.py): the claims engine reaches the paper's ML only
-through the registry of procedures and never the other way round; the paper's ML modules import
-nothing else of harness; runs never import the engine."""
+"""The layout's import rules (harness/__init__.py): the rooms stand in one order, paper (ML only) <-
+runs <- procedures <- execute <- claims <- the command line and the benchmarks, and every import
+points down it, never up; the claims engine reaches the paper's ML only through the registries of
+procedures and instruments."""
 import ast
 from pathlib import Path
 
 HARNESS = Path(__file__).resolve().parent.parent / "harness"
 
 
-def _imports(path: Path) -> set:
-    """Every harness module `path` imports, as dotted names (harness.paper.train, ...)."""
+def _imports(path: Path, source: str | None = None) -> set:
+    """Every harness module `path` (or `source`, as if it were there) imports, as dotted names
+    (harness.paper.train, ...)."""
     package = ["harness", *path.parent.relative_to(HARNESS).parts]
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text() if source is None else source)):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("harness")}
         elif isinstance(node, ast.ImportFrom):
@@ -19,35 +21,68 @@ def _imports(path: Path) -> set:
             mod = ".".join(base + ([node.module] if node.module else []))
             if not mod.startswith("harness"):
                 continue
-            # `from harness.paper import procedures` names a module; `from .train import X` a module's names
+            # `from harness.runs import keys` names a module; `from .train import X` a module's names
             for a in node.names:
                 sub = f"{mod}.{a.name}"
-                out.add(sub if (HARNESS.parent / (sub.replace(".", "/") + ".py")).exists() else mod)
+                named = HARNESS.parent / sub.replace(".", "/")
+                out.add(sub if named.with_suffix(".py").exists() or (named / "__init__.py").exists() else mod)
     return out
 
 
+# The rooms, lowest first: a module may import its own room and the rooms below it.
+ROOMS = ("paper", "runs", "procedures", "execute", "claims")
+TOP = len(ROOMS)  # harness/__main__.py and harness/bench.py, above every room
+
+
+def _room(module: str) -> int:
+    """The rank of a dotted harness module's room (harness.runs.keys -> 1; harness -> TOP)."""
+    parts = module.split(".")
+    return ROOMS.index(parts[1]) if len(parts) > 1 and parts[1] in ROOMS else TOP
+
+
 def _modules(room: str) -> dict:
-    return {p.stem: _imports(p) for p in (HARNESS / room).glob("*.py")}
+    return {str(p.relative_to(HARNESS)): _imports(p) for p in (HARNESS / room).rglob("*.py")}
 
 
-def test_the_engine_reaches_the_paper_only_through_the_registry():
+def _all_modules() -> dict:
+    """Every module of harness, as its path under harness/ -> (its room's rank, what it imports)."""
+    out = {}
+    for p in HARNESS.rglob("*.py"):
+        rel = p.relative_to(HARNESS)
+        rank = ROOMS.index(rel.parts[0]) if len(rel.parts) > 1 else TOP
+        out[str(rel)] = (rank, _imports(p))
+    return out
+
+
+def test_every_room_is_known_and_every_module_in_one():
+    rooms = {p.name for p in HARNESS.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert rooms == set(ROOMS), rooms
+
+
+def test_no_module_imports_a_room_above_its_own():
+    for name, (rank, imports) in _all_modules().items():
+        above = {m for m in imports if _room(m) > rank}
+        assert not above, (name, ROOMS[rank] if rank < TOP else "top", above)
+
+
+def test_the_engine_reaches_the_paper_only_through_the_registries():
     for name, imports in _modules("claims").items():
-        paper = {m for m in imports if m.startswith("harness.paper")}
-        assert paper <= {"harness.paper.procedures"}, (name, paper)
+        assert not any(m.startswith("harness.paper") for m in imports), (name, imports)
 
 
 def test_the_papers_ml_modules_import_no_other_room():
     for name, imports in _modules("paper").items():
-        if name != "procedures":
-            assert all(m.startswith("harness.paper") for m in imports), (name, imports)
+        assert all(m.startswith("harness.paper") for m in imports), (name, imports)
 
 
-def test_runs_never_import_the_engine():
-    for name, imports in {**_modules("runs"), **_modules("paper")}.items():
-        assert not any(m.startswith("harness.claims") for m in imports), (name, imports)
+def test_the_rule_catches_an_arrow_up():
+    """The checker itself: a runs module importing the procedures is an arrow up."""
+    imports = _imports(HARNESS / "runs" / "probe.py", "from ..procedures import rows\nfrom . import keys\n")
+    assert imports == {"harness.procedures", "harness.runs.keys"}
+    assert {m for m in imports if _room(m) > ROOMS.index("runs")} == {"harness.procedures"}
 
 
 def test_every_package_says_what_it_owns_and_may_import():
-    for room in ("claims", "paper", "runs"):
+    for room in ROOMS:
         doc = ast.get_docstring(ast.parse((HARNESS / room / "__init__.py").read_text()))
         assert doc and "May import" in doc, room

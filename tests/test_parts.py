@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from harness import __main__ as cli
-from harness.runs import cache, provenance
+from harness.runs import cache, checkpoint, exports, provenance
 from harness.claims import spec
 from harness.paper import train
-from harness.paper import procedures
+from harness import procedures
 from harness.runs.context import Context
 from harness.runs.context import NotCached
 from harness.runs.context import OutOfBudget
@@ -66,12 +66,12 @@ def test_a_run_stopped_by_its_deadline_resumes_bit_identical_and_counts_all_its_
     cfg = dataclasses.replace(train.RunConfig(dataset="mnist", model="mlp", width=16, batch_size=32, lr=0.05),
                               epochs=3)
     full = train.train(cfg, s)
-    ck = cache.Checkpoint(tmp_path / "ck.pt", every=1e9, deadline=time.monotonic() - 1)
+    ck = checkpoint.Checkpoint(tmp_path / "ck.pt", every=1e9, deadline=time.monotonic() - 1)
     with pytest.raises(train.OutOfTime, match="after epoch 1 of 3"):
         train.train(cfg, s, checkpoint=ck)
     saved = ck.load()
     assert saved["epoch"] == 1 and saved["elapsed"] > 0
-    resumed = train.train(cfg, s, checkpoint=cache.Checkpoint(ck.path))
+    resumed = train.train(cfg, s, checkpoint=checkpoint.Checkpoint(ck.path))
     assert resumed.history == full.history and resumed.final == full.final
     assert all(torch.equal(resumed.thetaT[k], full.thetaT[k]) for k in full.thetaT)
     assert resumed.wall_s >= saved["elapsed"]  # the time before the resume is counted
@@ -126,7 +126,7 @@ def test_exports_import_into_one_root_with_their_part_provenance(tmp_path):
     (tmp_path / "parts" / "1-old.provenance.json").write_text(json.dumps({"device": "H100", "commit": "c"}))
     with tarfile.open(tmp_path / "parts" / "3-odd.tar.gz", "w:gz") as tar:  # nothing but metrics is taken
         tar.add(tmp_path / "parts" / "1-old.provenance.json", arcname="../escape.json")
-    taken = cache.import_exports(tmp_path / "parts", tmp_path / "root")
+    taken = exports.import_exports(tmp_path / "parts", tmp_path / "root")
     assert taken == {"1-old.tar.gz": 2, "2-new.tar.gz": 1, "3-odd.tar.gz": 0}
     rc = cache.RunCache(tmp_path / "root")
     assert rc.load_metrics("k1")["provenance"] == {"device": "H100", "commit": "c", "source": "1-old.provenance.json"}
@@ -171,7 +171,7 @@ def test_the_committed_h100_part_lands_under_the_new_keys_and_reports_as_before(
     parts.mkdir()
     shutil.copy(REPO / "reports" / "full" / "parts" / "2026-11-27-h100-mnist-ddcnn.tar.gz", parts)
     shutil.copy(REPO / "reports" / "full" / "parts" / "2026-11-27-h100-mnist-ddcnn.provenance.json", parts)
-    taken = cache.import_exports(parts, tmp_path / "root", cli.measurement_candidates(claims))
+    taken = exports.import_exports(parts, tmp_path / "root", cli.measurement_candidates(claims))
     m = taken.migration
     assert (m.runs, m.measurements, m.current) == (110, 40, 0) and m.runs + m.measurements == 150
     assert not m.present and not m.unmatched and not m.unverified

@@ -2,9 +2,11 @@
 order, a ticket chain as one group, pending detection against the cache, and --plan-only."""
 import pytest
 
-from harness.runs import cache, planner
+from harness.execute import planner
+from harness.runs import cache
+from harness.runs.keys import run_key
 from harness.claims import spec
-from harness.paper import procedures
+from harness import procedures
 from harness.runs.context import Context
 
 TOML = """
@@ -77,7 +79,7 @@ def test_groups_dedup_across_experiments_in_a_stable_order(exps):
         (("p.toml:a",), [8, 8]), (("p.toml:a", "p.toml:b"), [16, 16]), (("p.toml:b",), [32, 32])]
     keys = [k for g in gs for k in g.keys]
     assert len(keys) == len(set(keys)) == 6
-    assert keys == [cache.run_key(c) for g in gs for c in g.cfgs]
+    assert keys == [run_key(c) for g in gs for c in g.cfgs]
     assert planner.groups(sel, "cpu") == gs  # stable
     assert gs[0].steps == 2 * 2 * 4 and gs[0].flops > 0  # 2 runs x 2 epochs x 128/32 steps
     assert planner.groups(sel, "cuda")[0].keys == gs[0].keys  # what is trained, not where: the same runs

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from harness.runs import cache
+from harness.runs.keys import run_key
 from harness.paper import data
 from harness.claims import report, spec
 from harness.__main__ import main, plan_readings
 from harness.claims.plugin import node_suffix
 from harness.runs.expand import expand
 from harness.paper import measure
+from harness.procedures import instruments
 from harness.claims import readings
 
 CLAIMS = Path(__file__).resolve().parent.parent / "claims"
@@ -27,7 +28,7 @@ def experiment(file, name):
 
 
 def keys(exp, tier, reading=None):
-    return {cache.run_key(c) for c in expand(exp, tier, "cuda", reading)}
+    return {run_key(c) for c in expand(exp, tier, "cuda", reading)}
 
 
 # Cache keys of primary runs. The device is not part of a key, so these are also the keys the
@@ -48,16 +49,16 @@ def test_primary_run_keys_are_unchanged(file, name, tier, key):
     primary = exp.readings(tier)[0]
     assert primary.is_primary and primary.name == "primary"
     for reading in (None, primary):
-        assert cache.run_key(expand(exp, tier, "cuda", reading)[0]) == key
+        assert run_key(expand(exp, tier, "cuda", reading)[0]) == key
 
 
 def test_primary_movement_measurement_key_is_unchanged():
     exp = experiment("ntk.toml", "ntk_mlp")
     cfg = expand(exp, "full", "cuda")[0]
-    opts = measure.measurement_options("movement", exp.resolved("full")["instruments"]["movement"])
-    extra = {"measure_of": cache.run_key(cfg), "instrument": "movement", "options": opts}
-    assert cache.run_key(cfg, extra) == "eebb5e95d62c05a4347b75f3"
-    assert measure.measurement_options("movement", {"definition": "weights"}) == {"definition": "weights"}
+    opts = instruments.measurement_options("movement", exp.resolved("full")["instruments"]["movement"])
+    extra = {"measure_of": run_key(cfg), "instrument": "movement", "options": opts}
+    assert run_key(cfg, extra) == "eebb5e95d62c05a4347b75f3"
+    assert instruments.measurement_options("movement", {"definition": "weights"}) == {"definition": "weights"}
 
 
 def test_readings_expand_into_distinct_runs():

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from harness.runs import cache
+from harness.runs.keys import run_key
 from harness.claims import checks, report, spec
 from harness.claims.results import claim_result
 from harness.runs.context import Context
@@ -122,7 +123,7 @@ def _project(tmp_path):
     for cfg in expand(exp, "smoke", "cpu"):
         acc = ACC[(cfg.batch_size, cfg.optimizer)][cfg.seed]
         final = {"train_acc": 100.0, "test_acc": acc, "train_loss": 0.01, "test_loss": 0.3, "gen_gap": 100 - acc}
-        rc.save(cache.run_key(cfg), {"config": cfg.to_dict(), "extra": None, "final": final, "history": [final],
+        rc.save(run_key(cfg), {"config": cfg.to_dict(), "extra": None, "final": final, "history": [final],
                                      "diverged": False, "steps": 16, "wall_s": 1.5})
     return claims, root
 

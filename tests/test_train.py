@@ -5,7 +5,7 @@ import torch
 
 from harness.paper import train
 from harness.paper.data import load_split
-from harness.runs import cache
+from harness.runs import checkpoint
 from conftest import synthetic_split
 
 CFG = train.RunConfig(dataset="mnist", model="mlp", width=16, batch_size=32, epochs=2, lr=0.05)
@@ -70,7 +70,7 @@ def test_tiny_mlp_reaches_100_percent_train_accuracy_on_256_mnist_samples(data_d
 
 def _interrupt_then_resume(tmp_path, run):
     """Kill a run after epoch 2 (checkpoint at every epoch end), then rerun it from the checkpoint."""
-    ck = cache.Checkpoint(tmp_path / "ck.pt", every=0)
+    ck = checkpoint.Checkpoint(tmp_path / "ck.pt", every=0)
 
     def die(record):
         if record["epoch"] == 2:

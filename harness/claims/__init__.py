@@ -5,7 +5,7 @@ Owns: the claim-file schema and its validation (schema.py, spec.py), readings of
 record (results.py), the pytest plugin (plugin.py, the `pytest11` entry point) and the report
 (report.py assembles it; svg.py draws the figures; fmt.py writes numbers and units).
 
-May import: harness.runs (to plan, execute and read cached runs) and, of harness.paper, only the
-registry of procedures, harness/paper/procedures.py, which also names the run settings, datasets,
-models and instruments a claim file may use.
+May import: harness.execute (to plan and train), harness.runs (to read cached runs) and
+harness.procedures, the registries of procedures and instruments, which also name the run
+settings, datasets, models and instruments a claim file may use. Never harness.paper directly.
 """

@@ -19,8 +19,8 @@ path (relative to the invocation directory where it can be, else absolute), in n
 report. Any exception inside a claim makes its record an "error" verdict, so it is counted.
 
 After collection the controlling process plans the pending training groups of the selected claims
-(harness/runs/planner.py). `--plan-only` lists them and runs no claim; `--executor local|submitit`
-trains them (harness/runs/executors.py) before the first claim runs, so that the claims only read the
+(harness/execute/planner.py). `--plan-only` lists them and runs no claim; `--executor local|submitit`
+trains them (harness/execute/executors.py) before the first claim runs, so that the claims only read the
 cache; `--executor inline` (the default) leaves the training to the claims, as before. Progress
 (harness/progress.py) is written through pytest's terminal reporter, past its output capture.
 """
@@ -35,8 +35,9 @@ from pathlib import Path
 
 import pytest
 
-from ..paper.procedures import DataError
-from ..runs import executors, planner, progress
+from ..execute import executors, planner
+from ..procedures import DataError
+from ..runs import progress
 from ..runs.context import Context
 from . import readings, report, spec
 from .results import claim_result, file_label, with_primaries

@@ -12,7 +12,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from .schema import (CONFIG_FIELDS, DATASETS, INSTRUMENT_DEFAULTS, MOVEMENT_DEFINITIONS, RUN_FIELDS,
+from .schema import (CONFIG_FIELDS, DATASETS, INSTRUMENT_DEFAULTS, INSTRUMENTS, RUN_FIELDS,
                      TICKET_DEFAULTS, _err, _keys, _typed)
 
 
@@ -128,9 +128,10 @@ def _check_reading_value(p: ReadingParam, exp, v, path, where, fld):
         if p.target[1] == "input_norm" and v not in DATASETS[exp.dataset].norms:
             raise _err(path, where, fld, f"{v!r}: {exp.dataset} input_norm is one of {sorted(DATASETS[exp.dataset].norms)}")
     elif kind == "instruments":
-        _typed(v, _option_type(INSTRUMENT_DEFAULTS[p.target[1]][p.target[2]]), path, where, fld)
-        if p.target[1:] == ("movement", "definition") and v not in MOVEMENT_DEFINITIONS:
-            raise _err(path, where, fld, f"{v!r}: expected one of {list(MOVEMENT_DEFINITIONS)}")
+        option = INSTRUMENTS[p.target[1]].options[p.target[2]]
+        _typed(v, option.type, path, where, fld)
+        if option.type is not list and not option.ok(v):
+            raise _err(path, where, fld, f"{v!r}: expected {option.allowed}")
     elif kind == "ticket":
         _typed(v, _option_type(TICKET_DEFAULTS[p.target[1]]), path, where, fld)
         if p.target[1] == "scope" and v not in ("global", "layer"):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import jinja2
 
-from ..runs.cache import dumps
+from ..runs.strict_json import dumps
 from . import checks, readings, stats
 from .fmt import AXES, decimals_for, estimate_text, metric_label, num, quantity_unit, with_unit
 from .svg import COLOURS, MARKER_WORDS, axis_label, forest_svg, plot_svg
@@ -364,7 +364,7 @@ def experiment_plan(exp, file: str, tier: str) -> dict:
     and PFLOP (harness.runs.expand, as `python -m harness plan`), and per declared reading beyond
     the primary the runs it adds (a reading that only changes an instrument option trains nothing
     new), their cost and the command that runs it."""
-    from ..runs import cache as run_cache
+    from ..runs import keys
     from ..runs import expand as ex
     out = {"procedure": exp.procedure, "model": exp.model, "dataset": exp.dataset, "notes": exp.notes,
            "command": command(file, tier), "readings": []}
@@ -372,11 +372,11 @@ def experiment_plan(exp, file: str, tier: str) -> dict:
         return {**out, "runs": 0, "steps": 0, "pflop": 0.0}
     primary = ex.training_runs(exp, tier)
     out.update(_cost(primary))
-    seen = {run_cache.run_key(c) for c in ex.expand(exp, tier, "cuda")}  # the primary's (dense) runs
+    seen = {keys.run_key(c) for c in ex.expand(exp, tier, "cuda")}  # the primary's (dense) runs
     for reading in exp.readings(tier)[1:]:
         dense = len(ex.expand(exp, tier, "cuda", reading))
         new = [c for i, c in enumerate(ex.training_runs(exp, tier, reading=reading))
-               if not (exp.procedure == "train" or i < dense) or run_cache.run_key(c) not in seen]
+               if not (exp.procedure == "train" or i < dense) or keys.run_key(c) not in seen]
         pairs = tuple(f"{p}={readings.format_value(v)}" for p, v in reading.changed)
         out["readings"].append({"name": reading.name, **_cost(new), "command": command(file, tier, pairs)})
     return out

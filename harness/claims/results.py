@@ -7,9 +7,9 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-from ..paper import procedures
-from ..paper.procedures import DataError
-from ..runs import cache
+from .. import procedures
+from ..procedures import DataError
+from ..runs.keys import run_key
 from ..runs.cache import DamagedEntry
 from ..runs.context import Context, NotCached, OutOfBudget
 from ..runs.expand import expand
@@ -116,7 +116,7 @@ def _not_run(exp, tier, ctx, reading, err) -> str:
     ticket experiment its dense runs, the start of the chain); all present means a measurement or
     a later ticket round is missing, and the NotCached message says which. Under a time budget
     (runs.context.OutOfBudget) the budget's message follows."""
-    keys = [cache.run_key(c) for c in expand(exp, tier, ctx.device, reading)]
+    keys = [run_key(c) for c in expand(exp, tier, ctx.device, reading)]
     missing = sum(not ctx.cache.has(k) for k in keys)
     runs = "dense runs" if exp.procedure == "ticket" else "runs"
     if missing:

@@ -1,19 +1,18 @@
-"""The vocabulary of claim files: tiers, procedures, the run settings and instrument options a file
-may set with their allowed ranges, the check types with their fields, and SpecError with the
+"""The vocabulary of claim files: tiers, procedures, the run settings a file may set with their
+allowed ranges (an instrument's options and theirs are its record in the registry of instruments,
+harness/procedures/instruments.py), the check types with their fields, and SpecError with the
 helpers that name the file, the item and the field of every error (harness/claims/spec.py parses
 claims, harness/claims/readings.py readings, with these). What the paper's ML offers (run settings,
-datasets, models, instruments) comes from the procedures' registry, harness/paper/procedures.py.
+datasets, models, instruments) comes from the procedures' registry, harness/procedures.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 
-from ..paper.procedures import (DATASETS, INSTRUMENT_DEFAULTS, INSTRUMENTS, MODELS, MOVEMENT_DEFINITIONS,
-                                RunConfig, measurement_options, perturb_metric)
+from ..procedures import DATASETS, INSTRUMENT_DEFAULTS, INSTRUMENTS, MODELS, RunConfig
 
-__all__ = ["DATASETS", "INSTRUMENT_DEFAULTS", "INSTRUMENTS", "MODELS", "MOVEMENT_DEFINITIONS", "RunConfig",
-           "measurement_options", "perturb_metric"]  # (from the registry, for spec and readings)
+__all__ = ["DATASETS", "INSTRUMENT_DEFAULTS", "INSTRUMENTS", "MODELS", "RunConfig"]  # (from the registry, for spec and readings)
 
 TIERS = ("smoke", "full")
 
@@ -49,17 +48,6 @@ RUN_RANGES = {  # run setting -> (allowed, what is allowed); subsets are bounded
     "init_seed": (lambda v: v >= -1, ">= 0, or -1 (the run's seed)"),
     "optimizer": (lambda v: v in ("sgd", "adam"), "'sgd' or 'adam'"),
     "schedule": (lambda v: v in ("cosine", "constant"), "'cosine' or 'constant'"),
-}
-
-
-INSTRUMENT_RANGES = {  # option -> (type, allowed, what is allowed); sigmas: a list of numbers > 0
-    "samples": (int, lambda v: v >= 1, ">= 1"),
-    "iters": (int, lambda v: v >= 1, ">= 1"),
-    "chunk": (int, lambda v: v >= 1, ">= 1"),
-    "draws": (int, lambda v: v >= 1, ">= 1"),
-    "seed": (int, lambda v: v >= 0, ">= 0"),
-    "tol": (float, lambda v: v >= 0, ">= 0"),
-    "dtype": (str, lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
 }
 
 

@@ -3,7 +3,7 @@
 A file holds experiments (what to train and measure) and claims (what the paper says about the
 measurements). Every error names the file, the claim or experiment, and the field, and is raised
 at collection time, before anything trains. Numbers are checked against their ranges (RUN_RANGES,
-INSTRUMENT_RANGES, EXPECT_RANGES; seeds, fractions), and every run of every tier must have a
+the instruments' options in harness/procedures/instruments.py, EXPECT_RANGES; seeds, fractions), and every run of every tier must have a
 width. Readings of lost parameters are parsed in harness/claims/readings.py, the vocabulary
 (ranges, check types, SpecError) is harness/claims/schema.py. Schema (see claims/*.toml for real ones):
 
@@ -81,9 +81,8 @@ else:  # pragma: no cover
 
 from . import readings
 from .schema import (CHECK_FIELDS, CHECK_REQUIRED, CONFIG_FIELDS, DATASETS, EXPECT_FIELDS, EXPECT_RANGES,
-                     INSTRUMENT_DEFAULTS, INSTRUMENT_RANGES, INSTRUMENTS, MODELS, MOVEMENT_DEFINITIONS, PROCEDURES, RUN_FIELDS,
-                     RUN_RANGES, TICKET_DEFAULTS, TICKET_FIELDS, TIERS, SpecError, _err, _keys, _typed,
-                     perturb_metric)
+                     INSTRUMENT_DEFAULTS, INSTRUMENTS, MODELS, PROCEDURES, RUN_FIELDS,
+                     RUN_RANGES, TICKET_DEFAULTS, TICKET_FIELDS, TIERS, SpecError, _err, _keys, _typed)
 
 
 @dataclass
@@ -138,13 +137,8 @@ class Experiment:
             return {"params"}
         out = {"params", "train_acc", "test_acc", "train_loss", "test_loss", "gen_gap", "steps",
                "wall_s", "epochs_run"}
-        opts = self.resolved(tier)["instruments"]
-        if "hessian" in opts:
-            out |= {"hessian_top", "hessian_residual"}
-        if "perturbation" in opts:
-            out |= {perturb_metric(s) for s in opts["perturbation"]["sigmas"]}
-        if "movement" in opts:
-            out.add("movement")
+        for inst, opts in self.resolved(tier)["instruments"].items():
+            out |= set(INSTRUMENTS[inst].metrics(opts))
         return out
 
     def fields(self) -> set:
@@ -221,24 +215,17 @@ def _parse_experiment(name, t, path) -> Experiment:
     def check_instruments(table, prefix):
         _keys(table, set(INSTRUMENTS), set(), path, where, prefix)
         for inst, opts in table.items():
-            _keys(opts, set(INSTRUMENT_DEFAULTS[inst]), set(), path, where, f"{prefix}{inst}.")
-            if inst == "movement" and opts.get("definition", "all") not in MOVEMENT_DEFINITIONS:
-                raise _err(path, where, f"{prefix}movement.definition",
-                           f"{opts['definition']!r}: expected one of {list(MOVEMENT_DEFINITIONS)}")
+            _keys(opts, set(INSTRUMENTS[inst].options), set(), path, where, f"{prefix}{inst}.")
             for k, v in opts.items():
-                if k == "definition":  # (checked above)
-                    continue
-                fld = f"{prefix}{inst}.{k}"
-                if k == "sigmas":
+                fld, option = f"{prefix}{inst}.{k}", INSTRUMENTS[inst].options[k]
+                if option.type is list:  # a non-empty list of numbers, each allowed
                     if not _typed(v, list, path, where, fld):
                         raise _err(path, where, fld, "expected a non-empty list")
                     for x in v:
-                        if not (_typed(x, float, path, where, fld) > 0):
-                            raise _err(path, where, fld, f"{x!r}: expected a number > 0")
-                    continue
-                kind, ok, allowed = INSTRUMENT_RANGES[k]
-                if not ok(_typed(v, kind, path, where, fld)):
-                    raise _err(path, where, fld, f"{v!r}: expected {allowed}")
+                        if not option.ok(_typed(x, float, path, where, fld)):
+                            raise _err(path, where, fld, f"{x!r}: expected {option.allowed}")
+                elif not option.ok(_typed(v, option.type, path, where, fld)):
+                    raise _err(path, where, fld, f"{v!r}: expected {option.allowed}")
 
     def check_body(table, prefix):
         if "base" in table:

@@ -220,37 +220,8 @@ def relative_movement(theta0: dict, thetaT: dict, names=None) -> dict:
     return {"total": ratio(math.sqrt(num_sq), math.sqrt(den_sq)), "per_layer": per_layer}
 
 
-# ------------------------------------------------------------------ the instruments as claims name them
-# A claim file's `measure` and `instruments` tables name these (see harness/claims/spec.py).
-
-INSTRUMENTS = ("hessian", "perturbation", "movement")
-
-
-INSTRUMENT_DEFAULTS = {
-    "hessian": {"samples": 1000, "iters": 30, "tol": 0.0, "chunk": 250, "seed": 0, "dtype": "float32"},
-    "perturbation": {"samples": 1000, "sigmas": [1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2],
-                     "draws": 5, "seed": 0},
-    "movement": {"definition": "all"},  # all parameters | weights (weight tensors only) | layer_mean
-}
-
-
-# Instrument options added after full-tier results existed: left out of the measurement's cache
-# key at these default values (as cache.run_key leaves default RunConfig fields out).
-KEYLESS_DEFAULTS = {"movement": {"definition": "all"}}
-
-
+# The definitions of relative parameter movement that the paper's eq. 1 admits (see `movement`).
 MOVEMENT_DEFINITIONS = ("all", "weights", "layer_mean")
-
-
-def perturb_metric(sigma) -> str:
-    """Metric name of the mean relative training-loss change at noise level sigma."""
-    return f"perturb_{float(sigma):g}"
-
-
-def measurement_options(instrument: str, opts: dict) -> dict:
-    """An instrument's options as they enter its measurement's cache key (KEYLESS_DEFAULTS left out)."""
-    keyless = KEYLESS_DEFAULTS.get(instrument, {})
-    return {k: v for k, v in opts.items() if not (k in keyless and v == keyless[k])}
 
 
 def movement(theta0: dict, thetaT: dict, names: list, definition: str = "all") -> dict:

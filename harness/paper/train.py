@@ -29,7 +29,7 @@ from .data import Split
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines one training run. Its hash names the run in the cache, with
-    default-valued fields left out (see cache.run_key): add new fields with defaults."""
+    default-valued fields left out (see runs/keys.py: run_key): add new fields with defaults."""
     dataset: str
     model: str
     width: int
@@ -291,7 +291,7 @@ def train(cfg: RunConfig, split: Split, masks: dict | None = None, init_state: d
           progress=None, checkpoint=None, graphed: bool = False) -> TrainResult:
     """Train one model, one at a time. `init_state` replaces the seeded initialisation
     (lottery-ticket rewinding); `masks` maps parameter names to 0/1 tensors enforced throughout.
-    `checkpoint`: where to save progress at epoch ends and resume from (a runs.cache.Checkpoint:
+    `checkpoint`: where to save progress at epoch ends and resume from (a runs.checkpoint.Checkpoint:
     load, save, remove, out_of_time, every, path).
     `graphed`: replay the SGD step as a CUDA graph (see GraphedStep; ignored for Adam and amp)."""
     return _fit([cfg], split, [masks], [init_state], Eager, progress, checkpoint, graphed)[0]
@@ -332,7 +332,7 @@ def step(net, opt, xb, yb, masks: dict, amp: bool = False) -> tuple:
 
 class OutOfTime(RuntimeError):
     """Training stopped at an epoch end because the time budget ran out; its checkpoint is saved,
-    so the next call resumes it (see runs.cache.Checkpoint.deadline)."""
+    so the next call resumes it (see runs.checkpoint.Checkpoint.deadline)."""
 
 
 def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, graphed=False) -> list:

@@ -1,9 +1,12 @@
 """Expansion: an experiment of a claim file, in a tier and under a reading, as the runs it trains.
 
 `expand` gives every run (configuration x grid point x seed) as a RunConfig; `seed_groups` groups
-runs that differ only in seed (the unit trained together); `training_runs` adds a ticket chain's
-rounds and controls; `training_cost` estimates a run's optimiser steps and FLOPs. Shared by the
-planner (what is still to train) and the procedures (harness/paper/procedures.py: rows from runs).
+runs that differ only in seed (the unit trained together); `ticket_chain` plans a lottery-ticket
+chain from its dense runs (every round and control, each run's configuration, lineage and key,
+from configurations alone); `training_runs` adds a ticket chain's rounds and controls;
+`training_cost` estimates a run's optimiser steps and FLOPs. Shared by the planner (what is still
+to train: harness/execute/planner.py) and the procedures (harness/procedures: rows from runs; the
+ticket chain is trained by walking its plan, so the planner's keys are the keys it trains).
 An experiment is read through `exp.resolved(tier, reading)` only (harness/claims/spec.py).
 """
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from dataclasses import dataclass
 
 from ..paper import data as data_mod
 from ..paper import models
 from ..paper.train import RunConfig
+from .keys import run_key
 
 
 def expand(exp, tier: str, device: str, reading=None) -> list[RunConfig]:
@@ -57,10 +62,54 @@ def training_runs(exp, tier: str, device: str = "cuda", reading=None) -> list[Ru
 
 
 def chain_runs(t: dict, cfgs: list) -> list[RunConfig]:
-    """The training runs of ticket chains started from the dense runs `cfgs` (ticket options `t`)."""
-    retrain = [dataclasses.replace(c, epochs=t["retrain_epochs"] or c.epochs) for c in cfgs]
-    with_controls = sum(any(math.isclose(f, c) for c in t["control_fractions"]) for f in t["fractions"])
-    return cfgs + retrain * (len(t["fractions"]) + with_controls * len(t["controls"]))
+    """The training runs of ticket chains started from the dense runs `cfgs` (ticket options `t`),
+    as costed: the dense runs, then each later round's runs with their retrained settings."""
+    return cfgs + retrained(t, cfgs) * (len(ticket_chain(t, cfgs)) - 1)
+
+
+def retrained(t: dict, cfgs: list) -> list[RunConfig]:
+    """The settings a ticket round retrains its dense runs `cfgs` with: `retrain_epochs` epochs
+    (0: the dense run's own)."""
+    return [dataclasses.replace(c, epochs=t["retrain_epochs"] or c.epochs) for c in cfgs]
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round of a ticket chain, trained as one group (its runs differ only in seed): the dense
+    runs, a pruning round ("ticket") or a control at a fraction. `extras` are the runs' lineage
+    as it enters their keys (None for the dense runs): the parent's key, remaining, variant, scope
+    and include_output."""
+    variant: str  # "dense", "ticket", or a control: "reinit", "random", "init_magnitude"
+    remaining: float  # the fraction of prunable weights left (1.0: dense)
+    cfgs: tuple
+    extras: tuple
+
+    @property
+    def keys(self) -> list:
+        return [run_key(c, e) for c, e in zip(self.cfgs, self.extras)]
+
+
+def ticket_chain(t: dict, cfgs: list) -> list[Round]:
+    """The plan of one seed group's lottery-ticket chain (ticket options `t`, dense runs `cfgs`),
+    from configurations and lineage alone, in the order it trains: the dense runs; then per
+    remaining fraction a pruning round, whose runs' parents are the previous round's (the dense
+    runs first), followed at the control fractions by one round per control. Every round after
+    the dense one retrains (`retrained`); the "reinit" control trains from a fresh initialisation
+    (init_seed = seed + reinit_seed_offset)."""
+    rounds = [Round("dense", 1.0, tuple(cfgs), (None,) * len(cfgs))]
+    retrain, parents = tuple(retrained(t, cfgs)), rounds[0].keys
+    for f in t["fractions"]:
+        extras = tuple({"parent": p, "remaining": f, "variant": "ticket", "scope": t["scope"],
+                        "include_output": t["include_output"]} for p in parents)
+        rounds.append(Round("ticket", f, retrain, extras))
+        parents = rounds[-1].keys
+        if not any(math.isclose(f, c) for c in t["control_fractions"]):
+            continue
+        for control in t["controls"]:
+            runs = retrain if control != "reinit" else tuple(
+                dataclasses.replace(c, init_seed=c.seed + t["reinit_seed_offset"]) for c in retrain)
+            rounds.append(Round(control, f, runs, tuple({**e, "variant": control} for e in extras)))
+    return rounds
 
 
 def training_cost(cfg: RunConfig) -> dict:

@@ -3,15 +3,15 @@
 A group is the runs of one configuration that differ only in seed (trained together as one grouped
 network when Context.batch_seeds is set, else one at a time). Under the cache's per-key locks, a
 group's runs already cached are reused, `--refresh` invalidates them once per session, the missing
-ones train (resuming from their epoch checkpoint, see runs.cache.Checkpoint) within the time budget
+ones train (resuming from their epoch checkpoint, see runs/checkpoint.py) within the time budget
 (Context.check_budget), and each is saved with its metrics, weights, provenance and the
 fingerprint of the data it was trained on. A cached entry is reused only if it is readable and was
 made from the data file in use (`cached`). Measurements of a trained run (`measured`) are cached
 the same way, under a key naming the run, the instrument and its options.
 
 The claims call this lazily (the default `inline` executor: a claim trains what it misses); the
-other executors (harness/runs/executors.py) call it in their workers, through the procedures'
-registry (harness/paper/procedures.py), before the claims run.
+other executors (harness/execute/executors.py) call it in their workers, through the procedures'
+registry (harness/procedures), before the claims run.
 """
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import torch
 
 from ..paper.train import OutOfTime, RunConfig, graphable, train, train_seeds
-from . import cache as cache_mod
 from . import provenance
-from .cache import Checkpoint
+from .checkpoint import Checkpoint
 from .context import Context, NotCached, OutOfBudget
 from .expand import training_cost, varying
+from . import keys
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Job:
 
     @property
     def key(self) -> str:
-        return cache_mod.run_key(self.cfg, self.extra)
+        return keys.run_key(self.cfg, self.extra)
 
 
 RUN_FIELDS = ("final", "history", "diverged", "steps", "wall_s")  # what a run's metrics.json must hold
@@ -63,12 +63,12 @@ def cached(ctx: Context, key: str, cfg: RunConfig, required=()) -> dict | None:
 def train_group(ctx: Context, jobs: list) -> list:
     """(key, metrics) for runs that differ only in seed; the ones not cached yet are trained, as
     one grouped network when ctx.batch_seeds is set, else one at a time."""
-    keys = [j.key for j in jobs]
+    wanted = [j.key for j in jobs]
     with contextlib.ExitStack() as locks:
-        for key in sorted(set(keys)):  # sorted: two workers never wait on each other in a cycle
+        for key in sorted(set(wanted)):  # sorted: two workers never wait on each other in a cycle
             locks.enter_context(ctx.cache.lock(key))
         if ctx.refresh:
-            for key in set(keys) - ctx._refreshed:
+            for key in set(wanted) - ctx._refreshed:
                 ctx.cache.invalidate(key)
                 ctx._refreshed.add(key)
         todo = [j for j in jobs if cached(ctx, j.key, j.cfg, RUN_FIELDS) is None]
@@ -104,7 +104,7 @@ def train_group(ctx: Context, jobs: list) -> list:
                 speed[1] += sum(training_cost(j.cfg)["flops"] for j in group)
                 for j, res in zip(group, results):
                     _save(ctx, j, res, "grouped" if together else "single")
-        return [(key, ctx.cache.load_metrics(key)) for key in keys]
+        return [(key, ctx.cache.load_metrics(key)) for key in wanted]
 
 
 def _save(ctx: Context, j: Job, res, trainer: str) -> None:
@@ -137,7 +137,7 @@ def tensors(ctx: Context, key: str, purpose: str) -> dict:
 def measured(ctx: Context, run_key: str, cfg: RunConfig, instrument: str, options: dict, compute) -> dict:
     """The measurement `instrument` (with `options`, as they enter its key) of the cached run
     `run_key`: from the cache, or `compute(weights)` on the run's tensors, then cached."""
-    key = cache_mod.run_key(cfg, {"measure_of": run_key, "instrument": instrument, "options": options})
+    key = keys.run_key(cfg, {"measure_of": run_key, "instrument": instrument, "options": options})
     with ctx.cache.lock(key):
         if ctx.refresh and key not in ctx._refreshed:
             ctx.cache.invalidate(key)

@@ -1,4 +1,4 @@
-"""Live progress of the planned training groups (harness/runs/planner.py) while an executor trains them.
+"""Live progress of the planned training groups (harness/execute/planner.py) while an executor trains them.
 
 Training reports events (plain dicts, so that they cross process boundaries on a queue):
   {"event": "start", "group": i}                 a group begins (i: its index in the plan)

@@ -1,4 +1,4 @@
-"""Executors: train the planned groups (harness/runs/planner.py) into the run cache before the claims run.
+"""Executors: train the planned groups (harness/execute/planner.py) into the run cache before the claims run.
 
   inline    no executor step: the claims train what they miss, one group after another, in the
             pytest process (harness/runs/inline.py; the default, and the behaviour before executors).
@@ -8,16 +8,16 @@
             CPU, with torch threads split between workers. Groups go to whichever worker is free.
   submitit  one SLURM job per group, submitted as one job array through submitit
             (`run_submitit`); a preempted or timed-out job is requeued by submitit and resumes from
-            the harness's own epoch checkpoints (runs.cache.Checkpoint, kept in the run cache, which
+            the harness's own epoch checkpoints (runs.checkpoint.Checkpoint, kept in the run cache, which
             must be on a filesystem the nodes share).
 
-Every executor trains a group through the procedures' registry (harness/paper/procedures.py:
+Every executor trains a group through the procedures' registry (harness/procedures:
 train_group, which trains through harness/runs/inline.py), and
 writes through the run cache's per-run locks and atomic writes, so executors, pytest-xdist
 workers and later sessions never train one run twice or leave a half-written entry. A group that
 fails (an exception, or its worker killed) is reported through the returned failures, and the
 other groups go on; the claims that need it are then reported as not run. Progress goes through
-`on_event` as harness/progress.py events.
+`on_event` as harness/runs/progress.py events.
 
 Groups and settings are plain data (configs and keys, no tensors); this module imports torch only
 inside the workers.
@@ -46,8 +46,8 @@ _contexts = {}  # one Context per settings in a worker process: data splits load
 
 def train_group(settings: dict, group, index: int, send) -> None:
     """Train one planned group in this process, sending its epoch events through `send`."""
-    from ..paper import procedures
-    from . import context, progress
+    from .. import procedures
+    from ..runs import context, progress
     memo = json.dumps(settings, sort_keys=True)
     if memo not in _contexts:
         _contexts[memo] = context.Context(**settings)

@@ -4,9 +4,9 @@ This is the first of three stages:
   planner      expands the selected (experiment, tier, reading) items into run groups with their
                cache keys and estimated cost (harness/runs/expand.py), and keeps those with a run
                missing from the cache (pure, cheap: no training, no tensors loaded);
-  executors    train the pending groups into the run cache (harness/runs/executors.py: local worker
+  executors    train the pending groups into the run cache (harness/execute/executors.py: local worker
                processes, or a SLURM job array through submitit), each group through the
-               procedures' registry (harness/paper/procedures.py: train_group);
+               procedures' registry (harness/procedures: train_group);
   claims       read their rows (procedures.rows), training lazily only what is still missing: the
                `inline` executor (harness/runs/inline.py) is exactly that.
 
@@ -28,9 +28,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paper import procedures
-from . import cache as cache_mod
-from .expand import expand, seed_groups, training_cost
+from ..runs.expand import expand, retrained, seed_groups, ticket_chain, training_cost
+from ..runs.keys import non_default_fields, run_key
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class Group:
 
     def summary(self) -> str:
         """Dataset, model, the settings that differ from RunConfig's defaults, and the seeds."""
-        c = cache_mod.non_default_fields(self.cfgs[0])
+        c = non_default_fields(self.cfgs[0])
         fields = " ".join(f"{k}={v}" for k, v in c.items() if k not in ("dataset", "model", "seed", "device"))
         seeds = ",".join(str(c.seed) for c in self.cfgs)
         return f"{self.cfgs[0].dataset}/{self.cfgs[0].model} {fields} seeds {seeds}"
@@ -80,15 +79,15 @@ def groups(selection, device: str) -> list[Group]:
         seen.add((exp_id(exp), tier, name))
         for cfgs in seed_groups(expand(exp, tier, device, reading)):
             if exp.procedure == "ticket":
-                keys = procedures.chain_keys(exp, tier, cfgs, reading)
                 t = exp.resolved(tier, reading)["ticket"]
-                retrain = [dataclasses.replace(c, epochs=t["retrain_epochs"] or c.epochs) for c in cfgs]
-                (s0, f0), (s1, f1) = _cost(cfgs), _cost(retrain)
-                rounds = len(keys) // len(cfgs) - 1
+                chain = ticket_chain(t, cfgs)  # the plan the ticket procedure walks to train it
+                keys = list(dict.fromkeys(k for rd in chain for k in rd.keys))
+                (s0, f0), (s1, f1) = _cost(cfgs), _cost(retrained(t, cfgs))
+                rounds = len(chain) - 1
                 new = Group((exp_id(exp),), tier, tuple(cfgs), tuple(keys), s0 + rounds * s1, f0 + rounds * f1, exp,
                             reading)
             else:
-                keyed = [(cache_mod.run_key(c), c) for c in cfgs]
+                keyed = [(run_key(c), c) for c in cfgs]
                 shared = {owner[k] for k, _ in keyed if k in owner}
                 for i in shared:
                     if exp_id(exp) not in out[i].experiments:
@@ -106,7 +105,7 @@ def groups(selection, device: str) -> list[Group]:
 
 
 def pending(selection, cache, device: str, refresh: bool = False) -> list[Group]:
-    """The groups of `selection` with a run missing from `cache` (a cache_mod.RunCache); with
+    """The groups of `selection` with a run missing from `cache` (a runs.cache.RunCache); with
     `refresh`, every group. A pending seed group keeps only its missing runs."""
     out = []
     for g in groups(selection, device):
