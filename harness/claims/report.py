@@ -28,7 +28,8 @@ import jinja2
 
 from ..runs.cache import dumps
 from . import checks, readings, stats
-from .fmt import AXES, decimals_for, estimate_text, metric_label, num, quantity_unit, with_unit
+from .fmt import AXES, decimals_for, estimate_text, metric_label, num, with_unit
+from .kinds import kind, quantity_unit
 from .svg import COLOURS, MARKER_WORDS, axis_label, forest_svg, plot_svg
 
 
@@ -40,75 +41,27 @@ PROVENANCE_FIELDS = ("device", "torch", "cuda", "commit")
 TRAINED_FIELDS = ("device", "driver", "torch", "cuda", "cudnn", "python", "commit", "data")  # "where trained" table
 
 
-def _where(w: dict) -> str:
-    return ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in (w or {}).items())
-
-
 def explain(r: dict) -> str:
     """The measured result in words, naming the compared configurations (Welch tests, ratios,
     differences, monotonic steps); '' for a single value."""
-    m, check, expect = r.get("measured"), r["check"], r["expect"]
-    if not m:
-        return ""
-    unit = quantity_unit(check)
-    name = metric_label(check["metric"])[0]
-    if check["type"] == "welch":
-        a, b = _where(check["a"]), _where(check["b"])
-        d = m["value"]
-        alpha = expect.get("alpha", 0.05)
-        size = with_unit(num(abs(d), digits=3), unit)
-        ci = estimate_text(m, unit)["ci"]
-        higher, lower = (a, b) if d > 0 else (b, a)
-        if not math.isfinite(m.get("p", math.nan)):
-            return f"no Welch test (fewer than 2 seeds): {name} {a} minus {b} = {with_unit(num(d), unit)}"
-        p = f"p = {num(m['p'], digits=2)}"
-        if m["p"] >= alpha:
-            return (f"not significant ({p} ≥ {alpha:g}): {name} differs by {size} between {a} and {b}"
-                    + (f", 95% CI of a − b {ci}" if ci else ""))
-        wanted = expect.get("direction", "greater")
-        right = (d > 0) == (wanted == "greater")
-        head = "significant" if right else "significant, opposite direction"
-        return (f"{head} ({p} < {alpha:g}): {name} at {higher} is {size} above {lower}"
-                + (f" (95% CI of a − b {ci})" if ci else "")
-                + ("" if right else f"; the claim expects {a} {'above' if wanted == 'greater' else 'below'} {b}"))
-    if check["type"] in ("ratio", "difference"):
-        op = "/" if check["type"] == "ratio" else "−"
-        return f"{name}: ({_where(check['a'])}) {op} ({_where(check['b'])})"
-    if check["type"] == "monotonic":
-        return (f"smallest step of {name} along {check['over']} in the expected ({expect['direction']}) direction: "
-                f"{with_unit(num(m['value']), unit)}")
-    if check["type"] == "all":
-        return f"worst of the configurations {_where(check.get('where'))}"
-    return ""
+    return kind(r["check"]).explain(r) if r.get("measured") else ""
 
 
 def compared(r: dict) -> str:
     """A short note for the at-a-glance table: the compared configurations, the worst one of an
     'all' check, or how many runs are missing."""
-    c = r["check"]
     if r["verdict"] == "not run":
         return r["detail"].removeprefix("not run (").removesuffix(")")
     if not r.get("measured"):
         return ""
-    if c["type"] in ("welch", "difference"):
-        note = f"({_where(c['a'])}) − ({_where(c['b'])})"
-        p = r["measured"].get("p")
-        return note + (f", p = {num(p, digits=2)}" if c["type"] == "welch" and p is not None else "")
-    if c["type"] == "ratio":
-        return f"({_where(c['a'])}) / ({_where(c['b'])})"
-    if c["type"] == "monotonic":
-        return f"smallest step along {c['over']}"
-    if c["type"] == "all":
-        worst = [t["label"] for t in r["table"] if t["value"] == r["measured"]["value"]]
-        return f"worst: {worst[0]}" if worst else ""
-    return ""
+    return kind(r["check"]).compared(r)
 
 
 def deviation_text(r: dict) -> str:
     """'Δ' column: measured − target (absolute, in pp for percentages; relative; and in tolerance
     units, the band's half-width), or how far outside a min/max band; '' where it does not apply."""
     m = r.get("measured")
-    if not m or r["check"]["type"] in ("welch", "monotonic") or r["verdict"] not in ("pass", "fail"):
+    if not m or not kind(r["check"]).band or r["verdict"] not in ("pass", "fail"):
         return ""
     pos = checks.position(r["expect"], m["value"])
     unit = {"%": "pp", "×": ""}.get(r["unit"], r["unit"])
@@ -218,14 +171,14 @@ def paper_points(plot: dict, claims: list) -> list:
     out = []
     for r in claims:
         c, pv = r["check"], r.get("paper_value")
-        if c["type"] not in ("value", "all") or c["metric"] not in plot["y"] or \
+        if kind(c).paper_points is None or c["metric"] not in plot["y"] or \
                 not isinstance(pv, (int, float)) or isinstance(pv, bool):
             continue
         hits = [(s["name"], pt["x"], None) for s in plot["series"] if s["metric"] == c["metric"]
                 for pt in s["points"] if checks._matches(pt["config"], c.get("where") or {})]
         hits += [(None, None, a["label"]) for a in plot["apart"]
                  if a["metric"] == c["metric"] and checks._matches(a["config"], c.get("where") or {})]
-        if c["type"] == "value" and len(hits) != 1:
+        if kind(c).paper_points == "one" and len(hits) != 1:
             continue
         out += [{"series": s, "x": x, "apart": a, "metric": c["metric"], "value": pv, "claim": r["id"]}
                 for s, x, a in hits]
@@ -238,7 +191,7 @@ def tol_position(r: dict) -> dict | None:
     with a paper value inside it (100) maps to [-1, None) (None: unbounded) around the paper value,
     its unit the paper's distance to the bound. None where there is no such unit."""
     m, pv, e = r.get("measured"), r.get("paper_value"), r["expect"]
-    if not m or r["check"]["type"] not in ("value", "all", "ratio", "difference", "loglog_slope") \
+    if not m or not kind(r["check"]).band \
             or not math.isfinite(m.get("value", math.nan)):
         return None
     if checks.position(e, m["value"])["units"] is not None:
@@ -278,8 +231,8 @@ def forest_left_out(claims: list, rows: list) -> list:
             reason = "not run (nothing measured)"
         elif r["verdict"] in ("error", "diverged"):
             reason = f"{r['verdict']} (no value)"
-        elif r["check"]["type"] in ("welch", "monotonic"):
-            reason = "tests of direction or significance (no tolerance)"
+        elif not kind(r["check"]).band:
+            reason = kind(r["check"]).left_out
         elif r.get("training_free") or (r["expect"].get("abs_tol") == 0 and "target" in r["expect"]):
             reason = "exact counts (no tolerance)"
         else:
@@ -446,7 +399,7 @@ def vs_paper(r: dict) -> dict | None:
     relative %), or None where there is no single number to compare (tests, monotonic steps)."""
     m, pv = r.get("measured"), r.get("paper_value")
     if not m or not isinstance(pv, (int, float)) or isinstance(pv, bool) \
-            or r["check"]["type"] in ("welch", "monotonic") or not math.isfinite(m.get("value", math.nan)):
+            or not kind(r["check"]).band or not math.isfinite(m.get("value", math.nan)):
         return None
     d = m["value"] - pv
     if r["unit"] == "%":
@@ -458,8 +411,9 @@ def vs_paper(r: dict) -> dict | None:
     return {"d": d, "rel": d / abs(pv) if pv else None, "text": text}
 
 
-TYPE_WORDS = {"loglog_slope": "log-log slope", "ratio": "ratio", "difference": "difference", "welch": "Welch test",
-              "monotonic": "trend", "all": "every configuration", "value": "value"}
+def type_words(check: dict) -> str:
+    """What the report calls a check's claims, e.g. 'log-log slope'."""
+    return kind(check).words
 
 
 def _misses(fails: list, passes: list, declared: dict) -> list:
@@ -487,9 +441,9 @@ def _misses(fails: list, passes: list, declared: dict) -> list:
                 rng = f"{100 * lo:.0f}% to {100 * hi:.0f}%"
             text = (f"{label[0].upper() + label[1:]} ({exp}) misses the paper in {len(g)} claims, every one "
                     f"{'above' if up else 'below'} it, by {rng}")
-            same = [TYPE_WORDS.get(r["check"]["type"], r["check"]["type"]) for r in passes
+            same = [type_words(r["check"]) for r in passes
                     if r["experiment"] == exp and r["check"]["metric"] == metric
-                    and r["check"]["type"] in ("loglog_slope", "ratio")]
+                    and kind(r["check"]).scale_free]
             if same and g[0]["unit"] != "%" and lo > 0 and hi / lo <= 1.5:
                 same = list(dict.fromkeys(same))
                 text += (f", while its {_list(same)} pass{'es' if len(same) == 1 else ''}: the same factor at every "
@@ -513,11 +467,11 @@ def _misses(fails: list, passes: list, declared: dict) -> list:
 def _reproduced(passes: list) -> str:
     by = defaultdict(list)
     for r in passes:
-        by[metric_label(r["check"]["metric"])[0]].append(r["check"]["type"])
+        by[metric_label(r["check"]["metric"])[0]].append(r["check"])
     parts = []
-    for label, types in by.items():
-        other = [TYPE_WORDS.get(t, t) for t in dict.fromkeys(types) if t not in ("value", "all")]
-        parts.append(f"{label} ({_plural(len(types), 'claim')}" + (f"; {_list(other)}" if other else "") + ")")
+    for label, checks_ in by.items():
+        other = [type_words(c) for c in {c["type"]: c for c in checks_}.values() if not kind(c).level]
+        parts.append(f"{label} ({_plural(len(checks_), 'claim')}" + (f"; {_list(other)}" if other else "") + ")")
     return _list(parts)
 
 
@@ -619,30 +573,7 @@ def findings(sections: list, exps: dict, readings_doc: dict) -> dict:
 def expected_text(r: dict) -> str:
     """The expectation in words and the claim's unit: a band's numbers as the measured ones are
     written (6,514; 99.95 %), a Welch test as the difference it expects."""
-    c, e, unit = r["check"], r["expect"], r["unit"]
-    if c["type"] == "welch":
-        alpha = e.get("alpha", 0.05)
-        if not e.get("significant", True):
-            return f"no significant difference between ({_where(c['a'])}) and ({_where(c['b'])}) (Welch t-test, Holm-adjusted p ≥ {alpha:g})"
-        rel = "above" if e.get("direction", "greater") == "greater" else "below"
-        return (f"{metric_label(c['metric'])[0]} at ({_where(c['a'])}) significantly {rel} ({_where(c['b'])}) "
-                f"(Welch t-test, Holm-adjusted p < {alpha:g})")
-    if c["type"] == "monotonic":
-        return r.get("expected", "")
-    u = "" if unit == "×" else unit
-    lo, hi = checks._band(e)
-    if "target" in e:
-        t = e["target"]
-        if lo == hi:
-            return f"exactly {with_unit(num(t), u)}"
-        if "rel_tol" in e and "abs_tol" not in e:
-            return f"{with_unit(num(t), u)} ± {100 * e['rel_tol']:g}% (from {num(lo)} to {num(hi)})"
-        return f"{with_unit(num(t), u)} ± {with_unit(num(hi - t), 'pp' if u == '%' else u)}"
-    if math.isinf(lo):
-        return f"at most {with_unit(num(hi), u)}"
-    if math.isinf(hi):
-        return f"at least {with_unit(num(lo), u)}"
-    return f"from {num(lo)} to {with_unit(num(hi), u)}"
+    return kind(r["check"]).expected_text(r)
 
 
 def _cfg_label(label: str, model: str | None) -> str:
@@ -809,6 +740,7 @@ def render(doc: dict) -> str:
                              undefined=jinja2.StrictUndefined)
     env.filters["num"] = num
     env.filters["slug"] = lambda s: slug(s)
+    env.globals["kind"] = kind
     svgs = {k: plot_svg(p, slug("fig", k)) for k, p in doc["plots"].items()}
     title = "Every numeric claim: measured value against its expected band, in tolerance units"
     forest = forest_svg(doc["forest"], "fig-forest", title) if doc["forest"] else None

@@ -14,6 +14,7 @@ from ..runs.cache import DamagedEntry
 from ..runs.context import Context, NotCached, OutOfBudget
 from ..runs.expand import expand
 from . import checks, report, spec, stats
+from .kinds import kind
 
 
 def file_label(path) -> str:
@@ -47,7 +48,7 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
     try:
         rows = procedures.rows(exp, tier, ctx, reading)
         out = checks.evaluate(t["check"], t["expect"], rows)
-        if t["check"]["type"] == "welch":  # decided on the p adjusted within the tier's family of Welch claims
+        if kind(t["check"]).family:  # decided on the p adjusted within the tier's family of such claims (Welch)
             out = checks.evaluate(t["check"], t["expect"], rows,
                                   adjusted_p=_adjusted_p(claim, tier, ctx, out["measured"]["p"]))
     except NotCached as e:
@@ -88,7 +89,7 @@ def _adjusted_p(claim, tier, ctx, p) -> float:
             judge._files[path] = spec.load(path)
         for c in judge._files[path].claims:
             t = c.tiers.get(tier)
-            if not t or t["check"]["type"] != "welch":
+            if not t or t["check"]["type"] != claim.tiers[tier]["check"]["type"]:
                 continue
             if Path(c.file).resolve() == Path(claim.file).resolve() and c.id == claim.id:
                 mine = len(ps)
