@@ -17,8 +17,11 @@ import math
 
 from . import stats
 from .kinds import KINDS, kind
-from .kinds.common import (SelectionError, _band, _diverged, _in_band, _matches, _values, groups, label,  # noqa: F401
+from .kinds.common import (SelectionError, _band, _diverged, _in_band, _matches, _values, groups, label,
                            position, select)
+
+__all__ = ["KINDS", "SelectionError", "_band", "_in_band", "_matches", "describe", "evaluate", "groups", "label",
+           "position", "select"]  # (the row and band helpers are kinds.common's, named here for the engine)
 
 
 def _summary_table(gs, metric, rows) -> list:

@@ -317,7 +317,7 @@ def table(results: list) -> dict:
     classification; per section, the claims in each class; per experiment[tier], the fit."""
     claims, by_exp, walls = {}, defaultdict(list), {}
     for r in sorted(results, key=lambda r: r.get("reading_id", "primary") != "primary"):
-        walls.update(r.pop("run_wall_s", None) or {})  # (build took the primary results' already)
+        walls.update(r.get("run_wall_s") or {})  # (report.build gives the primary results without theirs)
         key = f"{r['file']}::{r['id']}[{r['tier']}]"
         c = claims.setdefault(key, {"section": f"{r['section']} {r['title']}", "experiment": r["experiment"],
                                     "tier": r["tier"], "declared": r.get("readings_declared", {}), "rows": []})

@@ -13,7 +13,7 @@ from ..runs import cache
 from ..runs.cache import DamagedEntry
 from ..runs.context import Context, NotCached, OutOfBudget
 from ..runs.expand import expand
-from . import checks, report, spec, stats
+from . import checks, figures, spec, stats
 from .kinds import kind
 
 
@@ -60,7 +60,7 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
         tail = "" if isinstance(e, DamagedEntry) else "\n" + "".join(traceback.format_exception(e)[-4:-1]).rstrip()
         return {**base, "verdict": "error", "measured": None, "table": [],
                 "detail": f"{type(e).__name__}: {e}{tail}"}
-    out["plot"] = report.experiment_series(exp, rows) if exp.plot else None
+    out["plot"] = figures.experiment_series(exp, rows) if exp.plot else None
     out["experiment_seconds"] = ctx.run_seconds.get(
         exp.name if reading.is_primary else f"{exp.name}[{reading.name}]")
     # training time recorded with each run (per model; a seed group's wall time is split evenly),

@@ -1,0 +1,110 @@
+"""What the report says each experiment trains and costs: its plan from its claim file (runs,
+optimiser steps, PFLOP, the readings beyond the primary and what they add), the command that runs
+it, and per experiment[tier] its claims' verdicts and what is missing."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from . import readings
+
+
+def _load_claim_files(results: list) -> dict:
+    """{file: ClaimFile or None} for the files the results name (None where it cannot be read, e.g.
+    results built elsewhere): the report reads the experiments' procedure, plan and readings there."""
+    from . import spec
+    out = {}
+    for f in dict.fromkeys(r["file"] for r in results):
+        try:
+            out[f] = spec.load(f, with_claims=False)
+        except Exception:
+            out[f] = None
+    return out
+
+
+def _cost(cfgs) -> dict:
+    from ..runs.expand import training_cost
+    costs = [training_cost(c) for c in cfgs]
+    return {"runs": len(cfgs), "steps": sum(c["steps"] for c in costs), "pflop": sum(c["flops"] for c in costs) / 1e15}
+
+
+def command(file: str, tier: str, readings_sel: tuple = ()) -> str:
+    """The pytest command that trains (what is missing of) a claim file's experiments in a tier and
+    checks their claims; with `readings_sel`, under those readings (NAME=VALUE pairs)."""
+    gpu = " --gpu" if tier == "full" else ""
+    return (f"pytest {file} -m {tier}{gpu}"
+            + "".join(f" --readings {r}" for r in readings_sel))
+
+
+def experiment_plan(exp, file: str, tier: str) -> dict:
+    """What an experiment trains in a tier, from its claim file: procedure, runs, optimiser steps
+    and PFLOP (harness.runs.expand, as `python -m harness plan`), and per declared reading beyond
+    the primary the runs it adds (a reading that only changes an instrument option trains nothing
+    new), their cost and the command that runs it."""
+    from ..runs import cache as run_cache
+    from ..runs import expand as ex
+    out = {"procedure": exp.procedure, "model": exp.model, "dataset": exp.dataset, "notes": exp.notes,
+           "command": command(file, tier), "readings": []}
+    if exp.procedure == "count":
+        return {**out, "runs": 0, "steps": 0, "pflop": 0.0}
+    primary = ex.training_runs(exp, tier)
+    out.update(_cost(primary))
+    seen = {run_cache.run_key(c) for c in ex.expand(exp, tier, "cuda")}  # the primary's (dense) runs
+    for reading in exp.readings(tier)[1:]:
+        dense = len(ex.expand(exp, tier, "cuda", reading))
+        new = [c for i, c in enumerate(ex.training_runs(exp, tier, reading=reading))
+               if not (exp.procedure == "train" or i < dense) or run_cache.run_key(c) not in seen]
+        pairs = tuple(f"{p}={readings.format_value(v)}" for p, v in reading.changed)
+        out["readings"].append({"name": reading.name, **_cost(new), "command": command(file, tier, pairs)})
+    return out
+
+
+_MISSING = re.compile(r"(\d+) of (\d+) (?:dense )?runs missing")
+
+
+def experiments(results: list, files: dict, measured_s: dict) -> dict:
+    """Per experiment[tier]: its claims' verdicts, training-free or not, what is missing and what
+    it costs, the command, its readings (declared, tried or not) and the training time measured
+    with its runs (`measured_s`, {experiment[tier]: seconds})."""
+    out = {}
+    for r in results:
+        key = f"{r['experiment']}[{r['tier']}]"
+        e = out.get(key)
+        if e is None:
+            cf = files.get(r["file"])
+            exp = cf.experiments.get(r["experiment"]) if cf else None
+            plan = None
+            if exp is not None:
+                try:
+                    plan = experiment_plan(exp, r["file"], r["tier"])
+                except Exception:  # a plan the expansion cannot cost: the report still renders
+                    plan = None
+            procedure = r.get("procedure") or (plan or {}).get("procedure") or \
+                ("count" if r["check"].get("metric") == "params" else "train")
+            e = out[key] = {"key": key, "experiment": r["experiment"], "tier": r["tier"], "file": r["file"],
+                            "section": r["section"], "procedure": procedure,
+                            "training_free": procedure == "count", "plan": plan,
+                            "command": (plan or {}).get("command") or command(r["file"], r["tier"]),
+                            "verdicts": Counter(), "claims": [], "missing": None,
+                            "measured_s": measured_s.get(key),
+                            "notes": r.get("experiment_notes") or "", "tried": {},
+                            "declared": r.get("readings_declared") or {}}
+        e["verdicts"][r["verdict"]] += 1
+        e["claims"].append(r["anchor"])
+        if r["verdict"] == "not run":
+            m = _MISSING.search(r.get("detail", ""))
+            if m:
+                e["missing"] = {"runs": int(m.group(1)), "of": int(m.group(2))}
+    for e in out.values():
+        e["verdicts"] = dict(e["verdicts"])
+        plan = e["plan"]
+        if plan and e["missing"]:
+            share = e["missing"]["runs"] / e["missing"]["of"] if e["missing"]["of"] else 1.0
+            e["missing"]["pflop"] = plan["pflop"] * share  # exact when every run is missing
+            e["missing"]["all"] = e["missing"]["runs"] == e["missing"]["of"]
+    return out
+
+
+def pflop_text(pflop: float) -> str:
+    return f"{pflop:,.2f} PFLOP" if pflop < 10 else f"{pflop:,.0f} PFLOP"
+
