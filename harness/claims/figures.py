@@ -10,10 +10,9 @@ from pathlib import Path
 
 from . import stats
 from .fmt import AXES, metric_label, num
-from .kinds import kind
+from .kinds import kind, tolerance_position
 from .kinds.common import _matches, groups
 from .svg import axis_label
-from .words import tol_position
 
 
 def _apart_label(cfg: dict, plot: dict, optimizer: str) -> str | None:
@@ -90,11 +89,11 @@ def paper_points(plot: dict, claims: list) -> list:
 
 
 def forest_rows(claims: list) -> list:
-    """One row per numeric claim, in section order (see tol_position). Other claims have no unit
+    """One row per numeric claim, in section order (see tolerance_position). Other claims have no unit
     and no row; `forest_left_out` says which and why."""
     rows = []
     for r in claims:
-        t = tol_position(r)
+        t = tolerance_position(r)
         if t is None:
             continue
         rows.append({"section": r["section"], "label": r["id"], "statement": r["statement"], **t,

@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+from .kinds import tolerance_position
 from .schema import (CONFIG_FIELDS, DATASETS, INSTRUMENT_DEFAULTS, MOVEMENT_DEFINITIONS, RUN_FIELDS,
                      TICKET_DEFAULTS, _err, _keys, _typed)
 
@@ -277,20 +278,15 @@ def classify(verdicts: dict) -> dict:
 
 
 def tolerance_units(result: dict):
-    """(measured - paper value) / tolerance for a claim with a numeric paper value and a
-    numeric measurement: the tolerance is the expectation's (abs_tol, or rel_tol x target),
-    or for a min/max expectation the distance from the paper value to that bound. None if the
-    claim has no such number."""
-    m, pv, e = result.get("measured"), result.get("paper_value"), result["expect"]
-    if result["verdict"] not in TRIED or not m or not isinstance(pv, (int, float)) \
-            or "value" not in m or "p" in m or not math.isfinite(m["value"]):
+    """A tried reading's measured value in tolerance units, for a claim with a numeric paper value:
+    kinds.tolerance_position's z (the forest plot's), whose zero is the paper value (the target of
+    a band centred on it, or the paper value inside a one-sided band). None if the claim has no
+    such number."""
+    pv = result.get("paper_value")
+    if result["verdict"] not in TRIED or not isinstance(pv, (int, float)) or isinstance(pv, bool):
         return None
-    if "target" in e:
-        tol = max(e.get("abs_tol", 0.0), e.get("rel_tol", 0.0) * abs(e["target"]))
-    else:
-        bounds = [abs(pv - e[k]) for k in ("min", "max") if k in e]
-        tol = min(bounds) if bounds else 0.0
-    return (m["value"] - pv) / tol if tol > 0 else None
+    t = tolerance_position(result)
+    return None if t is None else t["z"]
 
 
 def fit(results: list) -> list:

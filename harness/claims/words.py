@@ -8,7 +8,7 @@ import math
 import re
 
 from .fmt import decimals_for, estimate_text, num, with_unit
-from .kinds import kind, quantity_unit
+from .kinds import kind, quantity_unit, tolerance_position
 from .kinds.common import position
 
 
@@ -45,7 +45,7 @@ def deviation_text(r: dict) -> str:
         text = size + (f" ({100 * pos['rel']:+.1f}%)" if pos["rel"] is not None and d else "")
         if not d and pos["units"] is None:
             text += " (exact)"
-    t = tol_position(r)  # the forest's unit, also for a one-sided band around the paper's value
+    t = tolerance_position(r)  # the forest's unit, also for a one-sided band around the paper's value
     if t is not None:
         text += f", {t['z']:+.2f} tol"
     return text
@@ -56,28 +56,6 @@ def paper_text(r: dict) -> str:
     if isinstance(pv, (int, float)) and not isinstance(pv, bool):
         return with_unit(num(pv) if float(pv).is_integer() else f"{pv:g}", quantity_unit(r["check"]))
     return "—"
-
-
-def tol_position(r: dict) -> dict | None:
-    """The measured value and its 95% CI in tolerance units, as the forest plot draws it: a
-    two-sided band maps to [-1, 1] around its centre (the target); a one-sided band (e.g. >= 99.95)
-    with a paper value inside it (100) maps to [-1, None) (None: unbounded) around the paper value,
-    its unit the paper's distance to the bound. None where there is no such unit."""
-    m, pv, e = r.get("measured"), r.get("paper_value"), r["expect"]
-    if not m or not kind(r["check"]).band \
-            or not math.isfinite(m.get("value", math.nan)):
-        return None
-    if position(e, m["value"])["units"] is not None:
-        z = [position(e, v)["units"] for v in (m["value"], *m["ci"])]
-        band = (-1.0, 1.0)
-    elif isinstance(pv, (int, float)) and ("min" in e) != ("max" in e) and e.get("min", e.get("max")) != pv \
-            and position(e, pv)["outside"] == 0:
-        unit = abs(pv - e.get("min", e.get("max")))
-        z = [(v - pv) / unit for v in (m["value"], *m["ci"])]
-        band = (-1.0, None) if "min" in e else (None, 1.0)  # None: unbounded
-    else:
-        return None
-    return {"z": z[0], "lo": z[1], "hi": z[2], "band": band}
 
 
 def vs_paper(r: dict) -> dict | None:
@@ -131,5 +109,5 @@ def annotate(r: dict, model: str | None) -> None:
     r["compared"] = compared(r)
     r["deviation"] = deviation_text(r)
     r["vs_paper"] = vs_paper(r)
-    t = tol_position(r)
+    t = tolerance_position(r)
     r["z"] = t["z"] if t else None

@@ -73,12 +73,17 @@ def where_text(w: dict) -> str:
 # ------------------------------------------------------------------------------------ bands
 
 
+def tolerance(expect) -> float:
+    """The tolerance of a target: abs_tol, or rel_tol x |target| where larger (0: an exact target)."""
+    tol = expect.get("abs_tol", 0.0)
+    if "rel_tol" in expect:
+        tol = max(tol, expect["rel_tol"] * abs(expect["target"]))
+    return tol
+
+
 def _band(expect) -> tuple:
     if "target" in expect:
-        t = expect["target"]
-        tol = expect.get("abs_tol", 0.0)
-        if "rel_tol" in expect:
-            tol = max(tol, expect["rel_tol"] * abs(t))
+        t, tol = expect["target"], tolerance(expect)
         return t - tol, t + tol
     return expect.get("min", -math.inf), expect.get("max", math.inf)
 
