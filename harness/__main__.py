@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .claims import readings, report, spec
+from .claims import plans, readings, report, spec
 from .claims.results import claim_result
 from .paper.measure import measurement_options
 from .runs import cache, expand, planner
@@ -268,27 +268,20 @@ def plan(claims_dir, tier, estimate="off") -> list:
 def plan_readings(claims_dir, tier, seen) -> list:
     """The cost of the readings (harness/claims/readings.py) beyond the primary tier, printed after plan's table:
     per experiment and reading, the training runs not already counted (`seen`: the primary's run
-    keys; a ticket's dense runs are keyed, its pruning rounds are all new), optimiser steps and
-    PFLOP. A reading that only changes an instrument option trains nothing."""
+    keys; the rule is harness.claims.plans.reading_runs': a run shared by several readings or
+    experiments counts once, a ticket's pruning rounds are all new), optimiser steps and PFLOP. A
+    reading that only changes an instrument option trains nothing."""
     rows = []
-    for path in sorted(Path(claims_dir).glob("*.toml")):
-        for exp in spec.load(path).experiments.values():
-            if tier not in exp.tiers or exp.procedure == "count" or len(exp.readings(tier)) < 2:
-                continue
-            if exp.procedure == "ticket":
-                seen |= {cache.run_key(c) for c in expand.expand(exp, tier, "cuda")}
-            for reading in exp.readings(tier)[1:]:
-                dense = len(expand.expand(exp, tier, "cuda", reading))
-                runs = []
-                for i, cfg in enumerate(expand.training_runs(exp, tier, reading=reading)):
-                    key = cache.run_key(cfg) if exp.procedure == "train" or i < dense else None
-                    if key is None or key not in seen:
-                        seen.add(key)
-                        runs.append(cfg)
-                costs = [expand.training_cost(c) for c in runs]
-                rows.append({"experiment": f"{path.name}:{exp.name}", "reading": reading.name, "runs": len(runs),
-                             "steps": sum(c["steps"] for c in costs),
-                             "pflop": sum(c["flops"] for c in costs) / 1e15})
+    exps = [(path, exp) for path in sorted(Path(claims_dir).glob("*.toml")) for exp in spec.load(path).experiments.values()
+            if tier in exp.tiers and exp.procedure != "count"]
+    for _, exp in exps:  # every primary's runs (a ticket's dense runs are keyed too)
+        seen |= plans.primary_keys(exp, tier)
+    for path, exp in exps:
+        for reading, runs in plans.reading_runs(exp, tier, seen):
+            costs = [expand.training_cost(c) for c in runs]
+            rows.append({"experiment": f"{path.name}:{exp.name}", "reading": reading.name, "runs": len(runs),
+                         "steps": sum(c["steps"] for c in costs),
+                         "pflop": sum(c["flops"] for c in costs) / 1e15})
     if not rows:
         return rows
     print(f"\nreadings of the {tier} tier (pytest --readings), beyond the runs above: training runs, optimiser steps, PFLOP")

@@ -500,6 +500,24 @@ def test_declared_readings_cost_and_command():
     assert plan["runs"] > 0 and plan["procedure"] == "train"
 
 
+def test_a_run_two_readings_share_counts_once():
+    """The report's reading costs and `python -m harness plan`'s follow one rule (plans.reading_runs):
+    a run that several readings (or experiments) share counts once."""
+    from pathlib import Path
+    from harness.__main__ import plan_readings
+    root = Path(__file__).resolve().parents[1]
+    exp = spec.load(root / "claims" / "ntk.toml").experiments["ntk_mlp"]
+    rs = {x["name"]: x for x in plans.experiment_plan(exp, "claims/ntk.toml", "full")["readings"]}
+    # epochs=20 trains 40 new runs; measuring them with another movement definition trains nothing more
+    assert rs["epochs=20"]["runs"] == 40 and rs["epochs=20,movement=weights"]["runs"] == 0
+    seen = plans.primary_keys(exp, "full")
+    counted = [len(runs) for _, runs in plans.reading_runs(exp, "full", seen)]
+    assert sum(counted) == sum(x["runs"] for x in rs.values())
+    printed = {r["reading"]: r["runs"] for r in plan_readings(root / "claims", "full", set())
+               if r["experiment"] == "ntk.toml:ntk_mlp"}
+    assert printed == {name: x["runs"] for name, x in rs.items()}
+
+
 def test_units_and_wording(rendered):
     doc, html, _ = rendered
     claims = {c["id"]: c for c in doc["claims"]}

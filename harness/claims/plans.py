@@ -36,24 +36,49 @@ def command(file: str, tier: str, readings_sel: tuple = ()) -> str:
             + "".join(f" --readings {r}" for r in readings_sel))
 
 
-def experiment_plan(exp, file: str, tier: str) -> dict:
+def primary_keys(exp, tier: str) -> set:
+    """The run keys of an experiment's primary (dense) runs in a tier: what its readings may share."""
+    from ..runs import cache as run_cache
+    from ..runs import expand as ex
+    return set() if exp.procedure == "count" else {run_cache.run_key(c) for c in ex.expand(exp, tier, "cuda")}
+
+
+def reading_runs(exp, tier: str, seen: set) -> list:
+    """[(reading, its training runs not yet counted)] for every reading of `exp` in `tier` beyond the
+    primary: a run counts once, however many readings or experiments share it (`seen`: the run keys
+    counted so far, the primaries' included; the runs counted here are added). A ticket's pruning
+    rounds have no key of their own and always count; a reading that only changes an instrument
+    option trains nothing new. The one rule of a reading's cost, for the report and `python -m
+    harness plan`."""
+    from ..runs import cache as run_cache
+    from ..runs import expand as ex
+    out = []
+    if exp.procedure == "count":
+        return out
+    for reading in exp.readings(tier)[1:]:
+        dense = len(ex.expand(exp, tier, "cuda", reading))
+        runs = []
+        for i, cfg in enumerate(ex.training_runs(exp, tier, reading=reading)):
+            key = run_cache.run_key(cfg) if exp.procedure == "train" or i < dense else None
+            if key is None or key not in seen:
+                seen.add(key)
+                runs.append(cfg)
+        out.append((reading, runs))
+    return out
+
+
+def experiment_plan(exp, file: str, tier: str, seen: set | None = None) -> dict:
     """What an experiment trains in a tier, from its claim file: procedure, runs, optimiser steps
     and PFLOP (harness.runs.expand, as `python -m harness plan`), and per declared reading beyond
-    the primary the runs it adds (a reading that only changes an instrument option trains nothing
-    new), their cost and the command that runs it."""
-    from ..runs import cache as run_cache
+    the primary the runs it adds (`reading_runs`: counted once, with `seen` the run keys counted
+    already, by default this experiment's primary's), their cost and the command that runs it."""
     from ..runs import expand as ex
     out = {"procedure": exp.procedure, "model": exp.model, "dataset": exp.dataset, "notes": exp.notes,
            "command": command(file, tier), "readings": []}
     if exp.procedure == "count":
         return {**out, "runs": 0, "steps": 0, "pflop": 0.0}
-    primary = ex.training_runs(exp, tier)
-    out.update(_cost(primary))
-    seen = {run_cache.run_key(c) for c in ex.expand(exp, tier, "cuda")}  # the primary's (dense) runs
-    for reading in exp.readings(tier)[1:]:
-        dense = len(ex.expand(exp, tier, "cuda", reading))
-        new = [c for i, c in enumerate(ex.training_runs(exp, tier, reading=reading))
-               if not (exp.procedure == "train" or i < dense) or run_cache.run_key(c) not in seen]
+    out.update(_cost(ex.training_runs(exp, tier)))
+    for reading, new in reading_runs(exp, tier, primary_keys(exp, tier) if seen is None else seen):
         pairs = tuple(f"{p}={readings.format_value(v)}" for p, v in reading.changed)
         out["readings"].append({"name": reading.name, **_cost(new), "command": command(file, tier, pairs)})
     return out
@@ -66,7 +91,15 @@ def experiments(results: list, files: dict, measured_s: dict) -> dict:
     """Per experiment[tier]: its claims' verdicts, training-free or not, what is missing and what
     it costs, the command, its readings (declared, tried or not) and the training time measured
     with its runs (`measured_s`, {experiment[tier]: seconds})."""
-    out = {}
+    out, seen = {}, set()
+    for r in results:  # every primary's runs first: a reading's run that one of them trains is not new
+        cf = files.get(r["file"])
+        exp = cf.experiments.get(r["experiment"]) if cf else None
+        if exp is not None and r["tier"] in exp.tiers:
+            try:
+                seen |= primary_keys(exp, r["tier"])
+            except Exception:  # (experiment_plan below says so)
+                pass
     for r in results:
         key = f"{r['experiment']}[{r['tier']}]"
         e = out.get(key)
@@ -76,7 +109,7 @@ def experiments(results: list, files: dict, measured_s: dict) -> dict:
             plan = None
             if exp is not None:
                 try:
-                    plan = experiment_plan(exp, r["file"], r["tier"])
+                    plan = experiment_plan(exp, r["file"], r["tier"], seen)
                 except Exception:  # a plan the expansion cannot cost: the report still renders
                     plan = None
             procedure = r.get("procedure") or (plan or {}).get("procedure") or \
