@@ -164,7 +164,7 @@ def main_report(args, start) -> int:
                               allow_train=False)
     results = [claim_result(claim, tier, claim.experiment, cf, ctx, reading) for claim, tier, cf, reading in todo]
     json_path, html_path = report.write(results, args.out, time.time() - start, args.device)
-    primary = [r for r in results if r.get("reading_id", "primary") == "primary"]
+    primary = [r for r in results if readings.reading_id(r) == readings.PRIMARY]
     bad = sum(r["verdict"] in ("fail", "diverged", "error") for r in primary)
     not_run = sum(r["verdict"] == "not run" for r in primary)
     print(f"{len(primary)} claims ({len(results) - len(primary)} more under other readings), {bad} failed or errors, "

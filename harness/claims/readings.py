@@ -45,6 +45,11 @@ class Reading:
 PRIMARY = "primary"
 
 
+def reading_id(result: dict) -> str:
+    """The reading a claim's result was taken under: its `reading_id`, PRIMARY where it names none."""
+    return result.get("reading_id", PRIMARY)
+
+
 def format_value(value) -> str:
     """A reading value as written in reading names and `--readings NAME=VALUE`."""
     if isinstance(value, bool):
@@ -245,8 +250,8 @@ TRIED = ("pass", "fail", "diverged", "inconclusive")  # an "error" (e.g. runs no
 
 def split(results: list) -> tuple:
     """(results of the primary reading, results of the other readings)."""
-    primary = [r for r in results if r.get("reading_id", "primary") == "primary"]
-    return primary, [r for r in results if r.get("reading_id", "primary") != "primary"]
+    primary = [r for r in results if reading_id(r) == PRIMARY]
+    return primary, [r for r in results if reading_id(r) != PRIMARY]
 
 
 def classify(verdicts: dict) -> dict:
@@ -297,14 +302,14 @@ def fit(results: list) -> list:
     for r in results:
         z = tolerance_units(r)
         if z is not None:
-            by[r.get("reading_id", "primary")][(r["file"], r["id"])] = (z, r["verdict"])
+            by[reading_id(r)][(r["file"], r["id"])] = (z, r["verdict"])
     claims = set().union(*by.values()) if by else set()
     rows = []
     for reading, zs in by.items():
         sum_sq = sum(z * z for z, _ in zs.values())
         rows.append({"reading": reading, "n": len(zs), "sum_sq": sum_sq, "rms": math.sqrt(sum_sq / len(zs)),
                      "passes": sum(v == "pass" for _, v in zs.values()), "missing": len(claims - set(zs)),
-                     "primary": reading == "primary"})
+                     "primary": reading == PRIMARY})
     return sorted(rows, key=lambda r: (r["missing"], r["sum_sq"], r["reading"]))
 
 
@@ -312,13 +317,13 @@ def table(results: list) -> dict:
     """The readings part of the report: per claim (key FILE::ID[TIER]) a row per reading and its
     classification; per section, the claims in each class; per experiment[tier], the fit."""
     claims, by_exp, walls = {}, defaultdict(list), {}
-    for r in sorted(results, key=lambda r: r.get("reading_id", "primary") != "primary"):
+    for r in sorted(results, key=lambda r: reading_id(r) != PRIMARY):
         walls.update(r.get("run_wall_s") or {})  # (report.build gives the primary results without theirs)
         key = f"{r['file']}::{r['id']}[{r['tier']}]"
         c = claims.setdefault(key, {"section": f"{r['section']} {r['title']}", "experiment": r["experiment"],
                                     "tier": r["tier"], "declared": r.get("readings_declared", {}), "rows": []})
         m = r.get("measured") or {}
-        c["rows"].append({"reading": r.get("reading_id", "primary"), "values": r.get("reading_values", {}),
+        c["rows"].append({"reading": reading_id(r), "values": r.get("reading_values", {}),
                           "verdict": r["verdict"], "value": m.get("value"), "std": m.get("std"),
                           "ci": m.get("ci"), "p": m.get("p"), "z": tolerance_units(r), "detail": r["detail"]})
         by_exp[f"{r['experiment']}[{r['tier']}]"].append(r)
@@ -333,7 +338,7 @@ def table(results: list) -> dict:
                          f"reading tried, {len(s['some'])} hold only under some, {len(s['none'])} fail under "
                          f"every reading tried" + (f", {len(s[UNDECIDED])} undecided (inconclusive under a reading)"
                                                    if s[UNDECIDED] else ""))
-    fits = {k: fit(v) for k, v in by_exp.items() if len({r.get("reading_id", "primary") for r in v}) > 1}
+    fits = {k: fit(v) for k, v in by_exp.items() if len({reading_id(r) for r in v}) > 1}
     for c in claims.values():
         rows = fits.get(f"{c['experiment']}[{c['tier']}]")
         c["best_fit"] = rows[0] if rows else None

@@ -66,7 +66,7 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
     devices = defaultdict(lambda: defaultdict(set))  # (experiment, tier) -> reading -> devices of its runs
     for r in results + reading_results:
         for p in (r.get("run_provenance") or {}).values():
-            devices[(r["experiment"], r["tier"])][r.get("reading_id", "primary")].add((p or {}).get("device") or "not recorded")
+            devices[(r["experiment"], r["tier"])][readings.reading_id(r)].add((p or {}).get("device") or "not recorded")
     recorded, per_experiment, prov = {}, defaultdict(dict), defaultdict(dict)
     for r in results:
         walls = r.pop("run_wall_s", None) or {}

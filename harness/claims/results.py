@@ -13,7 +13,7 @@ from ..runs import cache
 from ..runs.cache import DamagedEntry
 from ..runs.context import Context, NotCached, OutOfBudget
 from ..runs.expand import expand
-from . import checks, figures, spec, stats
+from . import checks, figures, readings, spec, stats
 from .kinds import kind
 
 
@@ -133,7 +133,7 @@ def with_primaries(results: list, ctx) -> list:
     result judged from the run cache (read only: `ctx` may not train), as `python -m harness
     report` does; where its runs are not cached, "not run", saying it was not run in this session.
     These results carry "in_session": False."""
-    have = {(r["file"], r["id"], r["tier"]) for r in results if r.get("reading_id", "primary") == "primary"}
+    have = {(r["file"], r["id"], r["tier"]) for r in results if readings.reading_id(r) == readings.PRIMARY}
     out, files = list(results), {}
     for r in results:
         key = (r["file"], r["id"], r["tier"])

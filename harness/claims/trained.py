@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import platform
-import subprocess
-from pathlib import Path
 
-PROVENANCE_FIELDS = ("device", "torch", "cuda", "commit")
+from ..runs import provenance as run_provenance
+
+PROVENANCE_FIELDS = ("device", "torch", "cuda", "commit")  # the report warns where an experiment's runs differ in these
 
 
 TRAINED_FIELDS = ("device", "driver", "torch", "cuda", "cudnn", "python", "commit", "data")  # "where trained" table
@@ -14,21 +14,18 @@ TRAINED_FIELDS = ("device", "driver", "torch", "cuda", "cudnn", "python", "commi
 
 
 def environment(device: str = "cpu") -> dict:
+    """The environment that renders the report: python, platform, torch and CUDA, the device, the GPU
+    and its TF32 settings, CPU threads and the commit, the last from harness/runs/provenance.py as
+    every run records it (honouring $HARNESS_COMMIT, marked -dirty with uncommitted changes)."""
     import torch
 
-    env = {"python": platform.python_version(), "platform": platform.platform(),
-           "torch": torch.__version__, "cuda": torch.version.cuda, "device": device,
-           "cuda_available": torch.cuda.is_available(),
-           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-           "tf32_convolutions": torch.backends.cudnn.allow_tf32,
-           "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-           "cpu_threads": torch.get_num_threads()}
-    try:
-        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                           cwd=Path(__file__).resolve().parents[2], timeout=10).stdout.strip() or None
-    except Exception:
-        env["git_commit"] = None
-    return env
+    rec = run_provenance.record(device)
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "torch": rec["torch"], "cuda": rec["cuda"], "device": device,
+            "cuda_available": torch.cuda.is_available(),
+            "gpu": run_provenance.device_name("cuda:0") if torch.cuda.is_available() else None,
+            "tf32_convolutions": rec["tf32_conv"], "tf32_matmul": rec["tf32_matmul"],
+            "cpu_threads": torch.get_num_threads(), "git_commit": rec["commit"]}
 
 
 def provenance(runs: dict) -> dict:
@@ -43,7 +40,7 @@ def provenance(runs: dict) -> dict:
     dates = sorted(str(p["date"])[:10] for p in known if p.get("date"))  # the day of an ISO date or time
     out.update({"runs": len(runs), "without": len(runs) - len(known),
                 "dates": [dates[0], dates[-1]] if dates else [],
-                "mixed": [f for f in ("device", "torch", "cuda", "commit") if len(out[f]) > 1]})
+                "mixed": [f for f in PROVENANCE_FIELDS if len(out[f]) > 1]})
     return out
 
 
