@@ -49,7 +49,7 @@ class Estimate:
     std: float  # across seeds (nan for derived statistics of two groups, and for n < 2)
     ci: tuple  # (low, high): 95% interval; (nan, nan) when undefined, +-inf when unbounded
     n: int  # seeds (the smaller group for two-group statistics)
-    method: str = "t"  # "t", "welch", "fieller", or "exact" (set by harness.checks)
+    method: str = "t"  # "t", "welch", "fieller", or "exact" (set by harness.checks); named in INTERVALS
 
     @property
     def interval(self) -> str:
