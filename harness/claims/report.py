@@ -11,9 +11,12 @@ inlined, text kept as text, ids made unique per figure. Verdicts: pass, fail, di
 "not run" (the runs are not in the cache). results.json is strict JSON: non-finite numbers (a
 diverged run's) are written as null.
 
-The report's assembly lives here (what each claim says, the sections, the headline, results.json);
-figures are drawn in harness/claims/svg.py, numbers and units formatted in harness/claims/fmt.py,
-and readings judged in harness/claims/readings.py."""
+The report's assembly lives here (the sections, the headline, results.json, the page); `build`
+works on a copy of the results it is given. What each claim says is harness/claims/words.py (with
+the words of its kind, harness/claims/kinds/), the figures' data harness/claims/figures.py, what
+experiments train and cost harness/claims/plans.py, the findings harness/claims/findings.py, where
+the runs were made harness/claims/trained.py; figures are drawn in harness/claims/svg.py, numbers
+and units formatted in harness/claims/fmt.py, and readings judged in harness/claims/readings.py."""
 from __future__ import annotations
 
 import copy
