@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .claims import readings, report, spec
+from .claims import plans, readings, report, spec
 from .claims.results import claim_result
 from .procedures.instruments import measurement_options
 from .execute import planner
@@ -166,7 +166,7 @@ def main_report(args, start) -> int:
                               allow_train=False)
     results = [claim_result(claim, tier, claim.experiment, cf, ctx, reading) for claim, tier, cf, reading in todo]
     json_path, html_path = report.write(results, args.out, time.time() - start, args.device)
-    primary = [r for r in results if r.get("reading_id", "primary") == "primary"]
+    primary = [r for r in results if readings.reading_id(r) == readings.PRIMARY]
     bad = sum(r["verdict"] in ("fail", "diverged", "error") for r in primary)
     not_run = sum(r["verdict"] == "not run" for r in primary)
     print(f"{len(primary)} claims ({len(results) - len(primary)} more under other readings), {bad} failed or errors, "
@@ -270,27 +270,20 @@ def plan(claims_dir, tier, estimate="off") -> list:
 def plan_readings(claims_dir, tier, seen) -> list:
     """The cost of the readings (harness/claims/readings.py) beyond the primary tier, printed after plan's table:
     per experiment and reading, the training runs not already counted (`seen`: the primary's run
-    keys; a ticket's dense runs are keyed, its pruning rounds are all new), optimiser steps and
-    PFLOP. A reading that only changes an instrument option trains nothing."""
+    keys; the rule is harness.claims.plans.reading_runs': a run shared by several readings or
+    experiments counts once, a ticket's pruning rounds are all new), optimiser steps and PFLOP. A
+    reading that only changes an instrument option trains nothing."""
     rows = []
-    for path in sorted(Path(claims_dir).glob("*.toml")):
-        for exp in spec.load(path).experiments.values():
-            if tier not in exp.tiers or exp.procedure == "count" or len(exp.readings(tier)) < 2:
-                continue
-            if exp.procedure == "ticket":
-                seen |= {keys.run_key(c) for c in expand.expand(exp, tier, "cuda")}
-            for reading in exp.readings(tier)[1:]:
-                dense = len(expand.expand(exp, tier, "cuda", reading))
-                runs = []
-                for i, cfg in enumerate(expand.training_runs(exp, tier, reading=reading)):
-                    key = keys.run_key(cfg) if exp.procedure == "train" or i < dense else None
-                    if key is None or key not in seen:
-                        seen.add(key)
-                        runs.append(cfg)
-                costs = [expand.training_cost(c) for c in runs]
-                rows.append({"experiment": f"{path.name}:{exp.name}", "reading": reading.name, "runs": len(runs),
-                             "steps": sum(c["steps"] for c in costs),
-                             "pflop": sum(c["flops"] for c in costs) / 1e15})
+    exps = [(path, exp) for path in sorted(Path(claims_dir).glob("*.toml")) for exp in spec.load(path).experiments.values()
+            if tier in exp.tiers and exp.procedure != "count"]
+    for _, exp in exps:  # every primary's runs (a ticket's dense runs are keyed too)
+        seen |= plans.primary_keys(exp, tier)
+    for path, exp in exps:
+        for reading, runs in plans.reading_runs(exp, tier, seen):
+            costs = [expand.training_cost(c) for c in runs]
+            rows.append({"experiment": f"{path.name}:{exp.name}", "reading": reading.name, "runs": len(runs),
+                         "steps": sum(c["steps"] for c in costs),
+                         "pflop": sum(c["flops"] for c in costs) / 1e15})
     if not rows:
         return rows
     print(f"\nreadings of the {tier} tier (pytest --readings), beyond the runs above: training runs, optimiser steps, PFLOP")

@@ -41,7 +41,8 @@ def _room(module: str) -> int:
 
 
 def _modules(room: str) -> dict:
-    return {str(p.relative_to(HARNESS)): _imports(p) for p in (HARNESS / room).rglob("*.py")}
+    """Every module of a room, its subpackages' included (claims/kinds/), by path: its imports."""
+    return {p.relative_to(HARNESS).as_posix(): _imports(p) for p in (HARNESS / room).rglob("*.py")}
 
 
 def _all_modules() -> dict:

@@ -11,7 +11,7 @@ import pytest
 
 from harness.runs import cache
 from harness.runs.keys import run_key
-from harness.claims import checks, report, spec
+from harness.claims import checks, plans, report, spec
 from harness.claims.results import claim_result
 from harness.runs.context import Context
 from harness.runs.expand import expand
@@ -400,6 +400,18 @@ def fixture_results(tmp_path_factory):
     return _results(claims, root)
 
 
+def test_build_leaves_its_input_untouched(fixture_results):
+    """build works on a copy: the records it is given (primary and other readings, with their run
+    wall times and provenance) are equal afterwards to a deep copy taken before."""
+    results = _provenance(copy.deepcopy(fixture_results), ["cpu", None])
+    other = copy.deepcopy(next(r for r in results if r["id"] == "bs16"))
+    results.append({**other, "reading_id": "epochs=2", "reading_values": {"epochs": 2}})
+    before = copy.deepcopy(results)
+    doc = report.build(results, 1.0)
+    assert results == before
+    assert doc["claims"] and all("run_wall_s" not in r for r in doc["claims"])
+
+
 def test_findings_are_generated_from_the_results(fixture_results):
     """Two sets of results, two different answers: nothing in the findings is written for one run."""
     one = _built(fixture_results)
@@ -481,13 +493,31 @@ def test_declared_readings_cost_and_command():
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     exp = spec.load(root / "claims" / "ntk.toml").experiments["ntk_mlp"]
-    plan = report.experiment_plan(exp, "claims/ntk.toml", "full")
+    plan = plans.experiment_plan(exp, "claims/ntk.toml", "full")
     rs = {x["name"]: x for x in plan["readings"]}
     assert len(rs) == len(exp.readings("full")) - 1
     assert rs["epochs=30"]["command"] == "pytest claims/ntk.toml -m full --gpu --readings epochs=30"
     assert rs["epochs=30"]["runs"] > 0 and rs["epochs=30"]["pflop"] > 0
     assert rs["movement=weights"]["runs"] == 0  # an instrument option trains nothing new
     assert plan["runs"] > 0 and plan["procedure"] == "train"
+
+
+def test_a_run_two_readings_share_counts_once():
+    """The report's reading costs and `python -m harness plan`'s follow one rule (plans.reading_runs):
+    a run that several readings (or experiments) share counts once."""
+    from pathlib import Path
+    from harness.__main__ import plan_readings
+    root = Path(__file__).resolve().parents[1]
+    exp = spec.load(root / "claims" / "ntk.toml").experiments["ntk_mlp"]
+    rs = {x["name"]: x for x in plans.experiment_plan(exp, "claims/ntk.toml", "full")["readings"]}
+    # epochs=20 trains 40 new runs; measuring them with another movement definition trains nothing more
+    assert rs["epochs=20"]["runs"] == 40 and rs["epochs=20,movement=weights"]["runs"] == 0
+    seen = plans.primary_keys(exp, "full")
+    counted = [len(runs) for _, runs in plans.reading_runs(exp, "full", seen)]
+    assert sum(counted) == sum(x["runs"] for x in rs.values())
+    printed = {r["reading"]: r["runs"] for r in plan_readings(root / "claims", "full", set())
+               if r["experiment"] == "ntk.toml:ntk_mlp"}
+    assert printed == {name: x["runs"] for name, x in rs.items()}
 
 
 def test_units_and_wording(rendered):
@@ -507,3 +537,16 @@ def test_units_and_wording(rendered):
     # where the runs were trained, apart from where the page was rendered
     assert 'id="trained-where"' in html and 'id="rendered-where"' in html
     assert '<a href="results.json">' in html
+
+
+def test_interval_names_come_from_the_estimates(rendered):
+    """Captions name the interval the estimates carry (stats.Estimate.method), never a bootstrap."""
+    doc, html, _ = rendered
+    assert "bootstrap" not in html
+    plot = doc["plots"]["sweep[smoke]"]
+    assert plot["interval"] == "Student t" and "bars: 95% Student t CI." in plot["legend"]
+    assert {row["interval"] for row in doc["forest"]} == {"Student t"} and doc["forest_interval"] == "Student t"
+    assert "bar: the claim's 95% CI over seeds (Student t, as its estimate)" in html
+    from harness.claims import figures, stats
+    assert stats.ratio([2.0, 2.2], [1.0, 1.1]).interval == "Fieller"
+    assert figures.interval_names(["Welch", "Student t", "Fieller", "Welch"]) == "Fieller, Student t or Welch"

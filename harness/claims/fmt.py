@@ -24,18 +24,6 @@ def metric_label(metric: str) -> tuple:
     return METRICS.get(metric, (metric.replace("_", " "), ""))
 
 
-def quantity_unit(check: dict) -> str:
-    """Unit of the quantity a check measures: differences of percentages are in pp."""
-    unit = metric_label(check["metric"])[1]
-    if check["type"] == "ratio":
-        return "×"
-    if check["type"] == "loglog_slope":
-        return ""
-    if check["type"] in ("difference", "welch", "monotonic") and unit == "%":
-        return "pp"
-    return unit
-
-
 def decimals_for(v: float, digits: int = 4) -> int:
     return max(0, digits - 1 - math.floor(math.log10(abs(v)))) if v else 0
 

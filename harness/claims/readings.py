@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+from .kinds import tolerance_position
 from .schema import (CONFIG_FIELDS, DATASETS, INSTRUMENT_DEFAULTS, INSTRUMENTS, RUN_FIELDS,
                      TICKET_DEFAULTS, _err, _keys, _typed)
 
@@ -42,6 +43,11 @@ class Reading:
     def is_primary(self) -> bool:
         return not self.changed
 PRIMARY = "primary"
+
+
+def reading_id(result: dict) -> str:
+    """The reading a claim's result was taken under: its `reading_id`, PRIMARY where it names none."""
+    return result.get("reading_id", PRIMARY)
 
 
 def format_value(value) -> str:
@@ -245,8 +251,8 @@ TRIED = ("pass", "fail", "diverged", "inconclusive")  # an "error" (e.g. runs no
 
 def split(results: list) -> tuple:
     """(results of the primary reading, results of the other readings)."""
-    primary = [r for r in results if r.get("reading_id", "primary") == "primary"]
-    return primary, [r for r in results if r.get("reading_id", "primary") != "primary"]
+    primary = [r for r in results if reading_id(r) == PRIMARY]
+    return primary, [r for r in results if reading_id(r) != PRIMARY]
 
 
 def classify(verdicts: dict) -> dict:
@@ -278,20 +284,15 @@ def classify(verdicts: dict) -> dict:
 
 
 def tolerance_units(result: dict):
-    """(measured - paper value) / tolerance for a claim with a numeric paper value and a
-    numeric measurement: the tolerance is the expectation's (abs_tol, or rel_tol x target),
-    or for a min/max expectation the distance from the paper value to that bound. None if the
-    claim has no such number."""
-    m, pv, e = result.get("measured"), result.get("paper_value"), result["expect"]
-    if result["verdict"] not in TRIED or not m or not isinstance(pv, (int, float)) \
-            or "value" not in m or "p" in m or not math.isfinite(m["value"]):
+    """A tried reading's measured value in tolerance units, for a claim with a numeric paper value:
+    kinds.tolerance_position's z (the forest plot's), whose zero is the paper value (the target of
+    a band centred on it, or the paper value inside a one-sided band). None if the claim has no
+    such number."""
+    pv = result.get("paper_value")
+    if result["verdict"] not in TRIED or not isinstance(pv, (int, float)) or isinstance(pv, bool):
         return None
-    if "target" in e:
-        tol = max(e.get("abs_tol", 0.0), e.get("rel_tol", 0.0) * abs(e["target"]))
-    else:
-        bounds = [abs(pv - e[k]) for k in ("min", "max") if k in e]
-        tol = min(bounds) if bounds else 0.0
-    return (m["value"] - pv) / tol if tol > 0 else None
+    t = tolerance_position(result)
+    return None if t is None else t["z"]
 
 
 def fit(results: list) -> list:
@@ -302,14 +303,14 @@ def fit(results: list) -> list:
     for r in results:
         z = tolerance_units(r)
         if z is not None:
-            by[r.get("reading_id", "primary")][(r["file"], r["id"])] = (z, r["verdict"])
+            by[reading_id(r)][(r["file"], r["id"])] = (z, r["verdict"])
     claims = set().union(*by.values()) if by else set()
     rows = []
     for reading, zs in by.items():
         sum_sq = sum(z * z for z, _ in zs.values())
         rows.append({"reading": reading, "n": len(zs), "sum_sq": sum_sq, "rms": math.sqrt(sum_sq / len(zs)),
                      "passes": sum(v == "pass" for _, v in zs.values()), "missing": len(claims - set(zs)),
-                     "primary": reading == "primary"})
+                     "primary": reading == PRIMARY})
     return sorted(rows, key=lambda r: (r["missing"], r["sum_sq"], r["reading"]))
 
 
@@ -317,13 +318,13 @@ def table(results: list) -> dict:
     """The readings part of the report: per claim (key FILE::ID[TIER]) a row per reading and its
     classification; per section, the claims in each class; per experiment[tier], the fit."""
     claims, by_exp, walls = {}, defaultdict(list), {}
-    for r in sorted(results, key=lambda r: r.get("reading_id", "primary") != "primary"):
-        walls.update(r.pop("run_wall_s", None) or {})  # (build took the primary results' already)
+    for r in sorted(results, key=lambda r: reading_id(r) != PRIMARY):
+        walls.update(r.get("run_wall_s") or {})  # (report.build gives the primary results without theirs)
         key = f"{r['file']}::{r['id']}[{r['tier']}]"
         c = claims.setdefault(key, {"section": f"{r['section']} {r['title']}", "experiment": r["experiment"],
                                     "tier": r["tier"], "declared": r.get("readings_declared", {}), "rows": []})
         m = r.get("measured") or {}
-        c["rows"].append({"reading": r.get("reading_id", "primary"), "values": r.get("reading_values", {}),
+        c["rows"].append({"reading": reading_id(r), "values": r.get("reading_values", {}),
                           "verdict": r["verdict"], "value": m.get("value"), "std": m.get("std"),
                           "ci": m.get("ci"), "p": m.get("p"), "z": tolerance_units(r), "detail": r["detail"]})
         by_exp[f"{r['experiment']}[{r['tier']}]"].append(r)
@@ -338,7 +339,7 @@ def table(results: list) -> dict:
                          f"reading tried, {len(s['some'])} hold only under some, {len(s['none'])} fail under "
                          f"every reading tried" + (f", {len(s[UNDECIDED])} undecided (inconclusive under a reading)"
                                                    if s[UNDECIDED] else ""))
-    fits = {k: fit(v) for k, v in by_exp.items() if len({r.get("reading_id", "primary") for r in v}) > 1}
+    fits = {k: fit(v) for k, v in by_exp.items() if len({reading_id(r) for r in v}) > 1}
     for c in claims.values():
         rows = fits.get(f"{c['experiment']}[{c['tier']}]")
         c["best_fit"] = rows[0] if rows else None

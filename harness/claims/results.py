@@ -13,7 +13,8 @@ from ..runs.keys import run_key
 from ..runs.cache import DamagedEntry
 from ..runs.context import Context, NotCached, OutOfBudget
 from ..runs.expand import expand
-from . import checks, report, spec, stats
+from . import checks, figures, readings, spec, stats
+from .kinds import kind
 
 
 def file_label(path) -> str:
@@ -47,7 +48,7 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
     try:
         rows = procedures.rows(exp, tier, ctx, reading)
         out = checks.evaluate(t["check"], t["expect"], rows)
-        if t["check"]["type"] == "welch":  # decided on the p adjusted within the tier's family of Welch claims
+        if kind(t["check"]).family:  # decided on the p adjusted within the tier's family of such claims (Welch)
             out = checks.evaluate(t["check"], t["expect"], rows,
                                   adjusted_p=_adjusted_p(claim, tier, ctx, out["measured"]["p"]))
     except NotCached as e:
@@ -59,7 +60,7 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
         tail = "" if isinstance(e, DamagedEntry) else "\n" + "".join(traceback.format_exception(e)[-4:-1]).rstrip()
         return {**base, "verdict": "error", "measured": None, "table": [],
                 "detail": f"{type(e).__name__}: {e}{tail}"}
-    out["plot"] = report.experiment_series(exp, rows) if exp.plot else None
+    out["plot"] = figures.experiment_series(exp, rows) if exp.plot else None
     out["experiment_seconds"] = ctx.run_seconds.get(
         exp.name if reading.is_primary else f"{exp.name}[{reading.name}]")
     # training time recorded with each run (per model; a seed group's wall time is split evenly),
@@ -88,7 +89,7 @@ def _adjusted_p(claim, tier, ctx, p) -> float:
             judge._files[path] = spec.load(path)
         for c in judge._files[path].claims:
             t = c.tiers.get(tier)
-            if not t or t["check"]["type"] != "welch":
+            if not t or t["check"]["type"] != claim.tiers[tier]["check"]["type"]:
                 continue
             if Path(c.file).resolve() == Path(claim.file).resolve() and c.id == claim.id:
                 mine = len(ps)
@@ -132,7 +133,7 @@ def with_primaries(results: list, ctx) -> list:
     result judged from the run cache (read only: `ctx` may not train), as `python -m harness
     report` does; where its runs are not cached, "not run", saying it was not run in this session.
     These results carry "in_session": False."""
-    have = {(r["file"], r["id"], r["tier"]) for r in results if r.get("reading_id", "primary") == "primary"}
+    have = {(r["file"], r["id"], r["tier"]) for r in results if readings.reading_id(r) == readings.PRIMARY}
     out, files = list(results), {}
     for r in results:
         key = (r["file"], r["id"], r["tier"])

@@ -1,9 +1,10 @@
 """The vocabulary of claim files: tiers, procedures, the run settings a file may set with their
 allowed ranges (an instrument's options and theirs are its record in the registry of instruments,
-harness/procedures/instruments.py), the check types with their fields, and SpecError with the
-helpers that name the file, the item and the field of every error (harness/claims/spec.py parses
-claims, harness/claims/readings.py readings, with these). What the paper's ML offers (run settings,
-datasets, models, instruments) comes from the procedures' registry, harness/procedures.
+harness/procedures/instruments.py), and SpecError with the helpers that name the file, the item
+and the field of every error (harness/claims/spec.py parses claims, harness/claims/readings.py
+readings, with these). What the paper's ML offers (run settings, datasets, models, instruments)
+comes from the procedures' registry, harness/procedures; the check types, with their fields and
+expectations, from harness/claims/kinds/.
 """
 from __future__ import annotations
 
@@ -56,33 +57,6 @@ EXPECT_RANGES = {
     "rel_tol": (lambda v: v >= 0, ">= 0"),
     "slack": (lambda v: v >= 0, ">= 0"),
     "alpha": (lambda v: 0 < v < 1, "in (0, 1)"),
-}
-
-
-CHECK_FIELDS = {
-    "value": {"metric", "where"},
-    "all": {"metric", "where"},
-    "ratio": {"metric", "a", "b"},
-    "difference": {"metric", "a", "b"},
-    "monotonic": {"metric", "over", "where"},
-    "loglog_slope": {"metric", "over", "where"},
-    "welch": {"metric", "a", "b"},
-}
-
-
-CHECK_REQUIRED = {"value": {"metric"}, "all": {"metric"}, "ratio": {"metric", "a", "b"},
-                  "difference": {"metric", "a", "b"}, "monotonic": {"metric", "over"},
-                  "loglog_slope": {"metric", "over"}, "welch": {"metric", "a", "b"}}
-
-
-EXPECT_FIELDS = {
-    "value": {"target", "abs_tol", "rel_tol", "min", "max"},
-    "all": {"min", "max"},
-    "ratio": {"target", "abs_tol", "rel_tol", "min", "max"},
-    "difference": {"target", "abs_tol", "rel_tol", "min", "max"},
-    "monotonic": {"direction", "strict", "slack"},
-    "loglog_slope": {"target", "abs_tol", "rel_tol", "min", "max"},
-    "welch": {"significant", "direction", "alpha"},
 }
 
 

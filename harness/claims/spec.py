@@ -5,7 +5,8 @@ measurements). Every error names the file, the claim or experiment, and the fiel
 at collection time, before anything trains. Numbers are checked against their ranges (RUN_RANGES,
 the instruments' options in harness/procedures/instruments.py, EXPECT_RANGES; seeds, fractions), and every run of every tier must have a
 width. Readings of lost parameters are parsed in harness/claims/readings.py, the vocabulary
-(ranges, check types, SpecError) is harness/claims/schema.py. Schema (see claims/*.toml for real ones):
+(ranges, SpecError) is harness/claims/schema.py, the check types (their fields, expectations and
+validation) are harness/claims/kinds/. Schema (see claims/*.toml for real ones):
 
     section = "V-A"                     # the paper's section
     title = "Double descent"
@@ -80,7 +81,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from . import readings
-from .schema import (CHECK_FIELDS, CHECK_REQUIRED, CONFIG_FIELDS, DATASETS, EXPECT_FIELDS, EXPECT_RANGES,
+from .kinds import KINDS
+from .schema import (CONFIG_FIELDS, DATASETS, EXPECT_RANGES,
                      INSTRUMENT_DEFAULTS, INSTRUMENTS, MODELS, PROCEDURES, RUN_FIELDS,
                      RUN_RANGES, TICKET_DEFAULTS, TICKET_FIELDS, TIERS, SpecError, _err, _keys, _typed)
 
@@ -322,8 +324,8 @@ def _parse_claim(t, experiments, path, section) -> Claim:
     exp = _experiment_ref(t["experiment"], experiments, path, where)
     check = _typed(t["check"], dict, path, where, "check")
     ctype = check.get("type")
-    if ctype not in CHECK_FIELDS:
-        raise _err(path, where, "check.type", f"unknown check {ctype!r}; known: {sorted(CHECK_FIELDS)}")
+    if ctype not in KINDS:
+        raise _err(path, where, "check.type", f"unknown check {ctype!r}; known: {sorted(KINDS)}")
     tiers = {}
     for tier in TIERS:
         if tier not in t:
@@ -331,9 +333,10 @@ def _parse_claim(t, experiments, path, section) -> Claim:
         _keys(t[tier], {"check", "expect"}, {"expect"}, path, where, f"{tier}.")
         merged = {**check, **_typed(t[tier].get("check", {}), dict, path, where, f"{tier}.check")}
         ctype = merged.get("type")
-        if ctype not in CHECK_FIELDS:
-            raise _err(path, where, f"{tier}.check.type", f"unknown check {ctype!r}; known: {sorted(CHECK_FIELDS)}")
-        _keys(merged, CHECK_FIELDS[ctype] | {"type"}, CHECK_REQUIRED[ctype], path, where, f"{tier}.check.")
+        if ctype not in KINDS:
+            raise _err(path, where, f"{tier}.check.type", f"unknown check {ctype!r}; known: {sorted(KINDS)}")
+        kind = KINDS[ctype]
+        _keys(merged, kind.fields | {"type"}, kind.required, path, where, f"{tier}.check.")
         if tier not in exp.tiers:
             raise _err(path, where, tier, f"experiment {exp.name!r} has no {tier!r} tier")
         known = exp.metrics(tier)
@@ -346,7 +349,7 @@ def _parse_claim(t, experiments, path, section) -> Claim:
         if "over" in merged and merged["over"] not in exp.fields():
             raise _err(path, where, "check.over", f"{merged['over']!r} is not a field of the runs")
         expect = t[tier]["expect"]
-        _keys(expect, EXPECT_FIELDS[ctype] | {"why"}, {"why"}, path, where, f"{tier}.expect.")
+        _keys(expect, kind.expect_fields | {"why"}, {"why"}, path, where, f"{tier}.expect.")
         _typed(expect["why"], str, path, where, f"{tier}.expect.why")
         for k in ("target", "abs_tol", "rel_tol", "min", "max", "slack", "alpha"):
             if k in expect:
@@ -356,17 +359,10 @@ def _parse_claim(t, experiments, path, section) -> Claim:
                 raise _err(path, where, f"{tier}.expect.{k}", f"{expect[k]!r}: expected {allowed}")
         if expect.get("min", -math.inf) > expect.get("max", math.inf):
             raise _err(path, where, f"{tier}.expect.min", f"{expect['min']!r} is above max {expect['max']!r}")
-        if ctype in ("value", "ratio", "difference", "loglog_slope", "all"):
-            if not ({"target", "min", "max"} & set(expect)):
-                raise _err(path, where, f"{tier}.expect", "give target (with abs_tol or rel_tol) or min/max")
-            if "target" in expect and not ({"abs_tol", "rel_tol"} & set(expect)):
-                raise _err(path, where, f"{tier}.expect.abs_tol", "a target needs abs_tol or rel_tol")
-        if ctype == "monotonic" and expect.get("direction") not in ("increasing", "decreasing"):
-            raise _err(path, where, f"{tier}.expect.direction", "expected 'increasing' or 'decreasing'")
-        if ctype == "welch":
-            _typed(expect.get("significant"), bool, path, where, f"{tier}.expect.significant")
-            if expect.get("direction", "greater") not in ("greater", "less"):
-                raise _err(path, where, f"{tier}.expect.direction", "expected 'greater' or 'less'")
+
+        def fail(suffix, msg, tier=tier):
+            raise _err(path, where, f"{tier}.expect{suffix}", msg)
+        kind.validate(expect, fail)
         tiers[tier] = {"check": merged, "expect": expect}
     if not tiers:
         raise _err(path, where, "smoke/full", "a claim needs at least one tier table")

@@ -35,13 +35,26 @@ CONFIDENCE = 0.95
 SEEDS_CAP = 1000  # seeds_needed() gives up beyond this
 
 
+INTERVALS = {"t": "Student t", "welch": "Welch", "fieller": "Fieller", "exact": "exact"}  # Estimate.method -> name
+
+
+def interval_name(method: str) -> str:
+    """The name of an estimate's interval, from its method ("t" -> "Student t"), as the report writes it."""
+    return INTERVALS.get(method, method)
+
+
 @dataclass
 class Estimate:
     value: float  # point estimate (mean, or statistic of the means)
     std: float  # across seeds (nan for derived statistics of two groups, and for n < 2)
     ci: tuple  # (low, high): 95% interval; (nan, nan) when undefined, +-inf when unbounded
     n: int  # seeds (the smaller group for two-group statistics)
-    method: str = "t"  # "t", "welch", "fieller", or "exact" (set by harness.checks)
+    method: str = "t"  # "t", "welch", "fieller", or "exact" (set by harness.checks); named in INTERVALS
+
+    @property
+    def interval(self) -> str:
+        """The name of its interval's method, e.g. "Student t" (see interval_name)."""
+        return interval_name(self.method)
 
     def to_dict(self):
         return asdict(self)

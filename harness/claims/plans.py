@@ -1,0 +1,143 @@
+"""What the report says each experiment trains and costs: its plan from its claim file (runs,
+optimiser steps, PFLOP, the readings beyond the primary and what they add), the command that runs
+it, and per experiment[tier] its claims' verdicts and what is missing."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from . import readings
+
+
+def _load_claim_files(results: list) -> dict:
+    """{file: ClaimFile or None} for the files the results name (None where it cannot be read, e.g.
+    results built elsewhere): the report reads the experiments' procedure, plan and readings there."""
+    from . import spec
+    out = {}
+    for f in dict.fromkeys(r["file"] for r in results):
+        try:
+            out[f] = spec.load(f, with_claims=False)
+        except Exception:
+            out[f] = None
+    return out
+
+
+def _cost(cfgs) -> dict:
+    from ..runs.expand import training_cost
+    costs = [training_cost(c) for c in cfgs]
+    return {"runs": len(cfgs), "steps": sum(c["steps"] for c in costs), "pflop": sum(c["flops"] for c in costs) / 1e15}
+
+
+def command(file: str, tier: str, readings_sel: tuple = ()) -> str:
+    """The pytest command that trains (what is missing of) a claim file's experiments in a tier and
+    checks their claims; with `readings_sel`, under those readings (NAME=VALUE pairs)."""
+    gpu = " --gpu" if tier == "full" else ""
+    return (f"pytest {file} -m {tier}{gpu}"
+            + "".join(f" --readings {r}" for r in readings_sel))
+
+
+def primary_keys(exp, tier: str) -> set:
+    """The run keys of an experiment's primary (dense) runs in a tier: what its readings may share."""
+    from ..runs import keys as run_keys
+    from ..runs import expand as ex
+    return set() if exp.procedure == "count" else {run_keys.run_key(c) for c in ex.expand(exp, tier, "cuda")}
+
+
+def reading_runs(exp, tier: str, seen: set) -> list:
+    """[(reading, its training runs not yet counted)] for every reading of `exp` in `tier` beyond the
+    primary: a run counts once, however many readings or experiments share it (`seen`: the run keys
+    counted so far, the primaries' included; the runs counted here are added). A ticket's pruning
+    rounds have no key of their own and always count; a reading that only changes an instrument
+    option trains nothing new. The one rule of a reading's cost, for the report and `python -m
+    harness plan`."""
+    from ..runs import keys as run_keys
+    from ..runs import expand as ex
+    out = []
+    if exp.procedure == "count":
+        return out
+    for reading in exp.readings(tier)[1:]:
+        dense = len(ex.expand(exp, tier, "cuda", reading))
+        runs = []
+        for i, cfg in enumerate(ex.training_runs(exp, tier, reading=reading)):
+            key = run_keys.run_key(cfg) if exp.procedure == "train" or i < dense else None
+            if key is None or key not in seen:
+                seen.add(key)
+                runs.append(cfg)
+        out.append((reading, runs))
+    return out
+
+
+def experiment_plan(exp, file: str, tier: str, seen: set | None = None) -> dict:
+    """What an experiment trains in a tier, from its claim file: procedure, runs, optimiser steps
+    and PFLOP (harness.runs.expand, as `python -m harness plan`), and per declared reading beyond
+    the primary the runs it adds (`reading_runs`: counted once, with `seen` the run keys counted
+    already, by default this experiment's primary's), their cost and the command that runs it."""
+    from ..runs import expand as ex
+    out = {"procedure": exp.procedure, "model": exp.model, "dataset": exp.dataset, "notes": exp.notes,
+           "command": command(file, tier), "readings": []}
+    if exp.procedure == "count":
+        return {**out, "runs": 0, "steps": 0, "pflop": 0.0}
+    out.update(_cost(ex.training_runs(exp, tier)))
+    for reading, new in reading_runs(exp, tier, primary_keys(exp, tier) if seen is None else seen):
+        pairs = tuple(f"{p}={readings.format_value(v)}" for p, v in reading.changed)
+        out["readings"].append({"name": reading.name, **_cost(new), "command": command(file, tier, pairs)})
+    return out
+
+
+_MISSING = re.compile(r"(\d+) of (\d+) (?:dense )?runs missing")
+
+
+def experiments(results: list, files: dict, measured_s: dict) -> dict:
+    """Per experiment[tier]: its claims' verdicts, training-free or not, what is missing and what
+    it costs, the command, its readings (declared, tried or not) and the training time measured
+    with its runs (`measured_s`, {experiment[tier]: seconds})."""
+    out, seen = {}, set()
+    for r in results:  # every primary's runs first: a reading's run that one of them trains is not new
+        cf = files.get(r["file"])
+        exp = cf.experiments.get(r["experiment"]) if cf else None
+        if exp is not None and r["tier"] in exp.tiers:
+            try:
+                seen |= primary_keys(exp, r["tier"])
+            except Exception:  # (experiment_plan below says so)
+                pass
+    for r in results:
+        key = f"{r['experiment']}[{r['tier']}]"
+        e = out.get(key)
+        if e is None:
+            cf = files.get(r["file"])
+            exp = cf.experiments.get(r["experiment"]) if cf else None
+            plan = None
+            if exp is not None:
+                try:
+                    plan = experiment_plan(exp, r["file"], r["tier"], seen)
+                except Exception:  # a plan the expansion cannot cost: the report still renders
+                    plan = None
+            procedure = r.get("procedure") or (plan or {}).get("procedure") or \
+                ("count" if r["check"].get("metric") == "params" else "train")
+            e = out[key] = {"key": key, "experiment": r["experiment"], "tier": r["tier"], "file": r["file"],
+                            "section": r["section"], "procedure": procedure,
+                            "training_free": procedure == "count", "plan": plan,
+                            "command": (plan or {}).get("command") or command(r["file"], r["tier"]),
+                            "verdicts": Counter(), "claims": [], "missing": None,
+                            "measured_s": measured_s.get(key),
+                            "notes": r.get("experiment_notes") or "", "tried": {},
+                            "declared": r.get("readings_declared") or {}}
+        e["verdicts"][r["verdict"]] += 1
+        e["claims"].append(r["anchor"])
+        if r["verdict"] == "not run":
+            m = _MISSING.search(r.get("detail", ""))
+            if m:
+                e["missing"] = {"runs": int(m.group(1)), "of": int(m.group(2))}
+    for e in out.values():
+        e["verdicts"] = dict(e["verdicts"])
+        plan = e["plan"]
+        if plan and e["missing"]:
+            share = e["missing"]["runs"] / e["missing"]["of"] if e["missing"]["of"] else 1.0
+            e["missing"]["pflop"] = plan["pflop"] * share  # exact when every run is missing
+            e["missing"]["all"] = e["missing"]["runs"] == e["missing"]["of"]
+    return out
+
+
+def pflop_text(pflop: float) -> str:
+    return f"{pflop:,.2f} PFLOP" if pflop < 10 else f"{pflop:,.0f} PFLOP"
+
