@@ -146,6 +146,24 @@ def fingerprint(name: str, root: str | os.PathLike | None = None) -> dict | None
     return _FINGERPRINTS[memo]
 
 
+def input_size(name: str) -> int:
+    """Values per image (MNIST 784, CIFAR-10 3072): a fully connected model's input size."""
+    n = 1
+    for d in _info(name).train_shape[1:]:
+        n *= d
+    return n
+
+
+def holdout(n: int, k: int, seed: int) -> tuple:
+    """Split rows 0..n-1 into (kept, held_out) index arrays: `k` rows drawn uniformly at random,
+    without replacement, by a permutation seeded with `seed` (a validation split held out of the
+    training set); both sorted, so the training rows keep their order."""
+    if not 0 <= k < n:
+        raise DataError(f"a held-out split of {k} rows asked from {n} training rows (need 0 <= k < n)")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
 def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Indices of n rows with class proportions kept (largest remainder), drawn by a seeded
     permutation within each class; sorted, so the result does not depend on draw order."""
