@@ -30,7 +30,9 @@ protocol above, and leaves every existing run key unchanged):
   at the end, on those weights).
 - `sharpness_every` = k: the top Hessian eigenvalue of the training loss (`sharpness`: the run's
   loss over its training rows, or the first `sharpness_samples`; `sharpness_iters` power
-  iterations from measure.power_iteration's seeded start) at step 0, every k steps and at the end,
+  iterations from measure.power_iteration's seeded start; `sharpness_tol` > 0 stops a measurement
+  once successive estimates agree within it; `sharpness_warm` starts each from the model's previous
+  top eigenvector, cheaper and more converged) at step 0, every k steps and at the end,
   recorded as "sharpness": [[step, value], ...] in the epoch records and summarised in the final
   metrics (sharpness_summary). Full-batch gradient descent, as Cohen et al.: batch_size 0,
   momentum 0, schedule "constant" (one step per epoch).
@@ -85,6 +87,8 @@ class RunConfig:
     sharpness_every: int = 0  # > 0: top Hessian eigenvalue of the training loss every k steps (and 0, end)
     sharpness_iters: int = 20  # power iterations per sharpness measurement
     sharpness_samples: int = 0  # training rows the sharpness is measured on (the first k; 0: all)
+    sharpness_tol: float = 0.0  # > 0: stop a measurement early when the estimate changes by < tol (relative)
+    sharpness_warm: bool = False  # start each measurement from the model's previous top eigenvector
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adam"):
@@ -117,6 +121,8 @@ class RunConfig:
         for name in ("steps", "val_size", "eval_every", "sharpness_every", "sharpness_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} {getattr(self, name)}: expected >= 0")
+        if not self.sharpness_tol >= 0:
+            raise ValueError(f"sharpness_tol {self.sharpness_tol}: expected >= 0")
         if self.sharpness_iters < 1:
             raise ValueError(f"sharpness_iters {self.sharpness_iters}: expected >= 1")
         if self.eval_every and not self.val_size:
@@ -424,15 +430,20 @@ class OutOfTime(RuntimeError):
     so the next call resumes it (see runs.cache.Checkpoint.deadline)."""
 
 
-def sharpness(model, x, y, loss: str = "ce", iters: int = 20, chunk: int = 1000, seed: int = 0) -> dict:
+def sharpness(model, x, y, loss: str = "ce", iters: int = 20, chunk: int = 1000, seed: int = 0,
+              tol: float = 0.0, start: torch.Tensor | None = None) -> dict:
     """Top (largest-magnitude) eigenvalue of the Hessian of the mean training loss `loss` on
-    (x, y) with respect to all parameters, BatchNorm in eval mode, float32, on a copy of `model`.
-    "ce": measure.hessian_top_eigenvalue itself; "mse": the same power iteration
-    (measure.power_iteration, the same seeded start vector) on exact Hessian-vector products of
-    the mean of per_sample_loss(..., "mse"), summed over chunks as measure.make_hvp sums them."""
+    (x, y) with respect to all parameters, BatchNorm in eval mode, float32, on a copy of `model`,
+    by power iteration (at most `iters` products; `tol` as measure.power_iteration's).
+    Cold (`start` None): "ce" is measure.hessian_top_eigenvalue itself; "mse" the same power
+    iteration (measure.power_iteration, the same seeded start vector) on exact Hessian-vector
+    products of the mean of per_sample_loss(..., "mse"), summed over chunks as measure.make_hvp
+    sums them. Warm: the iteration starts from `start` (e.g. the previous measurement's vector, as
+    the top eigenvector moves little between nearby steps), the same update and stopping rule.
+    Returns value, residual, iterations, bn_mode, n_samples and, but for cold "ce", vector."""
     from . import measure  # (measure imports this module)
-    if loss == "ce":
-        return measure.hessian_top_eigenvalue(model, x, y, iters=iters, chunk=chunk, seed=seed)
+    if loss == "ce" and start is None:
+        return measure.hessian_top_eigenvalue(model, x, y, iters=iters, tol=tol, chunk=chunk, seed=seed)
     work = copy.deepcopy(model).float().eval()
     params = list(work.parameters())
     device = params[0].device
@@ -452,10 +463,33 @@ def sharpness(model, x, y, loss: str = "ce", iters: int = 20, chunk: int = 1000,
                         o.add_(h)
         return torch.cat([o.reshape(-1) for o in out])
 
-    template = torch.empty(sum(p.numel() for p in params), dtype=torch.float32, device=device)
-    res = measure.power_iteration(hvp, template, iters=iters, seed=seed)
+    if start is None:
+        template = torch.empty(sum(p.numel() for p in params), dtype=torch.float32, device=device)
+        res = measure.power_iteration(hvp, template, iters=iters, tol=tol, seed=seed)
+    else:
+        res = _power_iteration_from(hvp, start.to(device=device, dtype=torch.float32), iters, tol)
     return {"value": float(res["value"]), "residual": float(res["residual"]),
-            "iterations": int(res["iterations"]), "bn_mode": "eval", "n_samples": n}
+            "iterations": int(res["iterations"]), "bn_mode": "eval", "n_samples": n, "vector": res["vector"]}
+
+
+def _power_iteration_from(matvec, v, iters: int, tol: float) -> dict:
+    """measure.power_iteration's loop, from the vector `v` instead of a seeded random one."""
+    v = v / v.norm()
+    lam, prev, residual, k = 0.0, None, float("nan"), 0
+    for k in range(1, iters + 1):
+        hv = matvec(v)
+        lam = torch.dot(v, hv).item()
+        err = (hv - lam * v).norm().item()
+        residual = err / abs(lam) if lam != 0 else (0.0 if err == 0 else math.inf)
+        norm = hv.norm()
+        if norm.item() == 0:
+            break
+        if tol > 0 and prev is not None and lam != 0 and abs(lam - prev) / abs(lam) < tol:
+            break
+        if k < iters:
+            v = hv / norm
+        prev = lam
+    return {"value": lam, "residual": residual, "iterations": k, "vector": v}
 
 
 SHARPNESS_CHUNK = 1000  # rows per chunk of a sharpness measurement's double backward
@@ -541,6 +575,7 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
     steps, first_epoch = 0, 0
     best = [(math.inf, -1)] * n_models  # per model: (least validation loss, its step)
     best_states = [None] * n_models
+    vectors = [None] * n_models  # per model: the last top-eigenvector estimate (sharpness_warm)
     saved = checkpoint.load() if checkpoint else None
     # (a checkpoint from before trainer kinds were recorded: one model's is a "single" one)
     kind = None if saved is None else saved.get("trainer", "single" if len(saved["states"]) == 1 else "vmap")
@@ -561,6 +596,8 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
         steps, first_epoch = saved["steps"], saved["epoch"]
         if cfg.val_size:
             best, best_states = [tuple(b) for b in saved["best"]], saved["best_states"]
+        if cfg.sharpness_warm:
+            vectors = [None if v is None else v.to(device) for v in saved["vectors"]]
         start -= saved.get("elapsed", 0.0)  # wall_s counts the training before the resume too
     # per-epoch sums, accumulated on the device in place (no host sync inside an epoch)
     loss_sum = torch.zeros(n_models, device=device, dtype=torch.float64)
@@ -597,8 +634,15 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
             else:
                 template.load_state_dict(states[j])
                 model = template
-            value = sharpness(model, x[rows], y[rows], cfg.loss, cfg.sharpness_iters, SHARPNESS_CHUNK)["value"]
-            pending[j].setdefault("sharpness", []).append([steps, value])
+            start = None
+            if cfg.sharpness_warm:  # the first from measure.power_iteration's seeded start vector
+                start = vectors[j] if vectors[j] is not None else torch.randn(
+                    sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(0))
+            res = sharpness(model, x[rows], y[rows], cfg.loss, cfg.sharpness_iters, SHARPNESS_CHUNK,
+                            tol=cfg.sharpness_tol, start=start)
+            if cfg.sharpness_warm:
+                vectors[j] = res["vector"]
+            pending[j].setdefault("sharpness", []).append([steps, res["value"]])
 
     def measurements(at_end=False):
         if cfg.eval_every and (steps % cfg.eval_every == 0 or at_end):
@@ -657,6 +701,8 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
         stop = checkpoint is not None and checkpoint.out_of_time()
         if checkpoint and epoch + 1 < n_epochs and (stop or time.perf_counter() - last_save >= checkpoint.every):
             more = {"best": best, "best_states": best_states} if cfg.val_size else {}
+            if cfg.sharpness_warm:
+                more["vectors"] = [None if v is None else v.cpu() for v in vectors]
             checkpoint.save({"trainer": net.kind, "states": net.states(), "optimizer": opt.state_dict(),
                              "schedule": sched.state_dict() if sched is not None else None,
                              "orders": [g.get_state() for g in orders], "theta0": theta0,
