@@ -477,3 +477,35 @@ def test_a_killed_steps_run_with_validation_and_sharpness_resumes_bit_identical(
         assert a.final.keys() == b.final.keys()
         assert all(a.final[k] == b.final[k] or math.isnan(a.final[k]) and math.isnan(b.final[k]) for k in b.final)
         assert all(torch.equal(a.thetaT[k], b.thetaT[k]) for k in b.thetaT)
+
+
+# ------------------------------------------------------------------ data: Cohen et al.'s cifar10-5k
+
+def test_first_rows_subset_and_per_feature_standardisation_from_the_whole_training_split(data_dir):
+    if not (data_dir / "cifar10.npz").exists():
+        pytest.skip("cifar10.npz not provided")
+    a = data.load_arrays("cifar10", data_dir)
+    cfg = dataclasses.replace(FC_TANH, train_subset=50, test_subset=20, subset="first", input_norm="feature")
+    s = data.split_for(cfg, data_dir)
+    assert s.subset == "first"
+    assert torch.equal(s.y_train, torch.from_numpy(a["y_train"][:50].astype(np.int64)))
+    assert torch.equal(s.y_test, torch.from_numpy(a["y_test"][:20].astype(np.int64)))
+    # a few features (channel, row, column), against numpy over all 50,000 training images
+    for c, i, j in ((0, 0, 0), (1, 16, 7), (2, 31, 31)):
+        col = a["x_train"][:, i, j, c].astype(np.float64) / 255.0
+        mean, std = col.mean(), col.std()
+        want_train = (a["x_train"][:50, i, j, c] / 255.0 - mean) / std
+        want_test = (a["x_test"][:20, i, j, c] / 255.0 - mean) / std
+        np.testing.assert_allclose(s.x_train[:, c, i, j].numpy(), want_train, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(s.x_test[:, c, i, j].numpy(), want_test, rtol=1e-5, atol=1e-5)
+    with pytest.raises(data.DataError, match="input_norm 'feature' for mnist"):
+        data.load_split("mnist", 10, 10, root=data_dir, input_norm="feature")
+
+
+def test_a_split_of_other_rows_than_the_run_asks_for_is_refused():
+    cfg = dataclasses.replace(TINY, train_subset=64, subset="first", epochs=1)
+    with pytest.raises(ValueError, match="load it with data.split_for"):
+        train.train(cfg, synthetic_split(n=64))
+    split = synthetic_split(n=64)
+    split.subset = "first"
+    assert train.train(cfg, split).steps == 4

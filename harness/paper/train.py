@@ -36,6 +36,10 @@ protocol above, and leaves every existing run key unchanged):
   recorded as "sharpness": [[step, value], ...] in the epoch records and summarised in the final
   metrics (sharpness_summary). Full-batch gradient descent, as Cohen et al.: batch_size 0,
   momentum 0, schedule "constant" (one step per epoch).
+- `subset` "first": train_subset / test_subset are the first rows of the file (Cohen et al.'s
+  cifar10-5k) instead of a stratified draw; with input_norm "feature" (CIFAR-10: every pixel x
+  channel standardised by the whole training split's statistics), see data.py. The split must be
+  loaded for it (data.split_for(cfg)); a split of other rows is refused.
 """
 from __future__ import annotations
 
@@ -89,6 +93,7 @@ class RunConfig:
     sharpness_samples: int = 0  # training rows the sharpness is measured on (the first k; 0: all)
     sharpness_tol: float = 0.0  # > 0: stop a measurement early when the estimate changes by < tol (relative)
     sharpness_warm: bool = False  # start each measurement from the model's previous top eigenvector
+    subset: str = "stratified"  # how train_subset / test_subset rows are chosen: stratified | first (data.load_split)
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adam"):
@@ -103,6 +108,8 @@ class RunConfig:
             raise ValueError(f"activation {self.activation!r}: model 'cnn' has ReLU only")
         if self.init not in models.INITS:
             raise ValueError(f"init {self.init!r}: expected one of {list(models.INITS)}")
+        if self.subset not in data.SUBSETS:
+            raise ValueError(f"subset {self.subset!r}: expected one of {list(data.SUBSETS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss {self.loss!r}: expected one of {list(LOSSES)}")
         hidden = models.parse_hidden(self.hidden)
@@ -554,6 +561,9 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
             net.params[k].mul_(m)
     theta0 = net.states()
 
+    if (cfg.train_subset or cfg.test_subset) and getattr(split, "subset", "stratified") != cfg.subset:
+        raise ValueError(f"the run asks for subset {cfg.subset!r} rows, the split given has "
+                         f"{getattr(split, 'subset', 'stratified')!r} ones: load it with data.split_for(cfg)")
     x, y = split.x_train, split.y_train
     if cfg.val_size:  # a validation split held out of the training rows, the same for every seed
         kept, held = (torch.from_numpy(i).to(x.device)
