@@ -481,21 +481,33 @@ def test_a_killed_steps_run_with_validation_and_sharpness_resumes_bit_identical(
 
 # ------------------------------------------------------------------ data: Cohen et al.'s cifar10-5k
 
-def test_first_rows_subset_and_per_feature_standardisation_from_the_whole_training_split(data_dir):
+def test_first_rows_subset_and_its_refusal_on_a_file_sorted_by_class():
+    labels = np.array([3, 1, 2, 0, 1, 2, 3, 0, 0, 1])
+    assert data.subset_rows(labels, 5, "first") == slice(0, 5) and data.subset_rows(labels, 0, "first") == slice(None)
+    assert list(data.subset_rows(labels, 4, "stratified", 0)) == list(data.stratified_subset(labels, 4, 0))
+    with pytest.raises(data.DataError, match=r"miss classes \[0, 1\]"):
+        data.subset_rows(np.sort(labels)[::-1].copy(), 3, "first")
+    with pytest.raises(data.DataError, match="subset of 11 asked from 10"):
+        data.subset_rows(labels, 11, "first")
+
+
+def test_per_feature_standardisation_from_the_whole_training_split(data_dir):
     if not (data_dir / "cifar10.npz").exists():
         pytest.skip("cifar10.npz not provided")
     a = data.load_arrays("cifar10", data_dir)
-    cfg = dataclasses.replace(FC_TANH, train_subset=50, test_subset=20, subset="first", input_norm="feature")
+    # this project's cifar10.npz is sorted by class (PROVENANCE.md): "first" rows are refused
+    with pytest.raises(data.DataError, match="sorted by class"):
+        data.load_split("cifar10", 5000, 0, root=data_dir, subset="first")
+    cfg = dataclasses.replace(FC_TANH, train_subset=50, test_subset=20, input_norm="feature")
     s = data.split_for(cfg, data_dir)
-    assert s.subset == "first"
-    assert torch.equal(s.y_train, torch.from_numpy(a["y_train"][:50].astype(np.int64)))
-    assert torch.equal(s.y_test, torch.from_numpy(a["y_test"][:20].astype(np.int64)))
+    itr, ite = data.stratified_subset(a["y_train"], 50, 0), data.stratified_subset(a["y_test"], 20, 0)
+    assert torch.equal(s.y_train, torch.from_numpy(a["y_train"][itr].astype(np.int64)))
     # a few features (channel, row, column), against numpy over all 50,000 training images
     for c, i, j in ((0, 0, 0), (1, 16, 7), (2, 31, 31)):
         col = a["x_train"][:, i, j, c].astype(np.float64) / 255.0
         mean, std = col.mean(), col.std()
-        want_train = (a["x_train"][:50, i, j, c] / 255.0 - mean) / std
-        want_test = (a["x_test"][:20, i, j, c] / 255.0 - mean) / std
+        want_train = (a["x_train"][itr, i, j, c] / 255.0 - mean) / std
+        want_test = (a["x_test"][ite, i, j, c] / 255.0 - mean) / std
         np.testing.assert_allclose(s.x_train[:, c, i, j].numpy(), want_train, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(s.x_test[:, c, i, j].numpy(), want_test, rtol=1e-5, atol=1e-5)
     with pytest.raises(data.DataError, match="input_norm 'feature' for mnist"):

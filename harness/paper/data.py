@@ -227,6 +227,26 @@ def _to_tensor(name: str, x: np.ndarray, device, dtype=torch.float32, input_norm
     return (t - mean) / std
 
 
+def subset_rows(labels: np.ndarray, k: int | None, subset: str = "stratified", seed: int = 0):
+    """The rows of a subset of k (0 or None: all rows, a slice): stratified_subset, or "first":
+    the first k rows in the file's order. "first" is refused where those rows miss a class that
+    the file has: a file sorted by class (this project's cifar10.npz is, its source having lost the
+    original batch order, see its PROVENANCE.md) would give a subset of one class."""
+    if not k:
+        return slice(None)
+    if k > len(labels):
+        raise DataError(f"subset of {k} asked from {len(labels)} rows")
+    if subset == "stratified":
+        return stratified_subset(labels, k, seed)
+    if subset != "first":
+        raise DataError(f"subset {subset!r}: expected one of {list(SUBSETS)}")
+    missing = sorted(set(np.unique(labels).tolist()) - set(np.unique(labels[:k]).tolist()))
+    if missing:
+        raise DataError(f"subset 'first': the first {k} rows miss classes {missing} (is the file sorted "
+                        "by class? the original order is then lost): use subset 'stratified'")
+    return slice(0, k)
+
+
 def load_split(name: str, train_subset: int | None = None, test_subset: int | None = None,
                subset_seed: int = 0, root=None, device="cpu", input_norm: str = "default",
                subset: str = "stratified") -> Split:
@@ -236,14 +256,8 @@ def load_split(name: str, train_subset: int | None = None, test_subset: int | No
     if subset not in SUBSETS:
         raise DataError(f"subset {subset!r}: expected one of {list(SUBSETS)}")
     a = load_arrays(name, root)
-
-    def rows(y, k):
-        if not k:
-            return slice(None)
-        if k > len(y):
-            raise DataError(f"subset of {k} asked from {len(y)} rows")
-        return slice(0, k) if subset == "first" else stratified_subset(y, k, subset_seed)
-    itr, ite = rows(a["y_train"], train_subset), rows(a["y_test"], test_subset)
+    itr = subset_rows(a["y_train"], train_subset, subset, subset_seed)
+    ite = subset_rows(a["y_test"], test_subset, subset, subset_seed)
     info = _info(name)
     stats = feature_stats(a["x_train"]) if info.norms.get(input_norm, ()) is None else None
     return Split(

@@ -39,7 +39,9 @@ protocol above, and leaves every existing run key unchanged):
 - `subset` "first": train_subset / test_subset are the first rows of the file (Cohen et al.'s
   cifar10-5k) instead of a stratified draw; with input_norm "feature" (CIFAR-10: every pixel x
   channel standardised by the whole training split's statistics), see data.py. The split must be
-  loaded for it (data.split_for(cfg)); a split of other rows is refused.
+  loaded for it (data.split_for(cfg)); a split of other rows is refused. This project's
+  cifar10.npz is sorted by class (its source lost the original order), so "first" is refused on
+  it (data.subset_rows): a stratified subset is the available stand-in.
 """
 from __future__ import annotations
 
