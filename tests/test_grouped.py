@@ -172,7 +172,7 @@ def test_states_round_trip_bit_exact():
 
 def test_unknown_layers_are_refused():
     with pytest.raises(TypeError, match="no grouped form"):
-        train.Grouped([torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Tanh())], "cpu")
+        train.Grouped([torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GELU())], "cpu")
 
 
 def _compare(grouped, single):

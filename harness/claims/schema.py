@@ -49,6 +49,17 @@ RUN_RANGES = {  # run setting -> (allowed, what is allowed); subsets are bounded
     "init_seed": (lambda v: v >= -1, ">= 0, or -1 (the run's seed)"),
     "optimizer": (lambda v: v in ("sgd", "adam"), "'sgd' or 'adam'"),
     "schedule": (lambda v: v in ("cosine", "constant"), "'cosine' or 'constant'"),
+    "activation": (lambda v: v in ("relu", "tanh"), "'relu' or 'tanh'"),
+    "init": (lambda v: v in ("default", "glorot_normal"), "'default' or 'glorot_normal'"),
+    "loss": (lambda v: v in ("ce", "mse"), "'ce' or 'mse'"),
+    "steps": (lambda v: v >= 0, ">= 0 (0: `epochs` decide)"),
+    "val_size": (lambda v: v >= 0, ">= 0"),
+    "eval_every": (lambda v: v >= 0, ">= 0"),
+    "sharpness_every": (lambda v: v >= 0, ">= 0"),
+    "sharpness_iters": (lambda v: v >= 1, ">= 1"),
+    "sharpness_samples": (lambda v: v >= 0, ">= 0 (0: all training rows)"),
+    "sharpness_tol": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    "subset": (lambda v: v in ("stratified", "first"), "'stratified' or 'first'"),
 }
 
 

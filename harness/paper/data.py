@@ -34,13 +34,20 @@ class DatasetInfo:
 # [0, 1] ("default": mean 0, std 1 leaves them unchanged); "standard" standardises with the
 # training set's mean and std (0.1307 / 0.3081), the other common reading.
 # CIFAR-10: "normalized using per-channel means and standard deviations" (stated), with the
-# training set's values; it has no other reading.
+# training set's values; it has no other reading for this paper.
+# "feature" (CIFAR-10, for Cohen et al. 2021's cifar10-5k): every feature (pixel x channel)
+# centred and divided by its own mean and standard deviation (population, ddof 0) over the whole
+# training split, computed before any subset is taken and applied to the test split too
+# (locuslab/edge-of-stability src/cifar.py). Its entry is None: the statistics come from the data.
+FEATURE_NORM = "feature"
 DATASETS = {
     "mnist": DatasetInfo((60000, 28, 28), (10000, 28, 28),
                          {"default": ((0.0,), (1.0,)), "standard": ((0.1307,), (0.3081,))}),
     "cifar10": DatasetInfo((50000, 32, 32, 3), (10000, 32, 32, 3),
-                           {"default": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))}),
+                           {"default": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+                            FEATURE_NORM: None}),
 }
+SUBSETS = ("stratified", "first")  # how train_subset / test_subset rows are chosen (RunConfig.subset)
 NUM_CLASSES = 10
 
 
@@ -146,6 +153,24 @@ def fingerprint(name: str, root: str | os.PathLike | None = None) -> dict | None
     return _FINGERPRINTS[memo]
 
 
+def input_size(name: str) -> int:
+    """Values per image (MNIST 784, CIFAR-10 3072): a fully connected model's input size."""
+    n = 1
+    for d in _info(name).train_shape[1:]:
+        n *= d
+    return n
+
+
+def holdout(n: int, k: int, seed: int) -> tuple:
+    """Split rows 0..n-1 into (kept, held_out) index arrays: `k` rows drawn uniformly at random,
+    without replacement, by a permutation seeded with `seed` (a validation split held out of the
+    training set); both sorted, so the training rows keep their order."""
+    if not 0 <= k < n:
+        raise DataError(f"a held-out split of {k} rows asked from {n} training rows (need 0 <= k < n)")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
 def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Indices of n rows with class proportions kept (largest remainder), drawn by a seeded
     permutation within each class; sorted, so the result does not depend on draw order."""
@@ -168,33 +193,83 @@ class Split:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    subset: str = "stratified"  # how its subsets were chosen (SUBSETS); train checks it against the run's
 
 
-def _to_tensor(name: str, x: np.ndarray, device, dtype=torch.float32, input_norm="default") -> torch.Tensor:
+def _layout(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, 3, 1, 2).contiguous() if t.ndim == 4 else t.unsqueeze(1)  # NHWC -> NCHW; N1HW
+
+
+def feature_stats(x: np.ndarray, chunk: int = 5000) -> tuple:
+    """Per-feature mean and standard deviation (ddof 0) of uint8 images scaled to [0, 1], in the
+    N x C x H x W layout (float64 accumulation, `chunk` rows at a time)."""
+    total, sq = 0.0, 0.0
+    for i in range(0, len(x), chunk):
+        t = _layout(torch.from_numpy(x[i:i + chunk]).double().div_(255.0))
+        total = total + t.sum(0)
+        sq = sq + t.square().sum(0)
+    mean = total / len(x)
+    return mean.float(), (sq / len(x) - mean.square()).clamp_min(0).sqrt().float()
+
+
+def _to_tensor(name: str, x: np.ndarray, device, dtype=torch.float32, input_norm="default",
+               stats=None) -> torch.Tensor:
     info = _info(name)
     if input_norm not in info.norms:
         raise DataError(f"input_norm {input_norm!r} for {name}: expected one of {sorted(info.norms)}")
+    t = _layout(torch.from_numpy(x).to(device=device, dtype=dtype).div_(255.0))
+    if info.norms[input_norm] is None:  # per feature, from the whole training split (`stats`)
+        mean, std = (s.to(device=device, dtype=dtype).unsqueeze(0) for s in stats)
+        return (t - mean) / std
     mean, std = info.norms[input_norm]
-    t = torch.from_numpy(x).to(device=device, dtype=dtype).div_(255.0)
-    if t.ndim == 4:  # NHWC -> NCHW
-        t = t.permute(0, 3, 1, 2).contiguous()
-    else:
-        t = t.unsqueeze(1)
     mean = torch.tensor(mean, device=device, dtype=dtype).view(1, -1, 1, 1)
     std = torch.tensor(std, device=device, dtype=dtype).view(1, -1, 1, 1)
     return (t - mean) / std
 
 
+def subset_rows(labels: np.ndarray, k: int | None, subset: str = "stratified", seed: int = 0):
+    """The rows of a subset of k (0 or None: all rows, a slice): stratified_subset, or "first":
+    the first k rows in the file's order. "first" is refused where those rows miss a class that
+    the file has: a file sorted by class (this project's cifar10.npz is, its source having lost the
+    original batch order, see its PROVENANCE.md) would give a subset of one class."""
+    if not k:
+        return slice(None)
+    if k > len(labels):
+        raise DataError(f"subset of {k} asked from {len(labels)} rows")
+    if subset == "stratified":
+        return stratified_subset(labels, k, seed)
+    if subset != "first":
+        raise DataError(f"subset {subset!r}: expected one of {list(SUBSETS)}")
+    missing = sorted(set(np.unique(labels).tolist()) - set(np.unique(labels[:k]).tolist()))
+    if missing:
+        raise DataError(f"subset 'first': the first {k} rows miss classes {missing} (is the file sorted "
+                        "by class? the original order is then lost): use subset 'stratified'")
+    return slice(0, k)
+
+
 def load_split(name: str, train_subset: int | None = None, test_subset: int | None = None,
-               subset_seed: int = 0, root=None, device="cpu", input_norm: str = "default") -> Split:
+               subset_seed: int = 0, root=None, device="cpu", input_norm: str = "default",
+               subset: str = "stratified") -> Split:
     """Normalised float32 tensors on `device` (scaling: DATASETS[name].norms[input_norm]):
-    images as N x C x H x W, labels as int64."""
+    images as N x C x H x W, labels as int64. `subset`: "stratified" (stratified_subset, seeded by
+    subset_seed) or "first" (the first rows in the file's order, as Cohen et al.'s cifar10-5k)."""
+    if subset not in SUBSETS:
+        raise DataError(f"subset {subset!r}: expected one of {list(SUBSETS)}")
     a = load_arrays(name, root)
-    itr = slice(None) if not train_subset else stratified_subset(a["y_train"], train_subset, subset_seed)
-    ite = slice(None) if not test_subset else stratified_subset(a["y_test"], test_subset, subset_seed)
+    itr = subset_rows(a["y_train"], train_subset, subset, subset_seed)
+    ite = subset_rows(a["y_test"], test_subset, subset, subset_seed)
+    info = _info(name)
+    stats = feature_stats(a["x_train"]) if info.norms.get(input_norm, ()) is None else None
     return Split(
-        _to_tensor(name, a["x_train"][itr], device, input_norm=input_norm),
+        _to_tensor(name, a["x_train"][itr], device, input_norm=input_norm, stats=stats),
         torch.from_numpy(a["y_train"][itr].astype(np.int64)).to(device),
-        _to_tensor(name, a["x_test"][ite], device, input_norm=input_norm),
+        _to_tensor(name, a["x_test"][ite], device, input_norm=input_norm, stats=stats),
         torch.from_numpy(a["y_test"][ite].astype(np.int64)).to(device),
+        subset,
     )
+
+
+def split_for(cfg, root=None) -> Split:
+    """The split a run's configuration (train.RunConfig) trains on."""
+    return load_split(cfg.dataset, cfg.train_subset, cfg.test_subset, cfg.subset_seed, root, cfg.device,
+                      cfg.input_norm, cfg.subset)

@@ -1,4 +1,5 @@
-"""The paper's two model families (Appendix B), with PyTorch default initialisation.
+"""The paper's two model families (Appendix B), with PyTorch default initialisation, and a
+fully connected family for other papers' calibration experiments.
 
 MLP (MNIST):  784 -> w -> w -> w -> 10, four Linear layers with ReLU between them.
 CNN (CIFAR-10): three blocks of [conv3x3-BN-ReLU, conv3x3-BN-ReLU, maxpool2] with channels
@@ -7,9 +8,21 @@ c, 2c, 4c, then Linear(4c*4*4, 256)-ReLU-Linear(256, 10).
 The paper's CNN parameter counts (72,990 ... 4,150,890) come out exactly only with biased
 convolutions and BatchNorm *without* learnable affine parameters: 279c^2 + 16425c + 2826.
 That is the reading taken; tests/test_models.py checks all 16 tabled counts.
+
+FC (any dataset): in -> h1 -> ... -> hk -> 10, Linear layers with one activation (relu | tanh)
+between them; `in` is the dataset's flattened image size (MNIST 784, CIFAR-10 3072). Its hidden
+sizes are RunConfig.hidden ("300,100": LeNet-300-100 of Frankle & Carbin 2019, 266,610
+parameters; "200,200" with tanh: the fc-tanh of Cohen et al. 2021), and its `width` is the first
+hidden size. It is built from a run's configuration (`for_config`), since build(family, width)
+alone does not know the hidden sizes or the input size.
+
+Initialisation (`initialise`): "default" (PyTorch's, as built) or "glorot_normal": every Linear
+and Conv2d weight drawn from N(0, 2 / (fan_in + fan_out)) (Glorot & Bengio 2010, Gaussian form;
+fan = features, times the kernel area for a convolution), biases zero.
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 MLP_WIDTHS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -54,32 +67,130 @@ class CNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODELS = {"mlp": MLP, "cnn": CNN}
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+INITS = ("default", "glorot_normal")
+
+
+class FC(nn.Module):
+    """Fully connected: Flatten, then Linear layers of the given hidden sizes with `activation`
+    between them, then Linear(hidden[-1], classes). Parameter names as in MLP (net.1, net.3, ...)."""
+
+    def __init__(self, hidden, in_features: int, activation: str = "relu", classes: int = 10):
+        super().__init__()
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"FC: hidden sizes {hidden}: need at least one, each >= 1")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"FC: activation {activation!r}: expected one of {sorted(ACTIVATIONS)}")
+        layers, cin = [nn.Flatten()], int(in_features)
+        for h in hidden:
+            layers += [nn.Linear(cin, h), ACTIVATIONS[activation]()]
+            cin = h
+        layers.append(nn.Linear(cin, classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+MODELS = {"mlp": MLP, "cnn": CNN, "fc": FC}
 DATASET_OF = {"mlp": "mnist", "cnn": "cifar10"}
 
 
-def build(family: str, width: int) -> nn.Module:
-    """A freshly initialised model; the caller seeds torch's global generator beforehand."""
+def parse_hidden(hidden: str) -> tuple:
+    """"300,100" -> (300, 100); "" -> (). A ValueError names what is wrong."""
+    if not hidden.strip():
+        return ()
+    try:
+        sizes = tuple(int(h) for h in hidden.split(","))
+    except ValueError:
+        raise ValueError(f"hidden {hidden!r}: expected comma-separated integers, e.g. '300,100'") from None
+    if min(sizes) < 1:
+        raise ValueError(f"hidden {hidden!r}: every size must be >= 1")
+    return sizes
+
+
+def build(family: str, width: int, hidden=(), activation: str = "relu", in_features: int | None = None,
+          init: str = "default") -> nn.Module:
+    """A freshly initialised model; the caller seeds torch's global generator beforehand.
+    "fc" needs `hidden` (a tuple or "300,100") and `in_features`; see `for_config` for a run's."""
     if family not in MODELS:
         raise ValueError(f"unknown model {family!r}; known: {sorted(MODELS)}")
-    return MODELS[family](int(width))
+    if family == "fc":
+        hidden = parse_hidden(hidden) if isinstance(hidden, str) else tuple(hidden)
+        if not hidden or in_features is None:
+            raise ValueError("model 'fc' needs its hidden sizes and input size: build it from the run's "
+                             "configuration with models.for_config(cfg)")
+        model = FC(hidden, in_features, activation)
+    else:
+        if activation != "relu" and family == "cnn" or activation not in ACTIVATIONS:
+            raise ValueError(f"model {family!r}: activation {activation!r} not available")
+        model = MODELS[family](int(width))
+        if activation != "relu":
+            for i, m in enumerate(model.net):
+                if isinstance(m, nn.ReLU):
+                    model.net[i] = ACTIVATIONS[activation]()
+    initialise(model, init)
+    return model
+
+
+def architecture(cfg) -> dict:
+    """The keyword arguments of `build` that a run's configuration (train.RunConfig) sets beyond
+    family and width: hidden sizes, activation, input size (from the dataset) and initialisation."""
+    from .data import input_size
+    arch = {"activation": cfg.activation, "init": cfg.init}
+    if cfg.model == "fc":
+        arch.update(hidden=parse_hidden(cfg.hidden), in_features=input_size(cfg.dataset))
+    return arch
+
+
+def for_config(cfg) -> nn.Module:
+    """The model a run trains, freshly initialised (the caller seeds torch's global generator)."""
+    return build(cfg.model, cfg.width, **architecture(cfg))
+
+
+def initialise(model: nn.Module, init: str = "default") -> nn.Module:
+    """Re-draw the weights of `model` in place by the scheme `init` (see the module docstring),
+    from torch's global generator; "default" leaves PyTorch's initialisation."""
+    if init not in INITS:
+        raise ValueError(f"init {init!r}: expected one of {list(INITS)}")
+    if init == "glorot_normal":
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, (nn.Linear, nn.Conv2d)):
+                    nn.init.xavier_normal_(m.weight)  # std = sqrt(2 / (fan_in + fan_out))
+                    if m.bias is not None:
+                        m.bias.zero_()
+    return model
 
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def forward_flops(family: str, width: int) -> int:
+def forward_flops(family: str, width: int, hidden=(), in_features: int | None = None, **_) -> int:
     """FLOPs of one forward pass of one sample through the conv and linear layers (a multiply-add
-    counts 2; BatchNorm, ReLU and pooling are left out), as torch.utils.flop_counter counts them
-    (tests/test_models.py). Training costs about 3x this per sample (forward + backward)."""
+    counts 2; BatchNorm, ReLU, tanh and pooling are left out), as torch.utils.flop_counter counts
+    them (tests/test_models.py). Training costs about 3x this per sample (forward + backward).
+    "fc" needs `hidden` and `in_features` (as `build`; `config_flops` takes a run's)."""
     w = int(width)
+    if family == "fc":
+        hidden = parse_hidden(hidden) if isinstance(hidden, str) else tuple(hidden)
+        if not hidden or in_features is None:
+            raise ValueError("model 'fc' needs its hidden sizes and input size: use models.config_flops(cfg)")
+        sizes = (int(in_features), *hidden, 10)
+        return 2 * sum(a * b for a, b in zip(sizes, sizes[1:]))
     if family == "mlp":
         return 2 * (784 * w + w * w + w * w + w * 10)
     if family == "cnn":
         convs = [(3, w, 32), (w, w, 32), (w, 2 * w, 16), (2 * w, 2 * w, 16), (2 * w, 4 * w, 8), (4 * w, 4 * w, 8)]
         return 2 * (sum(9 * cin * cout * side * side for cin, cout, side in convs) + 4 * w * 16 * 256 + 256 * 10)
     raise ValueError(f"unknown model {family!r}; known: {sorted(MODELS)}")
+
+
+def config_flops(cfg) -> int:
+    """forward_flops of the model a run's configuration trains."""
+    return forward_flops(cfg.model, cfg.width, **architecture(cfg))
 
 
 def prunable(model: nn.Module, include_output: bool = True) -> dict[str, nn.Parameter]:

@@ -8,9 +8,44 @@ mini-batch order. Optional binary masks are enforced after every optimiser step 
 are zeroed before it, so momentum never pushes a pruned weight). A non-finite training loss stops
 the run and marks it diverged. On CUDA, PyTorch's defaults stay (TF32 convolutions); mixed
 precision (bf16 autocast) is an explicit opt-in recorded in the config.
+
+Options for other papers' calibration experiments (RunConfig; every default keeps the paper's
+protocol above, and leaves every existing run key unchanged):
+- model "fc" with `hidden` ("300,100"), `activation` (relu | tanh), `init` (default | glorot_normal):
+  see models.py. LeNet-300-100 (Frankle & Carbin 2019): fc, hidden "300,100", glorot_normal;
+  Cohen et al. (2021)'s fc-tanh: fc, hidden "200,200", tanh, default init.
+- `loss` "mse": 0.5 * sum over classes of (f(x) - onehot(y))^2, averaged over samples (Cohen et
+  al.'s SquaredLoss / n), in the training step, the reported losses and the sharpness; accuracy is
+  the argmax either way.
+- `steps` > 0: exactly that many optimiser steps (the last epoch is cut short), `epochs` ignored; a
+  cosine schedule then runs over the steps (stepped after each one, T_max = steps). Epoch records
+  carry the train loss/accuracy of the epoch's own steps (and "steps", the count at the epoch end)
+  but no test evaluation: the test set is evaluated at the end (and on the early-stopping weights).
+- `val_size` > 0 with `eval_every` = k: that many training rows held out as a validation split
+  (uniformly at random, seeded by subset_seed, the same for every seed; data.holdout), evaluated at
+  step 0, every k steps and at the end, recorded as "val": [[step, loss, acc%], ...] in the epoch
+  record the evaluation fell in. Each model's weights at its least validation loss (the first step
+  of it) are kept in memory; the final metrics add val_loss / val_acc (final weights),
+  early_stop_step, early_stop_val_loss and early_stop_test_loss / _acc (the test set evaluated once,
+  at the end, on those weights).
+- `sharpness_every` = k: the top Hessian eigenvalue of the training loss (`sharpness`: the run's
+  loss over its training rows, or the first `sharpness_samples`; `sharpness_iters` power
+  iterations from measure.power_iteration's seeded start; `sharpness_tol` > 0 stops a measurement
+  once successive estimates agree within it; `sharpness_warm` starts each from the model's previous
+  top eigenvector, cheaper and more converged) at step 0, every k steps and at the end,
+  recorded as "sharpness": [[step, value], ...] in the epoch records and summarised in the final
+  metrics (sharpness_summary). Full-batch gradient descent, as Cohen et al.: batch_size 0,
+  momentum 0, schedule "constant" (one step per epoch).
+- `subset` "first": train_subset / test_subset are the first rows of the file (Cohen et al.'s
+  cifar10-5k) instead of a stratified draw; with input_norm "feature" (CIFAR-10: every pixel x
+  channel standardised by the whole training split's statistics), see data.py. The split must be
+  loaded for it (data.split_for(cfg)); a split of other rows is refused. This project's
+  cifar10.npz is sorted by class (its source lost the original order), so "first" is refused on
+  it (data.subset_rows): a stratified subset is the available stand-in.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import math
@@ -22,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import models
+from . import data, models
 from .data import Split
 
 
@@ -47,6 +82,20 @@ class RunConfig:
     device: str = "cpu"  # cpu | cuda
     amp: bool = False  # bf16 autocast on CUDA
     input_norm: str = "default"  # input scaling, data.DATASETS[dataset].norms: MNIST "default" = [0, 1], "standard"
+    # --- options for other papers' calibration experiments (see the module docstring)
+    hidden: str = ""  # model "fc": hidden sizes, "300,100" (width must be the first); others: ""
+    activation: str = "relu"  # relu | tanh (models mlp and fc)
+    init: str = "default"  # default (PyTorch's) | glorot_normal (weights N(0, 2/(fan_in+fan_out)), biases 0)
+    loss: str = "ce"  # ce | mse (0.5 * ||f(x) - onehot(y)||^2, summed over classes, mean over samples)
+    steps: int = 0  # > 0: train exactly this many optimiser steps (`epochs` is then ignored)
+    val_size: int = 0  # training rows held out as a validation split (random, seeded by subset_seed)
+    eval_every: int = 0  # > 0: evaluate the validation split every k steps (and at step 0 and the end)
+    sharpness_every: int = 0  # > 0: top Hessian eigenvalue of the training loss every k steps (and 0, end)
+    sharpness_iters: int = 20  # power iterations per sharpness measurement
+    sharpness_samples: int = 0  # training rows the sharpness is measured on (the first k; 0: all)
+    sharpness_tol: float = 0.0  # > 0: stop a measurement early when the estimate changes by < tol (relative)
+    sharpness_warm: bool = False  # start each measurement from the model's previous top eigenvector
+    subset: str = "stratified"  # how train_subset / test_subset rows are chosen: stratified | first (data.load_split)
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adam"):
@@ -55,6 +104,40 @@ class RunConfig:
             raise ValueError(f"schedule {self.schedule!r}: expected 'cosine' or 'constant'")
         if self.model not in models.MODELS:
             raise ValueError(f"model {self.model!r}: expected one of {sorted(models.MODELS)}")
+        if self.activation not in models.ACTIVATIONS:
+            raise ValueError(f"activation {self.activation!r}: expected one of {sorted(models.ACTIVATIONS)}")
+        if self.activation != "relu" and self.model == "cnn":
+            raise ValueError(f"activation {self.activation!r}: model 'cnn' has ReLU only")
+        if self.init not in models.INITS:
+            raise ValueError(f"init {self.init!r}: expected one of {list(models.INITS)}")
+        if self.subset not in data.SUBSETS:
+            raise ValueError(f"subset {self.subset!r}: expected one of {list(data.SUBSETS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r}: expected one of {list(LOSSES)}")
+        hidden = models.parse_hidden(self.hidden)
+        if self.model == "fc":
+            if not hidden:
+                raise ValueError("model 'fc' needs its hidden sizes: hidden = '300,100' (say)")
+            if self.width != hidden[0]:
+                raise ValueError(f"model 'fc': width {self.width} must be the first hidden size "
+                                 f"(hidden {self.hidden!r})")
+            from .data import DATASETS
+            if self.dataset not in DATASETS:
+                raise ValueError(f"model 'fc' takes its input size from the dataset: {self.dataset!r} "
+                                 f"is not one of {sorted(DATASETS)}")
+        elif hidden:
+            raise ValueError(f"hidden {self.hidden!r}: only model 'fc' has hidden sizes to set")
+        for name in ("steps", "val_size", "eval_every", "sharpness_every", "sharpness_samples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} {getattr(self, name)}: expected >= 0")
+        if not self.sharpness_tol >= 0:
+            raise ValueError(f"sharpness_tol {self.sharpness_tol}: expected >= 0")
+        if self.sharpness_iters < 1:
+            raise ValueError(f"sharpness_iters {self.sharpness_iters}: expected >= 1")
+        if self.eval_every and not self.val_size:
+            raise ValueError("eval_every > 0 evaluates the validation split: set val_size > 0 too")
+        if self.val_size and not self.eval_every:
+            raise ValueError("val_size > 0 holds out a validation split: set eval_every > 0 to evaluate it")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,9 +159,20 @@ def derive_seed(seed: int, stream: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
+LOSSES = ("ce", "mse")
+
+
+def per_sample_loss(out, y, loss: str = "ce"):
+    """Loss of each row: out [..., classes] (logits / outputs), y [...] class indices -> [...].
+    "ce": cross-entropy; "mse": 0.5 * sum over classes of (out - onehot(y))^2."""
+    if loss == "mse":
+        return 0.5 * (out - F.one_hot(y, out.shape[-1]).to(out.dtype)).pow(2).sum(-1)
+    return F.cross_entropy(out.flatten(0, -2), y.flatten(), reduction="none").view(y.shape)
+
+
 def init_model(cfg: RunConfig) -> torch.nn.Module:
     torch.manual_seed(cfg.seed if cfg.init_seed < 0 else cfg.init_seed)
-    return models.build(cfg.model, cfg.width)
+    return models.for_config(cfg)
 
 
 def cpu_state(model) -> dict:
@@ -149,7 +243,7 @@ class Grouped:
         self.buffers = {k: v.detach().to(device) for k, v in packed.items() if k not in names}
         self.layers = [(name, m) for name, m in base.named_modules() if not list(m.children())]
         for name, m in self.layers:
-            if not isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)) \
+            if not isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Tanh, nn.MaxPool2d, nn.Flatten, nn.Linear)) \
                     or isinstance(m, nn.BatchNorm2d) and (m.affine or m.momentum is None) \
                     or isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) != (1, -1):
                 raise TypeError(f"Grouped: layer {name!r} ({m}) has no grouped form")
@@ -188,6 +282,8 @@ class Grouped:
                     buf[f"{name}.num_batches_tracked"].add_(1)
             elif isinstance(m, nn.ReLU):
                 x = F.relu(x, inplace=True)  # no layer here keeps its output for backward
+            elif isinstance(m, nn.Tanh):
+                x = torch.tanh(x)  # (its backward needs its output: not in place)
             elif isinstance(m, nn.MaxPool2d):
                 x = F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
             elif isinstance(m, nn.Flatten):
@@ -212,16 +308,20 @@ class Grouped:
 
 
 @torch.no_grad()
-def _evaluate(net, x, y, chunk: int = 1000, amp: bool = False) -> tuple:
-    """Per model: (mean cross-entropy list, accuracy-in-% list), eval mode, one host sync."""
+def _evaluate(net, x, y, chunk: int = 1000, amp: bool = False, loss_fn: str = "ce") -> tuple:
+    """Per model: (mean loss list, accuracy-in-% list), eval mode, one host sync. The loss is
+    cross-entropy, or `loss_fn` (see per_sample_loss)."""
     net.train(False)
     loss, correct = 0, 0
     for i in range(0, len(x), chunk):
         with _autocast(x.device, amp):
             out = net.eval_forward(x[i:i + chunk]).float()
         yb = y[i:i + chunk]
-        loss = loss + F.cross_entropy(out.flatten(0, 1), yb.repeat(len(out)), reduction="none") \
-            .view(len(out), -1).double().sum(1)
+        if loss_fn == "ce":
+            loss = loss + F.cross_entropy(out.flatten(0, 1), yb.repeat(len(out)), reduction="none") \
+                .view(len(out), -1).double().sum(1)
+        else:
+            loss = loss + per_sample_loss(out, yb.expand(len(out), -1), loss_fn).double().sum(1)
         correct = correct + (out.argmax(-1) == yb).sum(1)
     return (loss / len(x)).tolist(), (100.0 * correct.double() / len(x)).tolist()
 
@@ -311,13 +411,17 @@ def train_seeds(cfgs: list, split: Split, masks: list | None = None, init_states
                 graphed)
 
 
-def step(net, opt, xb, yb, masks: dict, amp: bool = False) -> tuple:
+def step(net, opt, xb, yb, masks: dict, amp: bool = False, loss: str = "ce") -> tuple:
     """One optimiser step for every model of `net` on its own mini-batch (xb: [models, b, ...]).
-    Masked weights get zero gradient and are re-zeroed after the step. Returns (logits, losses)."""
+    Masked weights get zero gradient and are re-zeroed after the step. Returns (logits, losses).
+    The loss is cross-entropy, or `loss` (see per_sample_loss), averaged over the mini-batch."""
     with _autocast(xb.device, amp):
         out = net(xb)
-    losses = F.cross_entropy(out.flatten(0, 1).float(), yb.flatten(), reduction="none") \
-        .view(len(out), -1).mean(1)
+    if loss == "ce":
+        losses = F.cross_entropy(out.flatten(0, 1).float(), yb.flatten(), reduction="none") \
+            .view(len(out), -1).mean(1)
+    else:
+        losses = per_sample_loss(out.float(), yb, loss).mean(1)
     opt.zero_grad(set_to_none=True)
     losses.sum().backward()
     for k, m in masks.items():
@@ -335,6 +439,107 @@ class OutOfTime(RuntimeError):
     so the next call resumes it (see runs.checkpoint.Checkpoint.deadline)."""
 
 
+def sharpness(model, x, y, loss: str = "ce", iters: int = 20, chunk: int = 1000, seed: int = 0,
+              tol: float = 0.0, start: torch.Tensor | None = None) -> dict:
+    """Top (largest-magnitude) eigenvalue of the Hessian of the mean training loss `loss` on
+    (x, y) with respect to all parameters, BatchNorm in eval mode, float32, on a copy of `model`,
+    by power iteration (at most `iters` products; `tol` as measure.power_iteration's).
+    Cold (`start` None): "ce" is measure.hessian_top_eigenvalue itself; "mse" the same power
+    iteration (measure.power_iteration, the same seeded start vector) on exact Hessian-vector
+    products of the mean of per_sample_loss(..., "mse"), summed over chunks as measure.make_hvp
+    sums them. Warm: the iteration starts from `start` (e.g. the previous measurement's vector, as
+    the top eigenvector moves little between nearby steps), the same update and stopping rule.
+    Returns value, residual, iterations, bn_mode, n_samples and, but for cold "ce", vector."""
+    from . import measure  # (measure imports this module)
+    if loss == "ce" and start is None:
+        return measure.hessian_top_eigenvalue(model, x, y, iters=iters, tol=tol, chunk=chunk, seed=seed)
+    work = copy.deepcopy(model).float().eval()
+    params = list(work.parameters())
+    device = params[0].device
+    x, y, n = x.to(device=device, dtype=torch.float32), y.to(device), len(x)
+
+    def hvp(v):
+        vs = [t.view_as(p) for t, p in zip(torch.split(v, [p.numel() for p in params]), params)]
+        out = [torch.zeros_like(p) for p in params]
+        with torch.enable_grad():
+            for i in range(0, n, chunk):
+                xb, yb = x[i:i + chunk], y[i:i + chunk]
+                value = per_sample_loss(work(xb), yb, loss).mean() * (len(xb) / n)
+                grads = torch.autograd.grad(value, params, create_graph=True)
+                dot = sum((g * u).sum() for g, u in zip(grads, vs))
+                for o, h in zip(out, torch.autograd.grad(dot, params, allow_unused=True)):
+                    if h is not None:
+                        o.add_(h)
+        return torch.cat([o.reshape(-1) for o in out])
+
+    if start is None:
+        template = torch.empty(sum(p.numel() for p in params), dtype=torch.float32, device=device)
+        res = measure.power_iteration(hvp, template, iters=iters, tol=tol, seed=seed)
+    else:
+        res = _power_iteration_from(hvp, start.to(device=device, dtype=torch.float32), iters, tol)
+    return {"value": float(res["value"]), "residual": float(res["residual"]),
+            "iterations": int(res["iterations"]), "bn_mode": "eval", "n_samples": n, "vector": res["vector"]}
+
+
+def _power_iteration_from(matvec, v, iters: int, tol: float) -> dict:
+    """measure.power_iteration's loop, from the vector `v` instead of a seeded random one."""
+    v = v / v.norm()
+    lam, prev, residual, k = 0.0, None, float("nan"), 0
+    for k in range(1, iters + 1):
+        hv = matvec(v)
+        lam = torch.dot(v, hv).item()
+        err = (hv - lam * v).norm().item()
+        residual = err / abs(lam) if lam != 0 else (0.0 if err == 0 else math.inf)
+        norm = hv.norm()
+        if norm.item() == 0:
+            break
+        if tol > 0 and prev is not None and lam != 0 and abs(lam - prev) / abs(lam) < tol:
+            break
+        if k < iters:
+            v = hv / norm
+        prev = lam
+    return {"value": lam, "residual": residual, "iterations": k, "vector": v}
+
+
+SHARPNESS_CHUNK = 1000  # rows per chunk of a sharpness measurement's double backward
+SHARPNESS_FRACTIONS = (0.1, 0.5, 1.0)  # sharpness_ratio_<f> in the final metrics: see sharpness_summary
+VAL_KEYS = ("val_loss", "val_acc", "early_stop_step", "early_stop_val_loss", "early_stop_test_loss",
+            "early_stop_test_acc")
+SHARPNESS_KEYS = ("sharpness_final", "sharpness_max", "sharpness_ratio_max", "eos_step", "sharpness_ratio_post_median",
+                  *(f"sharpness_ratio_{f:g}" for f in SHARPNESS_FRACTIONS))
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps in one pass over n rows (a last mini-batch of one row is skipped, as
+    BatchNorm cannot train on it; batch_size 0: full batch)."""
+    bs = batch_size or n
+    return sum(1 for i in range(0, n, bs) if not (min(bs, n - i) < 2 and n > 1))
+
+
+def sharpness_summary(points: list, lr: float, total_steps: int) -> dict:
+    """Final metrics from [(step, sharpness), ...] (measured at step 0, every k steps and at the
+    end): sharpness at the end and its maximum; `sharpness_ratio_<f>`: sharpness / (2 / lr) (the
+    stability threshold of gradient descent at that learning rate) at the last measurement made at
+    or before fraction f of training (f = 0.1, 0.5, 1.0); its maximum; `eos_step`: the first
+    measured step where the sharpness reached 2 / lr (NaN if it never did);
+    `sharpness_ratio_post_median`: the median ratio over the measurements from eos_step on (NaN if
+    none; the lower of the two middle ones for an even count), Cohen et al.'s "hovers right at, or
+    just above, 2/eta". The ratio is GD's stability threshold only for plain (full-batch) GD."""
+    if not points:
+        return {k: float("nan") for k in SHARPNESS_KEYS}
+    threshold = 2.0 / lr
+    values = [v for _, v in points]
+    out = {"sharpness_final": values[-1], "sharpness_max": max(values),
+           "sharpness_ratio_max": max(values) / threshold,
+           "eos_step": next((float(s) for s, v in points if v >= threshold), float("nan"))}
+    post = sorted(v for s, v in points if s >= out["eos_step"])  # (empty where eos_step is NaN)
+    out["sharpness_ratio_post_median"] = post[(len(post) - 1) // 2] / threshold if post else float("nan")
+    for f in SHARPNESS_FRACTIONS:
+        at = [v for s, v in points if s <= f * total_steps + 1e-9]
+        out[f"sharpness_ratio_{f:g}"] = at[-1] / threshold if at else float("nan")
+    return out
+
+
 def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, graphed=False) -> list:
     cfg, n_models = cfgs[0], len(cfgs)
     device = torch.device(cfg.device)
@@ -349,6 +554,8 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
     if any(sorted(m or {}) != names for m in masks):
         raise ValueError("every model of a group needs masks for the same parameters")
     net = net_class(models_, device)
+    # a model to load one grouped model's state into, for sharpness measurements
+    template = copy.deepcopy(models_[0]).to(device) if cfg.sharpness_every and net_class is Grouped else None
     packed = ({k: v.to(device=device, dtype=net.params[k].dtype) for k, v in net.pack(masks).items()}
               if names else {})  # the masks in the network's layout
     with torch.no_grad():
@@ -356,16 +563,31 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
             net.params[k].mul_(m)
     theta0 = net.states()
 
-    opt = _optimizer(cfg, list(net.params.values()), device)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-             if cfg.schedule == "cosine" else None)
+    if (cfg.train_subset or cfg.test_subset) and getattr(split, "subset", "stratified") != cfg.subset:
+        raise ValueError(f"the run asks for subset {cfg.subset!r} rows, the split given has "
+                         f"{getattr(split, 'subset', 'stratified')!r} ones: load it with data.split_for(cfg)")
     x, y = split.x_train, split.y_train
+    if cfg.val_size:  # a validation split held out of the training rows, the same for every seed
+        kept, held = (torch.from_numpy(i).to(x.device)
+                      for i in data.holdout(len(x), cfg.val_size, derive_seed(cfg.subset_seed, "validation")))
+        x, y, x_val, y_val = x[kept], y[kept], x[held], y[held]
     n = len(x)
     bs = cfg.batch_size or n
+    per_epoch = steps_per_epoch(n, cfg.batch_size)
+    n_epochs = math.ceil(cfg.steps / per_epoch) if cfg.steps else cfg.epochs
+    total_steps = cfg.steps or per_epoch * cfg.epochs
+    opt = _optimizer(cfg, list(net.params.values()), device)
+    # cosine: over the epochs, stepped at each epoch end; over the steps (`steps`), at each step
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps or cfg.epochs)
+             if cfg.schedule == "cosine" else None)
+    step_sched = sched if cfg.steps else None
     orders = [torch.Generator().manual_seed(derive_seed(c.seed, "batch-order")) for c in cfgs]
     histories = [[] for _ in cfgs]
     diverged = [False] * n_models
     steps, first_epoch = 0, 0
+    best = [(math.inf, -1)] * n_models  # per model: (least validation loss, its step)
+    best_states = [None] * n_models
+    vectors = [None] * n_models  # per model: the last top-eigenvector estimate (sharpness_warm)
     saved = checkpoint.load() if checkpoint else None
     # (a checkpoint from before trainer kinds were recorded: one model's is a "single" one)
     kind = None if saved is None else saved.get("trainer", "single" if len(saved["states"]) == 1 else "vmap")
@@ -384,20 +606,67 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
             g.set_state(st)
         theta0, histories, diverged = saved["theta0"], saved["histories"], saved["diverged"]
         steps, first_epoch = saved["steps"], saved["epoch"]
+        if cfg.val_size:
+            best, best_states = [tuple(b) for b in saved["best"]], saved["best_states"]
+        if cfg.sharpness_warm:
+            vectors = [None if v is None else v.to(device) for v in saved["vectors"]]
         start -= saved.get("elapsed", 0.0)  # wall_s counts the training before the resume too
     # per-epoch sums, accumulated on the device in place (no host sync inside an epoch)
     loss_sum = torch.zeros(n_models, device=device, dtype=torch.float64)
     correct = torch.zeros(n_models, device=device, dtype=torch.int64)
+    # measurements inside an epoch, per model, attached to its epoch record at the epoch end
+    pending = [{} for _ in cfgs]
 
     def batch_step(idx):
         xb, yb = x[idx], y[idx]
-        out, losses = step(net, opt, xb, yb, packed, cfg.amp)
+        out, losses = step(net, opt, xb, yb, packed, cfg.amp, cfg.loss)
         loss_sum.add_(losses.detach().double() * idx.shape[1])
         correct.add_((out.detach().argmax(-1) == yb).sum(1))
 
+    def validate():  # the validation split, every model; the best weights kept per model
+        val_loss, val_acc = _evaluate(net, x_val, y_val, amp=cfg.amp, loss_fn=cfg.loss)
+        net.train(True)
+        states = None
+        for j in range(n_models):
+            if diverged[j]:
+                continue
+            pending[j].setdefault("val", []).append([steps, val_loss[j], val_acc[j]])
+            if val_loss[j] < best[j][0]:  # (the first step of the least loss; NaN never is)
+                states = states or net.states()
+                best[j], best_states[j] = (val_loss[j], steps), states[j]
+
+    def measure_sharpness():  # the training loss's top Hessian eigenvalue, model by model
+        rows = slice(0, cfg.sharpness_samples or None)
+        states = net.states() if template is not None else None
+        for j in range(n_models):
+            if diverged[j]:
+                continue
+            if states is None:
+                model = net.model
+            else:
+                template.load_state_dict(states[j])
+                model = template
+            start = None
+            if cfg.sharpness_warm:  # the first from measure.power_iteration's seeded start vector
+                start = vectors[j] if vectors[j] is not None else torch.randn(
+                    sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(0))
+            res = sharpness(model, x[rows], y[rows], cfg.loss, cfg.sharpness_iters, SHARPNESS_CHUNK,
+                            tol=cfg.sharpness_tol, start=start)
+            if cfg.sharpness_warm:
+                vectors[j] = res["vector"]
+            pending[j].setdefault("sharpness", []).append([steps, res["value"]])
+
+    def measurements(at_end=False):
+        if cfg.eval_every and (steps % cfg.eval_every == 0 or at_end):
+            validate()
+        if cfg.sharpness_every and (steps % cfg.sharpness_every == 0 or at_end):
+            measure_sharpness()
+
     graph = GraphedStep(batch_step, (n_models, bs), device) if graphable(cfg) and graphed else None
     last_save = time.perf_counter()
-    for epoch in range(first_epoch, cfg.epochs):
+    if steps == 0 and first_epoch == 0:
+        measurements()
+    for epoch in range(first_epoch, n_epochs):
         net.train(True)
         perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
         loss_sum.zero_()
@@ -413,11 +682,18 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
                 batch_step(idx)
             steps += 1
             seen += idx.shape[1]
-        if sched is not None:
+            if step_sched is not None:
+                step_sched.step()
+            if cfg.eval_every or cfg.sharpness_every:
+                measurements(at_end=steps == total_steps)
+            if steps == total_steps:
+                break
+        if sched is not None and step_sched is None:
             sched.step()
         train_loss = (loss_sum / seen).tolist()
         train_acc = (100.0 * correct.double() / seen).tolist()
-        test_loss, test_acc = _evaluate(net, split.x_test, split.y_test, amp=cfg.amp)
+        if not cfg.steps:  # (a run of `steps` evaluates the test set at its end only)
+            test_loss, test_acc = _evaluate(net, split.x_test, split.y_test, amp=cfg.amp, loss_fn=cfg.loss)
         new = []
         for j in range(n_models):
             if diverged[j]:
@@ -426,35 +702,61 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
             if not math.isfinite(train_loss[j]):
                 diverged[j] = True  # a non-finite loss stops this model's record
             else:
-                record["test_loss"], record["test_acc"] = test_loss[j], test_acc[j]
+                if cfg.steps:
+                    record["steps"] = steps
+                else:
+                    record["test_loss"], record["test_acc"] = test_loss[j], test_acc[j]
                 new.append(record)
+            record.update(pending[j])
+            pending[j] = {}
             histories[j].append(record)
         stop = checkpoint is not None and checkpoint.out_of_time()
-        if checkpoint and epoch + 1 < cfg.epochs and (stop or time.perf_counter() - last_save >= checkpoint.every):
+        if checkpoint and epoch + 1 < n_epochs and (stop or time.perf_counter() - last_save >= checkpoint.every):
+            more = {"best": best, "best_states": best_states} if cfg.val_size else {}
+            if cfg.sharpness_warm:
+                more["vectors"] = [None if v is None else v.cpu() for v in vectors]
             checkpoint.save({"trainer": net.kind, "states": net.states(), "optimizer": opt.state_dict(),
                              "schedule": sched.state_dict() if sched is not None else None,
                              "orders": [g.get_state() for g in orders], "theta0": theta0,
                              "histories": histories, "diverged": diverged, "steps": steps,
-                             "epoch": epoch + 1, "elapsed": time.perf_counter() - start})
+                             "epoch": epoch + 1, "elapsed": time.perf_counter() - start, **more})
             last_save = time.perf_counter()
             if stop:
-                raise OutOfTime(f"time budget spent after epoch {epoch + 1} of {cfg.epochs}; "
+                raise OutOfTime(f"time budget spent after epoch {epoch + 1} of {n_epochs}; "
                                 f"checkpoint saved to {checkpoint.path}, the next run resumes it")
         for record in new if progress else ():
             progress(record)
         if all(diverged):
             break
 
-    tr_loss, tr_acc = _evaluate(net, x, y, amp=cfg.amp)
-    te_loss, te_acc = _evaluate(net, split.x_test, split.y_test, amp=cfg.amp)
+    tr_loss, tr_acc = _evaluate(net, x, y, amp=cfg.amp, loss_fn=cfg.loss)
+    te_loss, te_acc = _evaluate(net, split.x_test, split.y_test, amp=cfg.amp, loss_fn=cfg.loss)
     wall = (time.perf_counter() - start) / n_models
+    final_states = net.states()
+    if cfg.val_size:  # the test set once more, on each model's best-validation weights
+        last_val = [h[-1]["val"][-1] if h and h[-1].get("val") else [0, math.nan, math.nan] for h in histories]
+        net.load_states([b if b is not None else s for b, s in zip(best_states, final_states)])
+        es_loss, es_acc = _evaluate(net, split.x_test, split.y_test, amp=cfg.amp, loss_fn=cfg.loss)
     results = []
-    for j, thetaT in enumerate(net.states()):
+    for j, thetaT in enumerate(final_states):
         if diverged[j]:
             final = {k: float("nan") for k in ("train_loss", "train_acc", "test_loss", "test_acc", "gen_gap")}
         else:
             final = {"train_loss": tr_loss[j], "train_acc": tr_acc[j], "test_loss": te_loss[j],
                      "test_acc": te_acc[j], "gen_gap": tr_acc[j] - te_acc[j]}
+        if cfg.val_size:
+            found = not diverged[j] and best_states[j] is not None
+            final.update({"val_loss": last_val[j][1], "val_acc": last_val[j][2],
+                          "early_stop_step": float(best[j][1]) if found else math.nan,
+                          "early_stop_val_loss": best[j][0] if found else math.nan,
+                          "early_stop_test_loss": es_loss[j] if found else math.nan,
+                          "early_stop_test_acc": es_acc[j] if found else math.nan})
+            if diverged[j]:
+                final.update({k: math.nan for k in VAL_KEYS})
+        if cfg.sharpness_every:
+            points = [p for r in histories[j] for p in r.get("sharpness", ())]
+            final.update(sharpness_summary(points, cfg.lr, total_steps) if not diverged[j]
+                         else {k: math.nan for k in SHARPNESS_KEYS})
         results.append(TrainResult(final=final, history=histories[j], diverged=diverged[j], steps=steps,
                                    wall_s=wall, theta0=theta0[j], thetaT=thetaT))
     if checkpoint:
@@ -463,6 +765,6 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
 
 
 def model_from_state(cfg: RunConfig, state: dict, device=None) -> torch.nn.Module:
-    model = models.build(cfg.model, cfg.width)
+    model = models.for_config(cfg)
     model.load_state_dict(state)
     return model.to(device or cfg.device)
