@@ -74,7 +74,7 @@ def rows(exp, tier: str, ctx: Context, reading=None) -> list[dict]:
 def _count(exp, tier: str, ctx: Context, reading) -> list:
     """Parameter counts, one row per configuration and seed; nothing trains."""
     return [{"config": varying(cfg), "seed": cfg.seed, "key": None, "diverged": False,
-             "metrics": {"params": models.count_params(models.build(cfg.model, cfg.width))}}
+             "metrics": {"params": models.count_params(models.for_config(cfg))}}
             for cfg in expand(exp, tier, ctx.device, reading)]
 
 

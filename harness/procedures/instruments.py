@@ -114,7 +114,7 @@ PERTURBATION = Instrument(
 
 
 def _movement(ctx, cfg, opts, tensors) -> dict:
-    names = measure.param_names(models.build(cfg.model, cfg.width))
+    names = measure.param_names(models.for_config(cfg))
     return measure.movement(tensors["theta0"], tensors["thetaT"], names, opts["definition"])
 
 

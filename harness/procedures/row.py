@@ -27,7 +27,7 @@ def make(ctx, exp, r, cfg, key, metrics, fields=None) -> dict:
     diverged = bool(metrics["diverged"]) or not all(math.isfinite(final[k]) for k in ("train_loss", "test_loss"))
     row_metrics = {**final, "steps": metrics["steps"], "wall_s": metrics["wall_s"],
                    "epochs_run": len(metrics["history"]),
-                   "params": models.count_params(models.build(cfg.model, cfg.width))}
+                   "params": models.count_params(models.for_config(cfg))}
     if not diverged:
         for inst, opts in r["instruments"].items():
             m = inline.measured(ctx, key, cfg, inst, instruments.measurement_options(inst, opts),

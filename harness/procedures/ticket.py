@@ -45,7 +45,7 @@ def _walk(ctx, exp, r, chain, live: bool) -> list:
     round's masks and initial weights and train what is missing (else every run is cached)."""
     t = r["ticket"]
     dense = chain[0].cfgs
-    names = list(models.prunable(models.build(dense[0].model, dense[0].width), t["include_output"]))
+    names = list(models.prunable(models.for_config(dense[0]), t["include_output"]))
     theta0, masks, out = None, [None] * len(dense), []
 
     def tensors(key):

@@ -69,8 +69,7 @@ class Context:
         return data_mod.fingerprint(dataset, self.data_dir)
 
     def split(self, cfg: RunConfig) -> data_mod.Split:
-        k = (cfg.dataset, cfg.train_subset, cfg.test_subset, cfg.subset_seed, cfg.device, cfg.input_norm)
+        k = (cfg.dataset, cfg.train_subset, cfg.test_subset, cfg.subset_seed, cfg.device, cfg.input_norm, cfg.subset)
         if k not in self._splits:
-            self._splits[k] = data_mod.load_split(cfg.dataset, cfg.train_subset, cfg.test_subset,
-                                                  cfg.subset_seed, self.data_dir, cfg.device, cfg.input_norm)
+            self._splits[k] = data_mod.split_for(cfg, self.data_dir)
         return self._splits[k]

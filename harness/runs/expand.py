@@ -114,11 +114,23 @@ def ticket_chain(t: dict, cfgs: list) -> list[Round]:
 
 def training_cost(cfg: RunConfig) -> dict:
     """Optimiser steps and conv/linear FLOPs of one run: 3x the forward cost per training sample
-    (forward + backward), plus the per-epoch test evaluation and the final train+test evaluation."""
+    (forward + backward), the evaluations (per-epoch test evaluation, or the validation split every
+    `eval_every` steps under `steps`), the final train+test evaluation, and the Hessian-vector
+    products of sharpness measured during training (each about twice a gradient: 6x the forward
+    cost per sample, `sharpness_iters` of them per measurement)."""
     info = data_mod.DATASETS[cfg.dataset]
-    n = cfg.train_subset or info.train_shape[0]
+    n = (cfg.train_subset or info.train_shape[0]) - cfg.val_size
     m = cfg.test_subset or info.test_shape[0]
     bs = cfg.batch_size or n
-    f = models.forward_flops(cfg.model, cfg.width)
+    f = models.config_flops(cfg)
     steps_per_epoch = n // bs + (1 if n % bs >= 2 else 0)  # a last batch of one is skipped
-    return {"steps": cfg.epochs * steps_per_epoch, "flops": cfg.epochs * (3 * f * n + f * m) + f * (n + m)}
+    if cfg.steps:
+        steps, flops = cfg.steps, cfg.steps * bs * 3 * f
+    else:
+        steps, flops = cfg.epochs * steps_per_epoch, cfg.epochs * (3 * f * n + f * m)
+    if cfg.val_size:
+        flops += (steps // cfg.eval_every + 2) * f * cfg.val_size
+    if cfg.sharpness_every:
+        rows = min(cfg.sharpness_samples or n, n)
+        flops += (steps // cfg.sharpness_every + 2) * cfg.sharpness_iters * 6 * f * rows
+    return {"steps": steps, "flops": flops + f * (n + m)}
