@@ -10,6 +10,8 @@ validation) are harness/claims/kinds/. Schema (see claims/*.toml for real ones):
 
     section = "V-A"                     # the paper's section
     title = "Double descent"
+    source = "..."                      # optional: another paper whose results this file reproduces
+                                        #   to calibrate the harness (the report shows them first)
 
     [experiments.NAME]
     procedure = "train"                 # count | train | ticket
@@ -63,6 +65,7 @@ validation) are harness/claims/kinds/. Schema (see claims/*.toml for real ones):
     check = {type = "value", metric = "train_acc", where = {width = 32}}
     disagreements = ["..."]             # the paper's internal disagreements that touch it
     reading = "..."                     # the reading taken where the paper is ambiguous
+    headline = true                     # optional: the paper puts it first (abstract, a section's lead)
     [claims.smoke]                      # a tier present = the claim runs in that tier
     check = {where = {width = 32}}      # optional overrides, merged into check
     expect = {min = 99.5, why = "..."}  # expectation; `why` is required
@@ -160,6 +163,7 @@ class Claim:
     tiers: dict  # tier -> {"check": merged check, "expect": {...}}
     disagreements: list = field(default_factory=list)
     reading: str = ""
+    headline: bool = False  # the source puts it first (its abstract or the section's lead sentence)
 
 
 @dataclass
@@ -169,6 +173,7 @@ class ClaimFile:
     title: str
     experiments: dict
     claims: list
+    source: str = ""  # another paper's results, reproduced to calibrate the harness (empty: this paper)
 
 
 def _run_ranges(dataset) -> dict:
@@ -317,10 +322,11 @@ def _parse_claim(t, experiments, path, section) -> Claim:
     cid = t.get("id") if isinstance(t, dict) else None
     where = f"claim {cid!r}"
     allowed = {"id", "section", "statement", "paper", "paper_value", "experiment", "check",
-               "disagreements", "reading", *TIERS}
+               "disagreements", "reading", "headline", *TIERS}
     _keys(t, allowed, {"id", "statement", "paper", "experiment", "check"}, path, where)
     for f in ("id", "statement", "paper", "experiment"):
         _typed(t[f], str, path, where, f)
+    _typed(t.get("headline", False), bool, path, where, "headline")
     exp = _experiment_ref(t["experiment"], experiments, path, where)
     check = _typed(t["check"], dict, path, where, "check")
     ctype = check.get("type")
@@ -368,7 +374,7 @@ def _parse_claim(t, experiments, path, section) -> Claim:
         raise _err(path, where, "smoke/full", "a claim needs at least one tier table")
     return Claim(t["id"], str(path), t.get("section", section), t["statement"], t["paper"],
                  t.get("paper_value"), exp, check, tiers,
-                 list(t.get("disagreements", [])), t.get("reading", ""))
+                 list(t.get("disagreements", [])), t.get("reading", ""), t.get("headline", False))
 
 
 def load(path, with_claims: bool = True) -> ClaimFile:
@@ -379,7 +385,8 @@ def load(path, with_claims: bool = True) -> ClaimFile:
         raise SpecError(f"{path}: not a UTF-8 text file ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: malformed TOML: {e}") from e
-    _keys(doc, {"section", "title", "experiments", "claims"}, {"section", "title"}, path, "file")
+    _keys(doc, {"section", "title", "source", "experiments", "claims"}, {"section", "title"}, path, "file")
+    _typed(doc.get("source", ""), str, path, "file", "source")
     experiments = {name: _parse_experiment(name, t, path)
                    for name, t in _typed(doc.get("experiments", {}), dict, path, "file", "experiments").items()}
     claims, seen = [], set()
@@ -389,4 +396,4 @@ def load(path, with_claims: bool = True) -> ClaimFile:
             raise _err(path, f"claim {c.id!r}", "id", "duplicate id in this file")
         seen.add(c.id)
         claims.append(c)
-    return ClaimFile(str(path), doc["section"], doc["title"], experiments, claims)
+    return ClaimFile(str(path), doc["section"], doc["title"], experiments, claims, doc.get("source", ""))
