@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.paper import data, measure, models, train
-from harness.runs import cache
+from harness.runs import keys as run_keys
+from harness.runs.checkpoint import Checkpoint
 from conftest import synthetic_split
 
 LENET = train.RunConfig(dataset="mnist", model="fc", width=300, hidden="300,100", init="glorot_normal",
@@ -133,9 +134,9 @@ def test_options_are_validated_with_a_clear_error(fields, match):
 
 def test_default_options_leave_run_keys_unchanged_and_new_ones_change_them():
     cfg = train.RunConfig(dataset="mnist", model="mlp", width=8)
-    assert cache.run_key(cfg) == "8ae7e4f59117040fb2f196ae"  # as tests/test_cache.py pins it
-    assert cache.non_default_fields(cfg) == {"dataset": "mnist", "model": "mlp", "width": 8}
-    keys = {cache.run_key(dataclasses.replace(cfg, **f)) for f in (
+    assert run_keys.run_key(cfg) == "8ae7e4f59117040fb2f196ae"  # as tests/test_cache.py pins it
+    assert run_keys.non_default_fields(cfg) == {"dataset": "mnist", "model": "mlp", "width": 8}
+    keys = {run_keys.run_key(dataclasses.replace(cfg, **f)) for f in (
         {}, {"loss": "mse"}, {"init": "glorot_normal"}, {"activation": "tanh"}, {"steps": 5},
         {"val_size": 10, "eval_every": 5}, {"sharpness_every": 5})}
     assert len(keys) == 7
@@ -463,7 +464,7 @@ def test_a_killed_steps_run_with_validation_and_sharpness_resumes_bit_identical(
             return train.train_seeds(cfgs, split, progress=progress, checkpoint=ck)
         return [train.train(cfg, split, progress=progress, checkpoint=ck)]
     full = run()
-    ck = cache.Checkpoint(tmp_path / "ck.pt", every=0)
+    ck = Checkpoint(tmp_path / "ck.pt", every=0)
 
     def die(record):
         if record["epoch"] == 2:
