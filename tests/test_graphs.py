@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from harness.paper import train
-from harness.paper.data import Split
 from harness.runs import checkpoint
 from conftest import masked_inits, synthetic_split
 
@@ -80,7 +79,8 @@ def test_fused_sgd_with_tensor_lr_is_torch_sgd():
 def _masked_cnn_group(device, n=100):
     """3 seeds of a masked CNN, rewound inits, 3 epochs: 6 full batches of 16 and a ragged one of 4."""
     split = synthetic_split(n=n, shape=(3, 32, 32), n_test=32)
-    split = Split(*(t.to(device) for t in dataclasses.astuple(split)))
+    split = dataclasses.replace(split, **{f: getattr(split, f).to(device)
+                                          for f in ("x_train", "y_train", "x_test", "y_test")})
     cfg = train.RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=3, lr=0.001, device=device)
     cfgs = [dataclasses.replace(cfg, seed=s) for s in range(3)]
     masks, inits = masked_inits(cfgs, 0.5)

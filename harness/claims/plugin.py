@@ -100,22 +100,16 @@ def pytest_addoption(parser):
     g.addoption("--readings", action="append", default=None, metavar="all|NAME=VALUE",
                 help="also check claims under the paper's other readings: 'all', or NAME=VALUE "
                      "(repeatable) for the readings made of those values (default: the primary only)")
-    g.addoption("--executor", choices=executors.EXECUTORS, default="inline",
-                help="who trains the pending runs: inline (the claims, in this process; default), local "
-                     "(worker processes, one per GPU), submitit (a SLURM job array)")
+    g.addoption("--executor", choices=list(executors.EXECUTORS), default="inline",
+                help="who trains the pending runs: " + "; ".join(f"{e.name} ({e.help})" for e in
+                                                             executors.EXECUTORS.values()))
     g.addoption("--plan-only", action="store_true",
                 help="list the pending training groups of the selected claims and run no claim")
-    g.addoption("--workers", type=int, default=None,
-                help="local executor: worker processes (default: one per visible GPU with --gpu, else one per CPU core)")
-    for name, kind, what in (("submitit-folder", str, "folder for submitit's job files and logs"),
-                             ("submitit-cluster", str, "submitit cluster: slurm (detected where sbatch "
-                                                       "exists) or local (processes on this machine)"),
-                             ("slurm-partition", str, "SLURM partition"),
-                             ("slurm-time", int, "SLURM time limit per job, minutes"),
-                             ("slurm-gpus-per-node", int, "GPUs per job (default: 1 with --gpu, else 0)"),
-                             ("slurm-array-parallelism", int, "most jobs of the array running at once")):
-        g.addoption(f"--{name}", type=kind, default=None,
-                    help=f"submitit executor: {what} (default: [tool.harness] {name.replace('-', '_')} in pyproject.toml)")
+    for e in executors.EXECUTORS.values():
+        for name, kind, what in e.options:
+            g.addoption(f"--{name}", type=kind, default=None,
+                        help=f"{e.name} executor: {what} (default: [tool.harness] {name.replace('-', '_')} "
+                             "in pyproject.toml)")
 
 
 def pytest_configure(config):
@@ -256,15 +250,15 @@ class _Collector:
                     state(self.config).results.append(json.loads(value))
 
 
-def _pyproject_options(config) -> dict:
-    """The submitit executor's options: command line, else [tool.harness] in pyproject.toml."""
+def _executor_option(config):
+    """An executor's option by name: from the command line, else [tool.harness] in pyproject.toml."""
     path = Path(config.rootpath) / "pyproject.toml"
     table = spec.tomllib.loads(path.read_text()).get("tool", {}).get("harness", {}) if path.exists() else {}
-    names = {"folder": "submitit-folder", "cluster": "submitit-cluster", "partition": "slurm-partition",
-             "time_min": "slurm-time", "gpus_per_node": "slurm-gpus-per-node",
-             "array_parallelism": "slurm-array-parallelism"}
-    return {k: config.getoption(f"--{o}") if config.getoption(f"--{o}") is not None else table.get(o.replace("-", "_"))
-            for k, o in names.items()}
+
+    def option(name):
+        value = config.getoption(f"--{name}")
+        return value if value is not None else table.get(name.replace("-", "_"))
+    return option
 
 
 def _display(config, plan, live: bool):
@@ -359,17 +353,13 @@ def pytest_runtestloop(session):
             tr.write_line(text)
         return True
     name = config.getoption("--executor")
-    if name == "inline" or not plan:
+    executor = executors.EXECUTORS[name]
+    if executor.run is None or not plan:
         return None
     ctx = st.ctx
     display = _display(config, plan, live=True)
     on_event = display.event if display else (lambda e: None)
-    if name == "local":
-        workers = config.getoption("--workers") or executors.default_workers(ctx.device)
-        # workers on this machine share its monotonic clock: they keep the session's time budget
-        failures = executors.run_local(plan, {**executors.settings(ctx), "deadline": ctx.deadline}, workers, on_event)
-    else:
-        failures = executors.run_submitit(plan, executors.settings(ctx), _pyproject_options(config), on_event)
+    failures = executor.run(plan, ctx, _executor_option(config), on_event)
     if display:
         display.line(f"[harness] {name} executor: {display.overall()}")
     for i, err in failures.items():

@@ -11,14 +11,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ..procedures import DATASETS, INSTRUMENT_DEFAULTS, INSTRUMENTS, MODELS, RunConfig
+from ..procedures import DATASETS, INSTRUMENT_DEFAULTS, INSTRUMENTS, MODELS, PROCEDURES, RunConfig
 
-__all__ = ["DATASETS", "INSTRUMENT_DEFAULTS", "INSTRUMENTS", "MODELS", "RunConfig"]  # (from the registry, for spec and readings)
+__all__ = ["DATASETS", "INSTRUMENT_DEFAULTS", "INSTRUMENTS", "MODELS", "PROCEDURES", "RunConfig"]  # (from the registry, for spec and readings)
 
 TIERS = ("smoke", "full")
-
-
-PROCEDURES = ("count", "train", "ticket")
 
 
 HARNESS_SET = {"dataset", "model", "seed", "device"}  # RunConfig fields the harness fills in

@@ -21,6 +21,11 @@ other groups go on; the claims that need it are then reported as not run. Progre
 
 Groups and settings are plain data (configs and keys, no tensors); this module imports torch only
 inside the workers.
+
+The executors are a registry, EXECUTORS: each one record of its name, its words for `--help`, the
+command-line options of its own, and how it trains a plan. A new executor is a function that
+trains a plan and its record in EXECUTORS, here alone: the pytest plugin adds its options and
+dispatches to it.
 """
 from __future__ import annotations
 
@@ -30,8 +35,8 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import time
-
-EXECUTORS = ("inline", "local", "submitit")
+from dataclasses import dataclass
+from typing import Callable
 
 
 def settings(ctx) -> dict:
@@ -219,3 +224,44 @@ def run_submitit(plan: list, settings: dict, options: dict, on_event=lambda e: N
         if len(reported) == len(jobs):
             return failures
         time.sleep(poll)
+
+
+@dataclass(frozen=True)
+class Executor:
+    """One way to train a plan. `options`: (name, type, help) of its own command-line options
+    (`--NAME`; a value not given on the command line is read from [tool.harness] NAME, with - as _,
+    in pyproject.toml); `run(plan, ctx, option, on_event)` trains the plan into the cache, reading
+    its options through `option(name)`, and returns {group index: error} for the groups that
+    failed; None (inline): nothing trains before the claims, which train what they miss."""
+    name: str
+    help: str
+    options: tuple = ()
+    run: Callable | None = None
+
+
+def _local(plan, ctx, option, on_event) -> dict:
+    workers = option("workers") or default_workers(ctx.device)
+    # workers on this machine share its monotonic clock: they keep the session's time budget
+    return run_local(plan, {**settings(ctx), "deadline": ctx.deadline}, workers, on_event)
+
+
+_SUBMITIT_OPTIONS = {"folder": ("submitit-folder", str, "folder for submitit's job files and logs"),
+                     "cluster": ("submitit-cluster", str, "submitit cluster: slurm (detected where sbatch "
+                                                          "exists) or local (processes on this machine)"),
+                     "partition": ("slurm-partition", str, "SLURM partition"),
+                     "time_min": ("slurm-time", int, "SLURM time limit per job, minutes"),
+                     "gpus_per_node": ("slurm-gpus-per-node", int, "GPUs per job (default: 1 with --gpu, else 0)"),
+                     "array_parallelism": ("slurm-array-parallelism", int, "most jobs of the array running at once")}
+
+
+def _submitit(plan, ctx, option, on_event) -> dict:
+    return run_submitit(plan, settings(ctx), {k: option(o[0]) for k, o in _SUBMITIT_OPTIONS.items()}, on_event)
+
+
+EXECUTORS = {e.name: e for e in (
+    Executor("inline", "the claims, in this process (default)"),
+    Executor("local", "worker processes on this machine, one per GPU (else one per CPU core)",
+             (("workers", int, "worker processes (default: one per visible GPU with --gpu, else one per CPU core)"),),
+             _local),
+    Executor("submitit", "a SLURM job array through submitit", tuple(_SUBMITIT_OPTIONS.values()), _submitit),
+)}
