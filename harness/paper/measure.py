@@ -107,7 +107,7 @@ def make_hvp(model, x, y, chunk: int = 250) -> Callable[[torch.Tensor], torch.Te
 
 
 def power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], template, iters: int = 30,
-                    tol: float = 0.0, seed: int = 0) -> dict:
+                    tol: float = 0.0, seed: int = 0, start: torch.Tensor | None = None) -> dict:
     """Largest-magnitude eigenvalue of a symmetric linear operator given by `matvec`.
 
     `template` is a vector (its size, dtype and device are used) or an int dimension (float64 on
@@ -115,7 +115,8 @@ def power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], template, it
     iteration: Hv = matvec(v), lambda = v.Hv (Rayleigh quotient), then v <- Hv / ||Hv||. Stops
     after `iters` products, or earlier when tol > 0 and |lambda_k - lambda_{k-1}| / |lambda_k| <
     tol. Returns value, residual ||Hv - lambda v|| / |lambda| for the final v (the vector whose
-    Rayleigh quotient is `value`), iterations (products computed) and vector.
+    Rayleigh quotient is `value`), iterations (products computed) and vector. `start`, if given,
+    replaces the seeded start (a warm start, e.g. the previous measurement's vector).
     """
     if iters < 1:
         raise ValueError(f"iters={iters}: need at least one iteration")
@@ -123,9 +124,12 @@ def power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], template, it
         dim, dtype, device = template, torch.float64, torch.device("cpu")
     else:
         dim, dtype, device = template.numel(), template.dtype, template.device
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    v = torch.randn(dim, generator=gen, dtype=dtype).to(device)
-    v /= v.norm()
+    if start is None:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        v = torch.randn(dim, generator=gen, dtype=dtype).to(device)
+    else:
+        v = start.reshape(-1).to(device=device, dtype=dtype)
+    v = v / v.norm()
     lam, prev, residual, k = 0.0, None, float("nan"), 0
     for k in range(1, iters + 1):
         hv = matvec(v)

@@ -472,33 +472,10 @@ def sharpness(model, x, y, loss: str = "ce", iters: int = 20, chunk: int = 1000,
                         o.add_(h)
         return torch.cat([o.reshape(-1) for o in out])
 
-    if start is None:
-        template = torch.empty(sum(p.numel() for p in params), dtype=torch.float32, device=device)
-        res = measure.power_iteration(hvp, template, iters=iters, tol=tol, seed=seed)
-    else:
-        res = _power_iteration_from(hvp, start.to(device=device, dtype=torch.float32), iters, tol)
+    template = torch.empty(sum(p.numel() for p in params), dtype=torch.float32, device=device)
+    res = measure.power_iteration(hvp, template, iters=iters, tol=tol, seed=seed, start=start)
     return {"value": float(res["value"]), "residual": float(res["residual"]),
             "iterations": int(res["iterations"]), "bn_mode": "eval", "n_samples": n, "vector": res["vector"]}
-
-
-def _power_iteration_from(matvec, v, iters: int, tol: float) -> dict:
-    """measure.power_iteration's loop, from the vector `v` instead of a seeded random one."""
-    v = v / v.norm()
-    lam, prev, residual, k = 0.0, None, float("nan"), 0
-    for k in range(1, iters + 1):
-        hv = matvec(v)
-        lam = torch.dot(v, hv).item()
-        err = (hv - lam * v).norm().item()
-        residual = err / abs(lam) if lam != 0 else (0.0 if err == 0 else math.inf)
-        norm = hv.norm()
-        if norm.item() == 0:
-            break
-        if tol > 0 and prev is not None and lam != 0 and abs(lam - prev) / abs(lam) < tol:
-            break
-        if k < iters:
-            v = hv / norm
-        prev = lam
-    return {"value": lam, "residual": residual, "iterations": k, "vector": v}
 
 
 SHARPNESS_CHUNK = 1000  # rows per chunk of a sharpness measurement's double backward
