@@ -28,7 +28,7 @@ from pathlib import Path
 import jinja2
 
 from ..runs.strict_json import dumps
-from . import readings
+from . import readings, summary_md
 from .answer import answer, calibration
 from .findings import EVALUATED, VERDICTS, findings
 from .figures import _plot_text, forest_left_out, forest_rows, interval_names, paper_points
@@ -228,5 +228,6 @@ def write(results: list, out_dir, wall_s: float, device: str = "cpu") -> tuple:
                                                    for g in sec["groups"]]} for sec in doc["sections"]]}
     json_path.write_text(dumps(slim, indent=1))
     html_path.write_text(render(doc))
+    summary_md.write(doc, out)  # SUMMARY.md beside it (and the CI job summary where there is one)
     return json_path, html_path
 

@@ -132,6 +132,10 @@ def plot_svg(plot: dict, uid: str) -> str:
         ax.errorbar([xpos(s["name"], s["metric"], p["x"]) for p in pts], [p["mean"] for p in pts], yerr=err,
                     marker="o", ms=4, capsize=3, color=colour[s["name"]], label=s["name"])
         ys += [p["lo"] for p in pts] + [p["hi"] for p in pts]
+        for p in pts:  # each seed, small and faint beside its mean
+            vals = p.get("values") or []
+            ax.plot([xpos(s["name"], s["metric"], p["x"])] * len(vals), vals, linestyle="none", marker=".",
+                    ms=3, alpha=0.45, color=colour[s["name"]])
     for a in plot["apart"]:
         ax2.errorbar([apart_labels.index(a["label"]) + offset(a["metric"])], [a["mean"]],
                      yerr=[[a["mean"] - a["lo"]], [a["hi"] - a["mean"]]], marker="s", ms=5, capsize=3,
@@ -146,6 +150,8 @@ def plot_svg(plot: dict, uid: str) -> str:
         else:
             target, at = ax, xpos(pp["series"], pp["metric"], pp["x"])
             ys.append(pp["value"])
+        if pp.get("band"):  # the claim's tolerance band behind the paper's value
+            target.plot([at, at], pp["band"], color=c, lw=7, alpha=0.18, solid_capstyle="butt")
         target.plot([at], [pp["value"]], linestyle="none", marker="D", ms=7, mfc="none", mec=c, mew=1.5,
                     label=None if pp["metric"] in paper_metrics else f"paper: {metric_label(pp['metric'])[0]}")
         paper_metrics.append(pp["metric"])
@@ -167,7 +173,7 @@ def plot_svg(plot: dict, uid: str) -> str:
         ax2.set_title("apart (own y axis)", fontsize=8)
         if plot["logy"]:
             _log_y(ax2, ys2)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=9, loc="best")  # legible at phone width (the figure is drawn at about 390 px there)
     fig.tight_layout()
     return _svg(fig, uid, plot["caption"], plot["desc"])
 
@@ -227,8 +233,8 @@ def forest_svg(rows: list, uid: str, title: str, narrow: bool = False) -> str:
     for v, colour in COLOURS.items():
         if v in {r["verdict"] for r in rows}:
             ax.plot([], [], marker=MARKERS[v], color=colour, linestyle="none", label=v)
-    ax.legend(fontsize=fs, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2 if narrow else 4, frameon=False,
-              handletextpad=0.3, columnspacing=1.0)
+    ax.legend(fontsize=fs - 1 if narrow else fs, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              ncol=2 if narrow else 4, frameon=False, handletextpad=0.3, columnspacing=0.6 if narrow else 1.0)
     fig.tight_layout()
     desc = "; ".join(f"{r['label']}: {r['z']:+.2f} tol ({r['verdict']})" for r in rows)
     return _svg(fig, uid, title, desc)
