@@ -49,6 +49,8 @@ def test_answer_sentence_section_verdicts_and_headlines_first(base):
     assert "gd passes but presupposes it: not counted" in v["V-E"]["why"]
     text = " ".join(l for s in doc["findings"]["sections"] for l in s["lines"])
     assert "(gd) passes, but it presupposes the headline bs64" in text
+    assert "1 more passes but presupposes a headline claim that does not pass" in doc["findings"]["overall"][0]
+    assert "Reproduced: test accuracy (1 claim)" in text  # bs16, not gd
     assert a["headlines"][0]["id"] == "bs64"  # failures first
     # headline claims lead their experiment's cards
     sweep = [c["id"] for c in doc["claims"] if c["experiment"] == "sweep"]

@@ -99,9 +99,15 @@ def findings(sections: list, exps: dict, readings_doc: dict, total: dict | None 
     tv, fv = Counter(r["verdict"] for r in trained), Counter(r["verdict"] for r in free)
     overall = []
     n_eval = sum(tv[v] for v in EVALUATED)
+    heads = heads_of(claims)
+    n_moot = sum(r["verdict"] == "pass" and bool(moot(r, heads)) for r in trained)
     if n_eval:
-        s = (f"Of the {_plural(n_eval, 'claim')} measured on trained models, {tv['pass']} reproduce"
-             f"{'s' if tv['pass'] == 1 else ''} and {tv['fail'] + tv['diverged']} do not")
+        n_ok = tv["pass"] - n_moot
+        s = (f"Of the {_plural(n_eval, 'claim')} measured on trained models, {n_ok} reproduce"
+             f"{'s' if n_ok == 1 else ''} and {tv['fail'] + tv['diverged']} do not")
+        if n_moot:
+            s += (f"; {n_moot} more pass{'es' if n_moot == 1 else ''} but presuppose{'s' if n_moot == 1 else ''} "
+                  f"a headline claim that does not pass, and {'is' if n_moot == 1 else 'are'} not counted")
         if tv["inconclusive"]:
             s += f"; {tv['inconclusive']} {'is' if tv['inconclusive'] == 1 else 'are'} inconclusive (more seeds needed)"
         if tv["diverged"]:
@@ -143,7 +149,6 @@ def findings(sections: list, exps: dict, readings_doc: dict, total: dict | None 
             lines.append(f"Of {_plural(ev, 'claim')} measured on trained models, {c['pass']} "
                          f"reproduce{'s' if c['pass'] == 1 else ''}, {c['fail'] + c['diverged']} do not"
                          + (f", {c['inconclusive']} inconclusive" if c["inconclusive"] else "") + ".")
-        heads = heads_of(claims)
         passes = [r for r in tr if r["verdict"] == "pass" and not moot(r, heads)]
         if passes:
             lines.append(f"Reproduced: {_reproduced(passes)}.")
