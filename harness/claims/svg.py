@@ -255,7 +255,9 @@ def forest_svg(rows: list, uid: str, title: str, narrow: bool = False) -> str:
     for v, colour in COLOURS.items():
         if v in {r["verdict"] for r in rows}:
             ax.plot([], [], marker=MARKERS[v], color=colour, linestyle="none", label=v)
-    ax.legend(fontsize=fs - 1 if narrow else fs, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+    # at phone width the legend is anchored at the axes' right edge (centred, it ran past the figure's)
+    ax.legend(fontsize=fs - 1 if narrow else fs, loc="lower right" if narrow else "lower center",
+              bbox_to_anchor=(1.0, 1.0) if narrow else (0.5, 1.0),
               ncol=2 if narrow else 4, frameon=False, handletextpad=0.3, columnspacing=0.6 if narrow else 1.0)
     fig.tight_layout()
     desc = "; ".join(f"{r['label']}: {r['z']:+.2f} tol ({r['verdict']})" for r in rows)
