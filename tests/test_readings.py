@@ -368,7 +368,7 @@ def test_pytest_readings_end_to_end(pytester, data_dir, tmp_path, capsys):
     assert two["sentence"] == "holds only under some readings (2 of 4): primary, input_norm=standard"
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "holds under every reading tried (4)" in html and "holds only under some readings (2 of 4)" in html
-    assert "Section T Readings: of 2 claims checked under several readings: 1 hold under every" in html
+    assert "Readings: of 2 claims checked under several readings: 1 hold under every" in html
     assert two["declared"]["epochs"]["values"][1] == {"value": 1, "why": "shorter"}
     assert "0.1307 / 0.3081" in html  # each reading's reason is shown
     metrics = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "runs").glob("*/metrics.json")]

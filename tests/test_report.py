@@ -2,6 +2,7 @@
 numbers, "not run" state, provenance, accessibility; and, where chromium is installed, the page in
 a real headless browser at phone width."""
 import copy
+from pathlib import Path
 import json
 import re
 import shutil
@@ -167,11 +168,12 @@ def test_verdicts_headline_and_not_run(rendered):
     missing = next(c for c in doc["claims"] if c["id"] == "missing-claim")
     assert missing["detail"] == "not run (6 of 6 runs missing)"
     assert "6 of 7 claims evaluated: 4 pass, 2 fail, 1 not run." in html
-    assert '<article class="claim not-run"' in html and "6 of 6 runs missing" in html
-    # the summary lists sections in the paper's order, the review's controls last, with a total row
+    assert 'class="claim not-run"' in html and "6 of 6 runs missing" in html
+    # the verdict per section lists sections in the paper's order, the review's controls last
     order = [html.index(f'id="sec-{s}"') for s in ("IV-C", "V-E", "Review-controls")]
     assert order == sorted(order)
-    assert '<tr class="total"><th scope="row">Total</th>' in html
+    lines = html[html.index('id="summary"'):]
+    assert lines.index('href="#sec-IV-C"') < lines.index('href="#sec-V-E"') < lines.index('href="#sec-Review-controls"')
 
 
 def test_one_figure_per_plotted_experiment_beside_its_claims_with_paper_values(rendered):
@@ -244,7 +246,8 @@ def test_numbers_deltas_and_welch_in_words(rendered):
     assert bs64["measured_text"]["value"] == "85.20 %" and bs64["paper_text"] == "80 %"
     assert bs64["deviation"] == "+5.20 pp (+6.5%), +5.20 tol"
     welch = next(c for c in doc["claims"] if c["id"] == "bigger-batch-better")
-    assert welch["explanation"].startswith("significant, opposite direction (p = ")
+    # the decision is taken on the Holm-adjusted p, and that is the p the words quote
+    assert welch["explanation"].startswith("significant, opposite direction (Holm-adjusted p = ")
     assert "test accuracy at optimizer = sgd, batch_size = 16 is 4.90 pp above batch_size = 64" in welch["explanation"]
     # the measured value appears in the card's always-visible line and once in its details (the
     # check's raw detail is not repeated)
@@ -465,7 +468,7 @@ def test_inconclusive_is_a_verdict_everywhere(fixture_results):
     html = report.render(doc)
     assert report.VERDICTS == ("pass", "fail", "inconclusive", "diverged", "error", "not run")
     assert doc["totals"]["inconclusive"] == 1 and doc["evaluated"] == 6
-    assert '<article class="claim inconclusive"' in html and '<th scope="col">inconclusive</th>' in html
+    assert '<article class="claim inconclusive"' in html and 'class="verdict inconclusive"' in html
     assert "about 12 seeds would settle it" in html
     assert 'value="inconclusive"> inconclusive (1)' in html
     assert "1 inconclusive" in report.headline(doc)
@@ -530,7 +533,7 @@ def test_units_and_wording(rendered):
     assert claims["all-interpolate"]["expected_text"] == "at least 99.95 %"
     assert "counted from the architecture" in html  # not "n = 1 seed" on a count
     counted = html[html.index('id="counts-counted-claim-smoke"'):]
-    assert "seed" not in counted[:counted.index("</article>")]
+    assert "seed" not in counted[:counted.index("</tr>")]
     # table and headline CI use the value's decimals
     t = claims["bs64"]["table"][0]
     assert t["ci_text"].count(".") == 2 and t["value_text"] == "85.20"
@@ -550,3 +553,37 @@ def test_interval_names_come_from_the_estimates(rendered):
     from harness.claims import figures, stats
     assert stats.ratio([2.0, 2.2], [1.0, 1.1]).interval == "Fieller"
     assert figures.interval_names(["Welch", "Student t", "Fieller", "Welch"]) == "Fieller, Student t or Welch"
+
+
+HEIGHT_PROBE = """<script>addEventListener("load", function () {
+  var o = {h: document.documentElement.scrollHeight, w: document.documentElement.scrollWidth, iw: innerWidth};
+  if (parent !== window) { parent.postMessage(JSON.stringify(o), "*"); }
+  else { var p = document.createElement("pre"); p.id = "probe"; p.textContent = JSON.stringify(o); document.body.appendChild(p); }
+});</script></body>"""
+
+
+def _page_size(tmp_path, html, phone):
+    (tmp_path / "probe.html").write_text(html.replace("</body>", HEIGHT_PROBE))
+    (tmp_path / "frame.html").write_text(FRAME)
+    page = tmp_path / ("frame.html" if phone else "probe.html")
+    p = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1440,900",
+                        "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                       capture_output=True, text=True, timeout=600)
+    m = re.search(r'<pre id="probe">(.*?)</pre>', p.stdout)
+    assert m, p.stderr[-2000:]
+    return json.loads(m.group(1).replace("&quot;", '"'))
+
+
+FULL = Path(__file__).resolve().parents[1] / "reports" / "full" / "report.html"
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless chromium installed (apt-get install chromium)")
+@pytest.mark.skipif(not FULL.exists(), reason="no committed full report")
+def test_full_report_height_as_loaded(tmp_path):
+    """The committed full report, as loaded: at most 20,000 px tall at 1440 px and 40,000 px at
+    390 px, and no sideways scroll at 390 px."""
+    html = FULL.read_text()
+    wide = _page_size(tmp_path, html, phone=False)
+    assert wide["h"] <= 20000, wide
+    phone = _page_size(tmp_path, html, phone=True)
+    assert phone["iw"] == 390 and phone["h"] <= 40000 and phone["w"] <= 390, phone

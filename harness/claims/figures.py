@@ -49,7 +49,8 @@ def experiment_series(exp, rows) -> dict:
                 continue
             est = stats.summarize(vals)
             methods.append(est.interval)
-            point = {"mean": est.value, "lo": est.ci[0], "hi": est.ci[1], "n": est.n, "config": cfg}
+            point = {"mean": est.value, "lo": est.ci[0], "hi": est.ci[1], "n": est.n, "config": cfg,
+                     "values": vals}  # each seed's, drawn beside the mean
             if away:
                 apart.append({"label": away, "metric": metric, **point})
                 continue
@@ -74,7 +75,9 @@ def paper_points(plot: dict, claims: list) -> list:
     out = []
     for r in claims:
         c, pv = r["check"], r.get("paper_value")
-        if kind(c).paper_points is None or c["metric"] not in plot["y"] or \
+        # a claim over several configurations ("each") has one paper value for all of them: a bound
+        # the paper's values share (99.9 for 100.0 / 99.9 / 99.9), not each one's value; not drawn
+        if kind(c).paper_points in (None, "each") or c["metric"] not in plot["y"] or \
                 not isinstance(pv, (int, float)) or isinstance(pv, bool):
             continue
         hits = [(s["name"], pt["x"], None) for s in plot["series"] if s["metric"] == c["metric"]
@@ -83,9 +86,20 @@ def paper_points(plot: dict, claims: list) -> list:
                  if a["metric"] == c["metric"] and _matches(a["config"], c.get("where") or {})]
         if kind(c).paper_points == "one" and len(hits) != 1:
             continue
-        out += [{"series": s, "x": x, "apart": a, "metric": c["metric"], "value": pv, "claim": r["id"]}
-                for s, x, a in hits]
+        out += [{"series": s, "x": x, "apart": a, "metric": c["metric"], "value": pv, "claim": r["id"],
+                 "band": _band(r.get("expect") or {})} for s, x, a in hits]
     return out
+
+
+def _band(e: dict) -> list | None:
+    """The claim's expected band [lo, hi] where it is two-sided (target ± tolerance, or min and
+    max), drawn behind the paper's value; None for a one-sided bound."""
+    if "target" in e:
+        tol = max(e.get("abs_tol", 0.0), abs(e["target"]) * e.get("rel_tol", 0.0))
+        return [e["target"] - tol, e["target"] + tol] if tol else None
+    if "min" in e and "max" in e:
+        return [e["min"], e["max"]]
+    return None
 
 
 def forest_rows(claims: list) -> list:
@@ -131,9 +145,10 @@ def _plot_text(p: dict, first: dict) -> dict:
     n = max((pt["n"] for s in p["series"] for pt in s["points"]), default=0)
     setup = f"{p['model'].upper()} on {'MNIST' if p['dataset'] == 'mnist' else 'CIFAR-10'}"
     caption = f"{first['section']} · {first['title']}: {yl} against {xl}, {setup} ({p['tier']} tier)"
-    legend = f"Points: mean over {n} seeds, bars: 95% {p['interval']} CI."
+    legend = f"Points: mean over {n} seeds (small dots: each seed), bars: 95% {p['interval']} CI."
     if p["paper"]:
-        legend += " Open diamonds: the paper's values" + (
+        legend += (" Open diamonds: the paper's values" + (", the shaded bar behind one its claim's tolerance band"
+                   if any(pp.get("band") for pp in p["paper"]) else "")) + (
             " (for the paper's full-scale setup; this tier is smaller)." if p["tier"] == "smoke" else ".")
     else:
         legend += " No claim of this experiment gives a paper value on these axes."

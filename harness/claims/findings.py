@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from .fmt import metric_label
 from .kinds import kind
 from .plans import pflop_text
+from .answer import heads_of, moot
 from .words import type_words
 
 VERDICTS = ("pass", "fail", "inconclusive", "diverged", "error", "not run")
@@ -88,7 +89,7 @@ def _reproduced(passes: list) -> str:
     return _list(parts)
 
 
-def findings(sections: list, exps: dict, readings_doc: dict) -> dict:
+def findings(sections: list, exps: dict, readings_doc: dict, total: dict | None = None) -> dict:
     """The answer in words, generated from the verdicts, readings and plans (nothing here is
     written for one run's numbers): an overall paragraph, and per section what reproduces, what
     does not and by how much, what the readings say, what is training-free and what has not run."""
@@ -98,9 +99,15 @@ def findings(sections: list, exps: dict, readings_doc: dict) -> dict:
     tv, fv = Counter(r["verdict"] for r in trained), Counter(r["verdict"] for r in free)
     overall = []
     n_eval = sum(tv[v] for v in EVALUATED)
+    heads = heads_of(claims)
+    n_moot = sum(r["verdict"] == "pass" and bool(moot(r, heads)) for r in trained)
     if n_eval:
-        s = (f"Of the {_plural(n_eval, 'claim')} measured on trained models, {tv['pass']} reproduce"
-             f"{'s' if tv['pass'] == 1 else ''} and {tv['fail'] + tv['diverged']} do not")
+        n_ok = tv["pass"] - n_moot
+        s = (f"Of the {_plural(n_eval, 'claim')} measured on trained models, {n_ok} reproduce"
+             f"{'s' if n_ok == 1 else ''} and {tv['fail'] + tv['diverged']} do not")
+        if n_moot:
+            s += (f"; {n_moot} more pass{'es' if n_moot == 1 else ''} but presuppose{'s' if n_moot == 1 else ''} "
+                  f"a headline claim that does not pass, and {'is' if n_moot == 1 else 'are'} not counted")
         if tv["inconclusive"]:
             s += f"; {tv['inconclusive']} {'is' if tv['inconclusive'] == 1 else 'are'} inconclusive (more seeds needed)"
         if tv["diverged"]:
@@ -117,6 +124,8 @@ def findings(sections: list, exps: dict, readings_doc: dict) -> dict:
     if waiting:
         pf = sum((e["missing"] or {}).get("pflop", 0.0) for e in waiting)
         runs = sum((e["missing"] or {}).get("runs", 0) for e in waiting)
+        if total is not None:  # a run two experiments share counts once
+            pf, runs = total["pflop"], total["runs"]
         overall.append(f"{_plural(sum(e['verdicts']['not run'] for e in waiting), 'claim')} in "
                        f"{_plural(len(waiting), 'experiment')} have not run: {_plural(runs, 'run')} to train"
                        + (f", {pflop_text(pf)}" if pf else "") + " (commands below).")
@@ -140,9 +149,15 @@ def findings(sections: list, exps: dict, readings_doc: dict) -> dict:
             lines.append(f"Of {_plural(ev, 'claim')} measured on trained models, {c['pass']} "
                          f"reproduce{'s' if c['pass'] == 1 else ''}, {c['fail'] + c['diverged']} do not"
                          + (f", {c['inconclusive']} inconclusive" if c["inconclusive"] else "") + ".")
-        passes = [r for r in tr if r["verdict"] == "pass"]
+        passes = [r for r in tr if r["verdict"] == "pass" and not moot(r, heads)]
         if passes:
             lines.append(f"Reproduced: {_reproduced(passes)}.")
+        for r in tr:
+            h = r["verdict"] == "pass" and moot(r, heads)
+            if h:
+                lines.append(f"{r['statement']} ({r['id']}) passes, but it presupposes the headline "
+                             f"{h['id']}, which {'has not run' if h['verdict'] == 'not run' else 'does not pass'}: "
+                             f"not counted as reproducing.")
         declared = {}
         for g in sec["groups"]:
             declared.update(exps[g["key"]]["declared"])
@@ -176,7 +191,7 @@ def findings(sections: list, exps: dict, readings_doc: dict) -> dict:
                 described.add(g["key"])
                 new = [x for x in plan["readings"] if x["runs"]]
                 lines.append(f"Readings of {e['experiment']}: {_plural(len(plan['readings']), 'other reading')} declared "
-                             f"({_list(sorted(e['declared']))}), none tried yet"
+                             f"({_list(sorted(e['declared']))}), none run yet"
                              + (f"; together they train {_plural(sum(x['runs'] for x in new), 'more run')}, "
                                 f"{pflop_text(sum(x['pflop'] for x in new))}" if new else "") + ".")
         out["sections"].append({"name": sec["name"], "title": sec["title"], "anchor": sec["anchor"], "lines": lines})

@@ -141,3 +141,32 @@ def experiments(results: list, files: dict, measured_s: dict) -> dict:
 def pflop_text(pflop: float) -> str:
     return f"{pflop:,.2f} PFLOP" if pflop < 10 else f"{pflop:,.0f} PFLOP"
 
+
+
+def missing_total(exps: dict, files: dict) -> dict:
+    """What the experiments with claims not run still train, every run counted once however many
+    experiments share it (a control that reuses a sweep's runs adds none): {'runs', 'pflop',
+    'shared'} (shared: the runs two waiting experiments both count). An experiment missing only some
+    of its runs adds its own estimate (which of them are missing is not known here)."""
+    from ..runs import keys as run_keys
+    from ..runs import expand as ex
+    seen, runs, pflop, listed = set(), 0, 0.0, 0
+    for e in exps.values():
+        m = e.get("missing")
+        if not m or not e["verdicts"].get("not run"):
+            continue
+        listed += m["runs"]
+        cf = files.get(e["file"])
+        exp = cf.experiments.get(e["experiment"]) if cf else None
+        if exp is None or not m.get("all"):
+            runs, pflop = runs + m["runs"], pflop + m.get("pflop", 0.0)
+            continue
+        dense = len(ex.expand(exp, e["tier"], "cuda"))
+        for i, cfg in enumerate(ex.training_runs(exp, e["tier"])):
+            key = run_keys.run_key(cfg) if exp.procedure == "train" or i < dense else None
+            if key is not None and key in seen:
+                continue
+            seen.add(key)
+            runs += i < dense or exp.procedure == "train"
+            pflop += ex.training_cost(cfg)["flops"] / 1e15
+    return {"runs": runs, "pflop": pflop, "shared": listed - runs}

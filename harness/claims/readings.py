@@ -268,7 +268,8 @@ def classify(verdicts: dict) -> dict:
     failing = [k for k in tried if k not in holding and k not in undecided]
     out = {"tried": tried, "holding": holding, "undecided": undecided}
     if len(tried) < 2:
-        return {**out, "class": None, "sentence": "only one reading tried"}
+        return {**out, "class": None,
+                "sentence": f"only the {tried[0]} reading run" if tried else "no reading run"}
     tail = f"; inconclusive under {len(undecided)}: {', '.join(undecided)}" if undecided else ""
     if holding and failing:
         cls, sentence = "some", f"{HOLDS_SOME} ({len(holding)} of {len(tried)}): {', '.join(holding)}{tail}"
@@ -326,7 +327,7 @@ def table(results: list) -> dict:
         m = r.get("measured") or {}
         c["rows"].append({"reading": reading_id(r), "values": r.get("reading_values", {}),
                           "verdict": r["verdict"], "value": m.get("value"), "std": m.get("std"),
-                          "ci": m.get("ci"), "p": m.get("p"), "z": tolerance_units(r), "detail": r["detail"]})
+                          "ci": m.get("ci"), "p": m.get("p") if m.get("p_adjusted") is None else m["p_adjusted"], "z": tolerance_units(r), "detail": r["detail"]})
         by_exp[f"{r['experiment']}[{r['tier']}]"].append(r)
     sections = defaultdict(lambda: {"every": [], "some": [], "none": [], UNDECIDED: []})
     for key, c in claims.items():
@@ -344,7 +345,10 @@ def table(results: list) -> dict:
         rows = fits.get(f"{c['experiment']}[{c['tier']}]")
         c["best_fit"] = rows[0] if rows else None
         c["primary_fit"] = next((row for row in rows or [] if row["primary"]), None)
-    return {"claims": {k: c for k, c in claims.items() if len(c["rows"]) > 1},
+    for c in claims.values():  # a reading not run is said once per experiment, not as a row per claim
+        c["not_run"] = [row["reading"] for row in c["rows"] if row["verdict"] == "not run"]
+        c["rows"] = [row for row in c["rows"] if row["verdict"] != "not run"]
+    return {"claims": {k: c for k, c in claims.items() if set(c["tried"]) - {PRIMARY}},
             "sections": dict(sorted(sections.items())), "fit": fits,
             # training time recorded with the runs the other readings used (shared runs included)
             "training_seconds_total": sum(walls.values())}

@@ -28,12 +28,13 @@ from pathlib import Path
 import jinja2
 
 from ..runs.strict_json import dumps
-from . import readings
+from . import readings, summary_md
+from .answer import answer, calibration
 from .findings import EVALUATED, VERDICTS, findings
 from .figures import _plot_text, forest_left_out, forest_rows, interval_names, paper_points
 from .fmt import num
 from .kinds import kind
-from .plans import _load_claim_files, experiments, pflop_text
+from .plans import _load_claim_files, experiments, missing_total, pflop_text
 from .svg import COLOURS, MARKER_WORDS, forest_svg, plot_svg
 from .trained import TRAINED_FIELDS, environment, provenance, trained_where
 from .words import annotate
@@ -63,8 +64,18 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
     """The report's document (what results.json holds and report.html renders) from the claims'
     result records, which it leaves as they are (it works on a copy)."""
     results, reading_results = readings.split(copy.deepcopy(results))  # the claims below are the primary reading's
-    results = sorted(results, key=lambda r: (section_key(r["section"]), r["file"], r["tier"], r.get("order", 0),
-                                             r["id"]))
+    # calibration claims (another paper's results, reproduced to check the harness) are answered apart
+    calib = [r for r in results if r.get("source")]
+    results = [r for r in results if not r.get("source")]
+    reading_results = [r for r in reading_results if not r.get("source")]
+    first = {}  # an experiment's place in its file: its first claim's
+    for r in results:
+        k = (r["file"], r["tier"], r["experiment"])
+        first[k] = min(first.get(k, r.get("order", 0)), r.get("order", 0))
+    # in paper order, each experiment's claims together, the claims the paper puts first leading
+    results = sorted(results, key=lambda r: (section_key(r["section"]), r["file"], r["tier"],
+                                             first[(r["file"], r["tier"], r["experiment"])],
+                                             not r.get("headline"), r.get("order", 0), r["id"]))
     tiers = sorted({r["tier"] for r in results})
     devices = defaultdict(lambda: defaultdict(set))  # (experiment, tier) -> reading -> devices of its runs
     for r in results + reading_results:
@@ -83,8 +94,13 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         runs = prov[(r["experiment"], r["tier"])]
         runs.update({k: runs.get(k) for k in (r.get("run_wall_s") or {})})
         runs.update({k: v for k, v in (r.get("run_provenance") or {}).items() if v or k not in runs})
-    exps = experiments(results, _load_claim_files(results),
-                       {k: sum(v.values()) for k, v in per_experiment.items() if v})
+    files = _load_claim_files(results)
+    exps = experiments(results, files, {k: sum(v.values()) for k, v in per_experiment.items() if v})
+    for r in calib:
+        r["anchor"] = slug("cal", Path(r["file"]).stem, r["id"], r["tier"])
+        r.pop("run_wall_s", None), r.pop("run_provenance", None)
+        r["training_free"] = False
+        annotate(r, (r.get("plot") or {}).get("model"))
     for r in results:
         e = exps[f"{r['experiment']}[{r['tier']}]"]
         r["training_free"] = e["training_free"]
@@ -119,11 +135,13 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         p.update(_plot_text(p, mine[0]))
     for sec in sections:
         sec["counts"] = dict(sec["counts"])
+        # a section of parameter counts only is one table
+        sec["training_free"] = all(r["training_free"] for g in sec["groups"] for r in g["claims"])
     totals = Counter(r["verdict"] for r in results)
     evaluated = sum(totals[v] for v in EVALUATED)
-    for r in reading_results:  # readings tried in this session or found in the cache
+    for r in reading_results:  # readings run (in this session or found in the cache): "tried" means run
         e = exps.get(f"{r['experiment']}[{r['tier']}]")
-        if e is not None:
+        if e is not None and r["verdict"] in readings.TRIED:
             e["tried"].setdefault(r.get("reading_id"), Counter())[r["verdict"]] += 1
     for e in exps.values():
         e["tried"] = {k: dict(v) for k, v in e["tried"].items()}
@@ -141,6 +159,11 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         if e["missing"] and "pflop" in e["missing"]:
             e["missing"]["pflop_text"] = pflop_text(e["missing"]["pflop"])
     waiting = [e for e in exps.values() if e["verdicts"].get("not run")]
+    # training time: every run on the page once, the other readings' runs included
+    walls = dict(recorded)
+    for r in reading_results:
+        walls.update(r.get("run_wall_s") or {})
+        per_experiment[f"{r['experiment']}[{r['tier']}]"].update(r.get("run_wall_s") or {})
     return {"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "environment": environment(device), "wall_s": wall_s, "tiers": tiers,
             "verdicts": list(VERDICTS), "colours": COLOURS,
@@ -149,11 +172,14 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
             "experiment_seconds": {f"{r['experiment']}[{r['tier']}]": r.get("experiment_seconds")
                                    for r in results if r.get("experiment_seconds") is not None},
             "training_seconds": {k: sum(v.values()) for k, v in per_experiment.items() if v},
-            "training_seconds_total": sum(recorded.values()),
+            "training_seconds_total": sum(walls.values()),
+            "training_seconds_primary": sum(recorded.values()),
+            "missing_total": missing_total(exps, files),
             "claims": results, "plots": plots, "forest": forest,
             "forest_left_out": forest_left_out(results, forest),
             "forest_interval": interval_names([row["interval"] for row in forest if row["interval"]]),
-            "experiments": exps, "findings": findings(sections, exps, readings_doc),
+            "experiments": exps, "findings": findings(sections, exps, readings_doc, missing_total(exps, files)),
+            "answer": answer(sections, readings_doc), "calibration": calibration(calib),
             "waiting": waiting, "markers": MARKER_WORDS,
             "trained_where": trained_where(sections), "provenance_fields": list(TRAINED_FIELDS),
             "data_provenance": "shared/data/PROVENANCE.md",
@@ -202,5 +228,6 @@ def write(results: list, out_dir, wall_s: float, device: str = "cpu") -> tuple:
                                                    for g in sec["groups"]]} for sec in doc["sections"]]}
     json_path.write_text(dumps(slim, indent=1))
     html_path.write_text(render(doc))
+    summary_md.write(doc, out)  # SUMMARY.md beside it (and the CI job summary where there is one)
     return json_path, html_path
 

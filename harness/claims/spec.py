@@ -66,6 +66,10 @@ validation) are harness/claims/kinds/. Schema (see claims/*.toml for real ones):
     disagreements = ["..."]             # the paper's internal disagreements that touch it
     reading = "..."                     # the reading taken where the paper is ambiguous
     headline = true                     # optional: the paper puts it first (abstract, a section's lead)
+    depends_on = "ID"                   # optional: a headline claim of this file that this one presupposes
+                                        # (a "second descent" presupposes the peak): the report tells it
+                                        # with that headline and counts it as reproducing only when the
+                                        # headline passes too
     [claims.smoke]                      # a tier present = the claim runs in that tier
     check = {where = {width = 32}}      # optional overrides, merged into check
     expect = {min = 99.5, why = "..."}  # expectation; `why` is required
@@ -164,6 +168,7 @@ class Claim:
     disagreements: list = field(default_factory=list)
     reading: str = ""
     headline: bool = False  # the source puts it first (its abstract or the section's lead sentence)
+    depends_on: str = ""  # the id of a headline claim of the same file that this one presupposes
 
 
 @dataclass
@@ -322,11 +327,12 @@ def _parse_claim(t, experiments, path, section) -> Claim:
     cid = t.get("id") if isinstance(t, dict) else None
     where = f"claim {cid!r}"
     allowed = {"id", "section", "statement", "paper", "paper_value", "experiment", "check",
-               "disagreements", "reading", "headline", *TIERS}
+               "disagreements", "reading", "headline", "depends_on", *TIERS}
     _keys(t, allowed, {"id", "statement", "paper", "experiment", "check"}, path, where)
     for f in ("id", "statement", "paper", "experiment"):
         _typed(t[f], str, path, where, f)
     _typed(t.get("headline", False), bool, path, where, "headline")
+    _typed(t.get("depends_on", ""), str, path, where, "depends_on")
     exp = _experiment_ref(t["experiment"], experiments, path, where)
     check = _typed(t["check"], dict, path, where, "check")
     ctype = check.get("type")
@@ -374,7 +380,8 @@ def _parse_claim(t, experiments, path, section) -> Claim:
         raise _err(path, where, "smoke/full", "a claim needs at least one tier table")
     return Claim(t["id"], str(path), t.get("section", section), t["statement"], t["paper"],
                  t.get("paper_value"), exp, check, tiers,
-                 list(t.get("disagreements", [])), t.get("reading", ""), t.get("headline", False))
+                 list(t.get("disagreements", [])), t.get("reading", ""), t.get("headline", False),
+                 t.get("depends_on", ""))
 
 
 def load(path, with_claims: bool = True) -> ClaimFile:
@@ -396,4 +403,15 @@ def load(path, with_claims: bool = True) -> ClaimFile:
             raise _err(path, f"claim {c.id!r}", "id", "duplicate id in this file")
         seen.add(c.id)
         claims.append(c)
+    by_id = {c.id: c for c in claims}
+    for c in claims:  # a claim presupposes a headline claim of this file, never itself or a dependent
+        if not c.depends_on:
+            continue
+        head = by_id.get(c.depends_on)
+        if head is None or head is c:
+            raise _err(path, f"claim {c.id!r}", "depends_on", f"{c.depends_on!r} is not another claim of this file; "
+                                                                f"known: {sorted(set(by_id) - {c.id})}")
+        if not head.headline or head.depends_on:
+            raise _err(path, f"claim {c.id!r}", "depends_on", f"{c.depends_on!r} is not a headline claim "
+                                                                f"(mark it headline = true; it may not depend on another)")
     return ClaimFile(str(path), doc["section"], doc["title"], experiments, claims, doc.get("source", ""))

@@ -100,8 +100,16 @@ def plot_svg(plot: dict, uid: str) -> str:
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(6.6, 3.6),
                                       gridspec_kw={"width_ratios": [5, 0.9 + 0.6 * len(apart_labels)]})
     else:
-        fig, ax = plt.subplots(figsize=(6.6, 3.6))
+        fig, ax = plt.subplots(figsize=(6.6, 4.4 if len(plot["y"]) > 1 and
+                                        len({metric_label(m)[1] for m in plot["y"]}) > 1 else 3.6))
         ax2 = None
+    # a metric of another unit than the first (test accuracy beside movement) on a right-hand axis
+    first_unit = metric_label(plot["y"][0])[1]
+    right = [m for m in plot["y"][1:] if metric_label(m)[1] != first_unit]
+    axr = ax.twinx() if right else None
+
+    def on(metric):
+        return axr if metric in right else ax
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colour = {s["name"]: cycle[i % len(cycle)] for i, s in enumerate(plot["series"])}
     metric_colour = {}
@@ -129,9 +137,16 @@ def plot_svg(plot: dict, uid: str) -> str:
     for s in plot["series"]:
         pts = s["points"]
         err = [[p["mean"] - p["lo"] for p in pts], [p["hi"] - p["mean"] for p in pts]]
-        ax.errorbar([xpos(s["name"], s["metric"], p["x"]) for p in pts], [p["mean"] for p in pts], yerr=err,
-                    marker="o", ms=4, capsize=3, color=colour[s["name"]], label=s["name"])
-        ys += [p["lo"] for p in pts] + [p["hi"] for p in pts]
+        on(s["metric"]).errorbar([xpos(s["name"], s["metric"], p["x"]) for p in pts], [p["mean"] for p in pts],
+                                 yerr=err, marker="o", ms=4, capsize=3, color=colour[s["name"]],
+                                 label=s["name"] + (" (right axis)" if s["metric"] in right else ""),
+                                 linestyle="--" if s["metric"] in right else "-")
+        if s["metric"] not in right:
+            ys += [p["lo"] for p in pts] + [p["hi"] for p in pts]
+        for p in pts:  # each seed, small and faint beside its mean
+            vals = p.get("values") or []
+            on(s["metric"]).plot([xpos(s["name"], s["metric"], p["x"])] * len(vals), vals, linestyle="none", marker=".",
+                    ms=3, alpha=0.45, color=colour[s["name"]])
     for a in plot["apart"]:
         ax2.errorbar([apart_labels.index(a["label"]) + offset(a["metric"])], [a["mean"]],
                      yerr=[[a["mean"] - a["lo"]], [a["hi"] - a["mean"]]], marker="s", ms=5, capsize=3,
@@ -144,8 +159,11 @@ def plot_svg(plot: dict, uid: str) -> str:
             target, at = ax2, apart_labels.index(pp["apart"]) + offset(pp["metric"])
             ys2.append(pp["value"])
         else:
-            target, at = ax, xpos(pp["series"], pp["metric"], pp["x"])
-            ys.append(pp["value"])
+            target, at = on(pp["metric"]), xpos(pp["series"], pp["metric"], pp["x"])
+            if pp["metric"] not in right:
+                ys.append(pp["value"])
+        if pp.get("band"):  # the claim's tolerance band behind the paper's value
+            target.plot([at, at], pp["band"], color=c, lw=7, alpha=0.18, solid_capstyle="butt")
         target.plot([at], [pp["value"]], linestyle="none", marker="D", ms=7, mfc="none", mec=c, mew=1.5,
                     label=None if pp["metric"] in paper_metrics else f"paper: {metric_label(pp['metric'])[0]}")
         paper_metrics.append(pp["metric"])
@@ -156,7 +174,9 @@ def plot_svg(plot: dict, uid: str) -> str:
         ax.xaxis.set_minor_locator(mticker.NullLocator())
     width = {"mlp": " (hidden units)", "cnn": " (channels c)"}.get(plot["model"], "") if plot["x"] == "width" else ""
     ax.set_xlabel(AXES.get(plot["x"], plot["x"]) + width)
-    ax.set_ylabel(axis_label(plot["y"]))
+    ax.set_ylabel(axis_label([m for m in plot["y"] if m not in right]))
+    if axr is not None:
+        axr.set_ylabel(axis_label(right) + " (dashed)")
     ax.grid(alpha=0.3)
     if plot["logy"]:
         _log_y(ax, ys)
@@ -167,7 +187,15 @@ def plot_svg(plot: dict, uid: str) -> str:
         ax2.set_title("apart (own y axis)", fontsize=8)
         if plot["logy"]:
             _log_y(ax2, ys2)
-    ax.legend(fontsize=7, loc="best")
+    handles, labels = ax.get_legend_handles_labels()
+    if axr is not None:
+        h2, l2 = axr.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if axr is not None:  # "best" cannot see the right axis's points: the legend goes below the axes
+        ax.legend(handles, labels, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+                  frameon=False)
+    else:
+        ax.legend(handles, labels, fontsize=9, loc="best")  # legible at phone width (the figure is drawn at about 390 px there)
     fig.tight_layout()
     return _svg(fig, uid, plot["caption"], plot["desc"])
 
@@ -227,8 +255,10 @@ def forest_svg(rows: list, uid: str, title: str, narrow: bool = False) -> str:
     for v, colour in COLOURS.items():
         if v in {r["verdict"] for r in rows}:
             ax.plot([], [], marker=MARKERS[v], color=colour, linestyle="none", label=v)
-    ax.legend(fontsize=fs, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2 if narrow else 4, frameon=False,
-              handletextpad=0.3, columnspacing=1.0)
+    # at phone width the legend is anchored at the axes' right edge (centred, it ran past the figure's)
+    ax.legend(fontsize=fs - 1 if narrow else fs, loc="lower right" if narrow else "lower center",
+              bbox_to_anchor=(1.0, 1.0) if narrow else (0.5, 1.0),
+              ncol=2 if narrow else 4, frameon=False, handletextpad=0.3, columnspacing=0.6 if narrow else 1.0)
     fig.tight_layout()
     desc = "; ".join(f"{r['label']}: {r['z']:+.2f} tol ({r['verdict']})" for r in rows)
     return _svg(fig, uid, title, desc)

@@ -38,13 +38,31 @@ def provenance(runs: dict) -> dict:
     # provenance an export's part file supplied for runs made before it was recorded (cache.import_exports)
     out["sources"] = sorted({p["source"] for p in known if p.get("source")})
     dates = sorted(str(p["date"])[:10] for p in known if p.get("date"))  # the day of an ISO date or time
+    out["from_source"] = sum(bool(p.get("source")) for p in known)
+    # the runs grouped by where they were made: one row of the "where trained" table per setup, so a
+    # device's torch and CUDA are never paired with another device's
+    combos = {}
+    for p in known:
+        k = tuple("none" if p.get(f) is None else str(p[f]) for f in TRAINED_FIELDS)
+        c = combos.setdefault(k, {"values": dict(zip(TRAINED_FIELDS, k)), "runs": 0, "dates": [], "sources": set()})
+        c["runs"] += 1
+        c["dates"] += [str(p["date"])[:10]] if p.get("date") else []
+        c["sources"] |= {p["source"]} if p.get("source") else set()
+    out["setups"] = [{**c, "dates": [min(c["dates"]), max(c["dates"])] if c["dates"] else [],
+                      "sources": sorted(c["sources"])} for c in sorted(combos.values(), key=lambda c: -c["runs"])]
     out.update({"runs": len(runs), "without": len(runs) - len(known),
                 "dates": [dates[0], dates[-1]] if dates else [],
                 "mixed": [f for f in PROVENANCE_FIELDS if len(out[f]) > 1]})
     return out
 
 
+def _dates(dates: list) -> str:
+    return (dates[0] if dates[0] == dates[1] else f"{dates[0]} to {dates[1]}") if dates else "not recorded"
+
+
 def trained_where(sections: list) -> list:
+    """The "where trained" table: per experiment, one row per setup its runs record (device,
+    driver, torch, ... as one run recorded them together), and one for runs that record none."""
     rows, seen = [], set()
     for sec in sections:
         for g in sec["groups"]:
@@ -52,16 +70,15 @@ def trained_where(sections: list) -> list:
             if g["key"] in seen or pv["runs"] == pv["without"] and not pv["runs"]:
                 continue
             seen.add(g["key"])
-            vals = {}
-            for f in TRAINED_FIELDS:
-                got = [v for v in pv.get(f, [])]
-                if not got:
-                    vals[f] = "not recorded"
-                else:
-                    vals[f] = " / ".join("not recorded" if v == "none" else (v[:10] if f == "commit" else v) for v in got)
-            dates = pv["dates"]
-            rows.append({"experiment": g["experiment"], "anchor": g["anchor"], "runs": pv["runs"], "fields": vals,
-                         "sources": pv["sources"], "without": pv["without"],
-                         "dates": (dates[0] if dates[0] == dates[1] else f"{dates[0]} to {dates[1]}") if dates else "not recorded"})
+            setups = list(pv.get("setups", []))
+            if pv["without"]:
+                setups.append({"values": {f: "none" for f in TRAINED_FIELDS}, "runs": pv["without"], "dates": [],
+                               "sources": []})
+            for i, c in enumerate(setups):
+                vals = {f: "not recorded" if v == "none" else (v[:10] if f == "commit" else v)
+                        for f, v in c["values"].items()}
+                rows.append({"experiment": g["experiment"], "anchor": g["anchor"], "runs": c["runs"], "fields": vals,
+                             "sources": c["sources"], "first": i == 0, "span": len(setups),
+                             "dates": _dates(c["dates"])})
     return rows
 

@@ -32,7 +32,7 @@ def deviation_text(r: dict) -> str:
     """'Δ' column: measured − target (absolute, in pp for percentages; relative; and in tolerance
     units, the band's half-width), or how far outside a min/max band; '' where it does not apply."""
     m = r.get("measured")
-    if not m or not kind(r["check"]).band or r["verdict"] not in ("pass", "fail"):
+    if not m or not kind(r["check"]).band or r["verdict"] not in ("pass", "fail", "inconclusive"):
         return ""
     pos = position(r["expect"], m["value"])
     unit = {"%": "pp", "×": ""}.get(r["unit"], r["unit"])

@@ -65,8 +65,11 @@ class Welch(Kind):
         higher, lower = (a, b) if d > 0 else (b, a)
         if not math.isfinite(m.get("p", math.nan)):
             return f"no Welch test (fewer than 2 seeds): {name} {a} minus {b} = {with_unit(num(d), unit)}"
-        p = f"p = {num(m['p'], digits=2)}"
-        if m["p"] >= alpha:
+        # the decision is taken on the Holm-adjusted p where there is one: quote that one
+        pv = m["p"] if m.get("p_adjusted") is None else m["p_adjusted"]
+        p = f"p = {num(m['p'], digits=2)}" if m.get("p_adjusted") is None else \
+            f"Holm-adjusted p = {num(pv, digits=2)}"
+        if pv >= alpha:
             return (f"not significant ({p} ≥ {alpha:g}): {name} differs by {size} between {a} and {b}"
                     + (f", 95% CI of a − b {ci}" if ci else ""))
         wanted = expect.get("direction", "greater")
@@ -79,8 +82,10 @@ class Welch(Kind):
     def compared(self, r):
         c = r["check"]
         note = f"({where_text(c['a'])}) − ({where_text(c['b'])})"
-        p = r["measured"].get("p")
-        return note + (f", p = {num(p, digits=2)}" if p is not None else "")
+        m = r["measured"]
+        if m.get("p_adjusted") is not None:
+            return note + f", adjusted p = {num(m['p_adjusted'], digits=2)}"
+        return note + (f", p = {num(m['p'], digits=2)}" if m.get("p") is not None else "")
 
     def expected_text(self, r):
         c, e = r["check"], r["expect"]

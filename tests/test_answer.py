@@ -1,0 +1,223 @@
+"""The report's answer (one sentence, a verdict per section, the headline claims and the claims that
+presuppose them), the Calibration section, the Markdown summary, and the numbers the review found
+wrong: each test fails on the report as it was before (tests/test_report.py holds the fixtures)."""
+import copy
+from pathlib import Path
+
+import pytest
+
+from harness.claims import plans, readings, report, spec, summary_md, words
+from harness.claims.figures import paper_points
+from harness.claims.results import claim_result
+from harness.claims.trained import provenance, trained_where
+from harness.runs.context import Context
+
+from test_report import OTHERS, _project, _results, _provenance
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("answer")
+    claims, root = _project(tmp)
+    return _results(claims, root), claims, root
+
+
+def _by_id(doc):
+    return {c["id"]: c for c in doc["claims"]}
+
+
+def _headlined(results):
+    out = copy.deepcopy(results)
+    for r in out:
+        if r["id"] == "bs64":  # fails
+            r["headline"] = True
+        if r["id"] == "gd":  # passes, but presupposes bs64
+            r["depends_on"] = "bs64"
+        if r["id"] == "bs16":
+            r["headline"] = True
+    return out
+
+
+def test_answer_sentence_section_verdicts_and_headlines_first(base):
+    doc = report.build(_headlined(base[0]), 1.0)
+    a = doc["answer"]
+    assert a["sentence"].startswith("Partly: 1 of the paper's 2 headline claims reproduce and 1 does not (batch 64 reaches")
+    v = {line["name"]: line for line in a["sections"]}
+    assert v["V-E"]["word"] == "partly reproduces" and v["IV-C"]["word"] == "reproduces"
+    assert v["Review controls"]["word"] == "not run yet"
+    # the dependent's pass is told with its headline and not counted
+    assert "gd passes but presupposes it: not counted" in v["V-E"]["why"]
+    text = " ".join(l for s in doc["findings"]["sections"] for l in s["lines"])
+    assert "(gd) passes, but it presupposes the headline bs64" in text
+    assert "1 more passes but presupposes a headline claim that does not pass" in doc["findings"]["overall"][0]
+    assert "Reproduced: test accuracy (1 claim)" in text  # bs16, not gd
+    assert a["headlines"][0]["id"] == "bs64"  # failures first
+    # headline claims lead their experiment's cards
+    sweep = [c["id"] for c in doc["claims"] if c["experiment"] == "sweep"]
+    assert sweep[:2] == ["bs16", "bs64"]
+    html = report.render(doc)
+    assert html.index('id="answer"') < html.index('id="glance"') and "headline" in html
+
+
+def test_a_section_whose_headline_fails_does_not_reproduce(base):
+    results = _headlined(base[0])
+    for r in results:
+        r["headline"] = r["id"] == "bs64"
+    doc = report.build(results, 1.0)
+    v = {line["name"]: line for line in doc["answer"]["sections"]}
+    assert v["V-E"]["word"] == "does not reproduce"
+    assert doc["answer"]["sentence"].startswith("No: 0 of the paper's 1 headline claims reproduce")
+
+
+DEP = """
+section = "V-E"
+title = "T"
+
+[experiments.e]
+procedure = "count"
+dataset = "mnist"
+model = "mlp"
+grid = {{width = [8]}}
+smoke = {{seeds = [0]}}
+
+[[claims]]
+id = "head"
+statement = "s"
+paper = "-"
+experiment = "e"
+check = {{type = "value", metric = "params", where = {{width = 8}}}}
+{head}
+[claims.smoke]
+expect = {{min = 0.0, why = "w"}}
+
+[[claims]]
+id = "dep"
+statement = "s"
+paper = "-"
+experiment = "e"
+check = {{type = "value", metric = "params", where = {{width = 8}}}}
+depends_on = "{dep}"
+[claims.smoke]
+expect = {{min = 0.0, why = "w"}}
+"""
+
+
+def test_depends_on_is_validated(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text(DEP.format(head="headline = true", dep="head"))
+    assert spec.load(p).claims[1].depends_on == "head"
+    for head, dep, msg in (("headline = true", "nope", "not another claim"), ("", "head", "not a headline"),
+                           ("headline = true", "dep", "not another claim")):
+        p.write_text(DEP.format(head=head, dep=dep))
+        with pytest.raises(spec.SpecError, match=msg):
+            spec.load(p)
+
+
+CAL = OTHERS.replace('title = "{title}"', 'title = "{title}"\nsource = "Other et al. (2020), Table 1"')
+
+
+def _with_calibration(base, tmp_path, procedure):
+    claims, root = base[1], base[2]
+    path = tmp_path / "calibration_other.toml"
+    path.write_text(CAL.format(section="Calibration", title="Other paper", name="cal", procedure=procedure,
+                               metric="params" if procedure == "count" else "test_acc")
+                    .replace('plot = {x = "width", y = ["test_acc"], logx = true}\n', ""))
+    cf = spec.load(path)
+    ctx = Context(cache_root=str(root), allow_train=False)
+    return base[0] + [claim_result(c, t, c.experiment, cf, ctx) for c in cf.claims for t in c.tiers]
+
+
+def test_calibration_opens_the_report_apart_from_the_papers_counts(base, tmp_path):
+    doc = report.build(_with_calibration(base, tmp_path, "count"), 1.0)
+    cal = doc["calibration"]
+    assert cal["sentence"].startswith("The harness reproduces 1 of 1 calibration results")
+    assert doc["n_claims"] == len(base[0])  # the paper's counts exclude calibration claims
+    assert all(not c.get("source") for c in doc["claims"])
+    html = report.render(doc)
+    assert html.index('id="calibration"') < html.index('id="findings"')
+    assert "calibration" not in (doc["answer"]["sentence"] or "").lower()
+    md = summary_md.markdown(doc)
+    assert md.index("## Calibration") < md.index("## Does the paper reproduce?")
+
+
+def test_calibration_declared_but_not_run_is_one_line(base, tmp_path):
+    doc = report.build(_with_calibration(base, tmp_path, "train"), 1.0)
+    assert doc["calibration"]["sentence"].endswith("are declared, and none has run yet.") or \
+        "none has run yet" in doc["calibration"]["sentence"]
+    assert doc["calibration"]["evaluated"] == 0
+    assert report.build(base[0], 1.0)["calibration"] is None
+
+
+def test_markdown_summary_beside_the_report_and_in_the_job_summary(base, tmp_path, monkeypatch):
+    step = tmp_path / "step.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    report.write(_headlined(base[0]), tmp_path / "out", 1.0)
+    md = (tmp_path / "out" / "SUMMARY.md").read_text()
+    assert md.startswith("# Reproduction summary") and "**Partly: 1 of the paper's 2 headline claims" in md
+    assert "- [V-E · Sweep](report.html#sec-V-E): **" in md
+    # each failing headline with the paper's value against the measured one, linked into the page
+    row = next(l for l in md.splitlines() if l.startswith("| [Batch 64 reaches"))
+    assert "(report.html#sweep-bs64-smoke)" in row and "| 80 % |" in row and "85.20 %" in row and row.endswith("| fail |")
+    assert step.read_text().strip() == md.strip()
+
+
+# ---------------------------------------------------------------- numbers the review found wrong
+
+
+def test_training_time_counts_every_run_on_the_page_once(base):
+    results = copy.deepcopy(base[0])
+    primary = sum(sum((r.get("run_wall_s") or {}).values()) for r in
+                  {r["experiment"]: r for r in results}.values())
+    other = {**copy.deepcopy(next(r for r in results if r["id"] == "bs16")), "reading_id": "epochs=2",
+             "run_wall_s": {"k-reading-1": 100.0, "k-reading-2": 200.0}}
+    doc = report.build(results + [other], 1.0)
+    assert doc["training_seconds_total"] == pytest.approx(primary + 300.0)
+
+
+def test_where_trained_pairs_each_device_with_its_own_software():
+    runs = {"a": {"device": "cpu (x86_64)", "torch": "2.14.1", "cuda": None, "date": "2026-11-30"},
+            "b": {"device": "NVIDIA H100", "torch": "2.11.0", "cuda": "13.0", "date": "2026-11-27"},
+            "c": None}
+    pv = provenance(runs)
+    rows = trained_where([{"groups": [{"key": "e[full]", "experiment": "e", "anchor": "x", "provenance": pv}]}])
+    pairs = {(r["fields"]["device"], r["fields"]["torch"], r["runs"]) for r in rows}
+    assert pairs == {("cpu (x86_64)", "2.14.1", 1), ("NVIDIA H100", "2.11.0", 1), ("not recorded", "not recorded", 1)}
+
+
+def test_runs_two_waiting_experiments_share_count_once():
+    root = Path(__file__).resolve().parents[1]
+    files = {f: spec.load(root / f, with_claims=False) for f in ("claims/batch_size.toml", "claims/controls.toml")}
+    exps = {}
+    for f, name in (("claims/batch_size.toml", "bs_sweep"), ("claims/controls.toml", "equal_updates")):
+        p = plans.experiment_plan(files[f].experiments[name], f, "full")
+        n = len(plans.primary_keys(files[f].experiments[name], "full"))
+        exps[name] = {"file": f, "experiment": name, "tier": "full", "verdicts": {"not run": 1},
+                      "missing": {"runs": n, "of": n, "all": True, "pflop": p["pflop"]}}
+    total = plans.missing_total(exps, files)
+    listed = sum(e["missing"]["runs"] for e in exps.values())
+    assert total["shared"] == 5 and total["runs"] == listed - 5  # equal_updates reuses bs_sweep's bs1024 runs
+    assert total["pflop"] < sum(e["missing"]["pflop"] for e in exps.values())
+
+
+def test_a_bound_over_several_configurations_is_not_drawn_as_each_ones_paper_value(base):
+    doc = report.build(copy.deepcopy(base[0]), 1.0)
+    drawn = {p["claim"] for plot in doc["plots"].values() for p in plot["paper"]}
+    assert "all-interpolate" not in drawn and "bs16" in drawn
+
+
+def test_an_inconclusive_claim_has_its_deviation_in_the_table_as_in_the_forest(base):
+    doc = report.build(copy.deepcopy(base[0]), 1.0)
+    r = copy.deepcopy(_by_id(doc)["bs16"])
+    r["verdict"] = "inconclusive"
+    assert words.deviation_text(r) and "tol" in words.deviation_text(r)
+
+
+def test_tried_means_run(base):
+    results = copy.deepcopy(base[0])
+    other = {**copy.deepcopy(next(r for r in results if r["id"] == "missing-claim")), "reading_id": "epochs=2"}
+    doc = report.build(results + [other], 1.0)
+    e = doc["experiments"]["missing[smoke]"]
+    assert e["tried"] == {}  # a reading whose runs are not in the cache was not tried
+    assert readings.classify({"primary": "not run", "epochs=2": "not run"})["sentence"] == "no reading run"
+    html = report.render(doc)
+    assert "only one reading tried" not in html and "NOT RUN</td>\n<td class=\"num\">—" not in html
