@@ -177,3 +177,49 @@ def test_runs_trained_one_at_a_time_are_saved_as_each_finishes(tmp_path, data_di
     with pytest.raises(KeyboardInterrupt):
         procedures.rows(exp, "smoke", ctx)
     assert len(list((tmp_path / "cache" / "runs").glob("*/metrics.json"))) == 1
+
+
+LENET_TOML = """
+section = "T"
+title = "t"
+
+[experiments.lt]
+procedure = "ticket"
+dataset = "mnist"
+model = "fc"
+base = {width = 300, hidden = "300,100", init = "glorot_normal", optimizer = "adam", lr = 0.0012, batch_size = 60, steps = 20, train_subset = 600, test_subset = 200, schedule = "constant"}
+ticket = {fractions = [0.8, 0.64, 0.512], scope = "layer", output_rate = 0.5, controls = ["reinit"], control_fractions = [0.513]}
+smoke = {seeds = [0, 1]}
+"""
+
+
+def test_a_chain_with_the_output_layer_at_half_rate_plans_the_overall_fraction_left(tmp_path):
+    """Frankle & Carbin's rule (ticket.output_rate 0.5): rows show Pm, the overall fraction of
+    prunable weights left, rounded as the source's axes (3 rounds: 51.3%); the lineage, and so
+    the keys, carry output_rate; the control fraction may name Pm. The default chain's keys are
+    pinned by the tests above (output_rate 1 enters no key)."""
+    p = tmp_path / "t.toml"
+    p.write_text(textwrap.dedent(LENET_TOML))
+    exp = spec.load(p).experiments["lt"]
+    t = exp.resolved("smoke")["ticket"]
+    [cfgs] = seed_groups(expand(exp, "smoke", "cpu"))
+    chain = ticket_chain(t, cfgs)
+    hand = [(round(235_200 * 0.8 ** k) + round(30_000 * 0.8 ** k) + round(1000 * 0.9 ** k)) / 266_200
+            for k in (1, 2, 3)]
+    assert [(rd.variant, rd.remaining) for rd in chain] == [
+        ("dense", 1.0), ("ticket", round(hand[0], 3)), ("ticket", round(hand[1], 3)), ("ticket", 0.513),
+        ("reinit", 0.513)]
+    assert [rd.exact for rd in chain[1:]] == [hand[0], hand[1], hand[2], hand[2]]
+    assert [rd.fraction for rd in chain[1:]] == [0.8, 0.64, 0.512, 0.512]
+    assert chain[3].fractions == (("net.5.weight", pytest.approx(0.9 ** 3)),)
+    assert all(e["output_rate"] == 0.5 for rd in chain[1:] for e in rd.extras)
+    default = ticket_chain({**t, "output_rate": 1.0, "control_fractions": [0.512]}, cfgs)
+    assert all("output_rate" not in e for rd in default[1:] for e in rd.extras)
+    assert not set(default[1].keys) & set(chain[1].keys)
+
+
+def test_output_rate_needs_layer_scope(tmp_path):
+    p = tmp_path / "t.toml"
+    p.write_text(textwrap.dedent(LENET_TOML).replace('scope = "layer", ', ""))
+    with pytest.raises(spec.SpecError, match="output_rate"):
+        spec.load(p)

@@ -129,3 +129,61 @@ def test_reinit_seed_gives_a_different_initialisation():
     c = init_model(RunConfig(dataset="mnist", model="mlp", width=16, init_seed=1000)).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(not torch.equal(a[k], c[k]) for k in a)
+
+
+# ---------------------------------------------- the output layer at its own rate (Frankle & Carbin)
+
+def _lenet_weights():
+    cfg = RunConfig(dataset="mnist", model="fc", width=300, hidden="300,100", init="glorot_normal")
+    torch.manual_seed(0)
+    return {k: w.detach() for k, w in models.prunable(models.for_config(cfg)).items()}
+
+
+def test_output_fractions_compound_the_output_layers_own_rate():
+    fractions = [0.8 ** k for k in range(1, 8)]
+    outs = prune.output_fractions(fractions, 0.5)  # 20% a round, 10% for the output layer
+    assert outs == pytest.approx([0.9 ** k for k in range(1, 8)], rel=1e-12)
+    assert prune.output_fractions(fractions, 1.0) == tuple(fractions)  # the default: as every layer
+    assert prune.output_fractions(fractions, 0.0) == pytest.approx([1.0] * 7)  # never pruned
+    # an uneven schedule: rates 50%, then 60% of what is left -> output 75%, then 75% x 70%
+    assert prune.output_fractions([0.5, 0.2], 0.5) == pytest.approx([0.75, 0.75 * 0.7])
+    with pytest.raises(ValueError):
+        prune.output_fractions(fractions, 1.5)
+
+
+def test_lenet_masks_with_the_output_layer_at_half_rate_weight_by_weight():
+    """LeNet-300-100 (784x300, 300x100, 100x10 weights), 20% a round and 10% for the output layer,
+    counted by hand: after round k each hidden layer keeps round(n x 0.8^k), the output layer
+    round(1000 x 0.9^k); Pm = their sum / 266,200, the source's axis ticks 51.3, 21.1, 13.5, 3.6."""
+    weights = _lenet_weights()
+    names = list(weights)
+    assert [weights[n].numel() for n in names] == [235_200, 30_000, 1_000]
+    out = names[-1]
+    fractions = [0.8 ** k for k in range(1, 16)]
+    outs = prune.output_fractions(fractions, 0.5)
+    current, pm = None, {}
+    for k, (f, fo) in enumerate(zip(fractions, outs), start=1):
+        mask = prune.magnitude_mask(weights, f, current=current, scope="layer", fractions={out: fo})
+        hand = {names[0]: round(235_200 * 0.8 ** k), names[1]: round(30_000 * 0.8 ** k), out: round(1000 * 0.9 ** k)}
+        assert {n: int(m.sum()) for n, m in mask.items()} == hand
+        if current is not None:
+            assert not any((mask[n] & ~current[n]).any() for n in names)  # pruned weights stay pruned
+        for n in names:  # the kept ones are the largest |w| of the layer among those alive
+            alive = weights[n].abs()[current[n]] if current is not None else weights[n].abs().flatten()
+            kept = weights[n].abs()[mask[n]]
+            assert kept.min() >= torch.sort(alive, descending=True).values[hand[n] - 1]
+        exact = sum(hand.values()) / 266_200
+        assert prune.overall_remaining({n: w.numel() for n, w in weights.items()}, f, {out: fo}) == exact
+        assert prune.remaining_fraction(mask) == exact
+        pm[k] = round(100 * exact, 1)
+        current = mask
+    assert [pm[k] for k in (3, 4, 6, 7, 8, 9, 12, 15)] == [51.3, 41.1, 26.3, 21.1, 16.9, 13.5, 7.0, 3.6]
+
+
+def test_per_tensor_fractions_need_layer_scope_and_known_names():
+    weights = _lenet_weights()
+    out = list(weights)[-1]
+    with pytest.raises(ValueError, match="layer"):
+        prune.magnitude_mask(weights, 0.8, scope="global", fractions={out: 0.9})
+    with pytest.raises(ValueError, match="not one of"):
+        prune.magnitude_mask(weights, 0.8, scope="layer", fractions={"nope": 0.9})

@@ -33,7 +33,9 @@ TICKET_FIELDS = {"remaining", "variant"}
 TICKET_DEFAULTS = {"fractions": [0.7, 0.5, 0.3, 0.2, 0.1, 0.05], "retrain_epochs": 0,
                    "scope": "global", "include_output": True,
                    "controls": ["reinit", "random", "init_magnitude"], "control_fractions": [0.1],
-                   "reinit_seed_offset": 1000}
+                   "reinit_seed_offset": 1000,
+                   "output_rate": 1.0}  # the output layer pruned at this multiple of the per-round rate
+                                        # (Frankle & Carbin: 0.5; layer scope; 1: as every other layer)
 
 
 RUN_RANGES = {  # run setting -> (allowed, what is allowed); subsets are bounded by the split (_run_ranges)

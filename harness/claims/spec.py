@@ -88,6 +88,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from . import readings
+from ..paper.train import SHARPNESS_KEYS, VAL_KEYS
 from .kinds import KINDS
 from .schema import (CONFIG_FIELDS, DATASETS, EXPECT_RANGES,
                      INSTRUMENT_DEFAULTS, INSTRUMENTS, MODELS, PROCEDURES, RUN_FIELDS,
@@ -148,6 +149,15 @@ class Experiment:
                "wall_s", "epochs_run"}
         for inst, opts in self.resolved(tier)["instruments"].items():
             out |= set(INSTRUMENTS[inst].metrics(opts))
+        # final metrics of run settings (harness/paper/train.py): the validation split's, sharpness during training
+        runs = self.resolved(tier)
+        points = [{**runs["base"], **c, **runs["fixed"]} for c in (runs["configs"] or [{}])]
+        if any(p.get("val_size", 0) for p in points) or any(runs["grid"].get("val_size", [0])):
+            out |= set(VAL_KEYS)
+        if any(p.get("sharpness_every", 0) for p in points) or any(runs["grid"].get("sharpness_every", [0])):
+            out |= set(SHARPNESS_KEYS)
+        if self.procedure == "ticket":
+            out.add("pm")  # the exact % of prunable weights left (harness/procedures/ticket.py)
         return out
 
     def fields(self) -> set:
@@ -263,6 +273,10 @@ def _parse_experiment(name, t, path) -> Experiment:
                 for f in _typed(t.get(k, []), list, path, where, f"{prefix}ticket.{k}"):
                     if not (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1):
                         raise _err(path, where, f"{prefix}ticket.{k}", f"{f!r}: expected a number in (0, 1]")
+            if "output_rate" in t:
+                rate = t["output_rate"]
+                if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 <= rate <= 1):
+                    raise _err(path, where, prefix + "ticket.output_rate", f"{rate!r}: expected a number in [0, 1]")
             for k in ("retrain_epochs", "reinit_seed_offset"):  # retrain_epochs 0: the parent's epochs
                 if k in t and _typed(t[k], int, path, where, f"{prefix}ticket.{k}") < 0:
                     raise _err(path, where, f"{prefix}ticket.{k}", f"{t[k]!r}: expected >= 0")
@@ -290,6 +304,10 @@ def _parse_experiment(name, t, path) -> Experiment:
                      t.get("instruments", {}), t.get("ticket", {}), plot, t.get("notes", ""), tiers)
     for tier in tiers:
         r = exp.resolved(tier)
+        tk = r["ticket"]
+        if exp.procedure == "ticket" and tk["output_rate"] != 1 and (tk["scope"] != "layer" or not tk["include_output"]):
+            raise _err(path, where, "ticket.output_rate", f"{tk['output_rate']!r} in the {tier} tier: an output layer "
+                                                          "pruned at its own rate needs scope = 'layer' and include_output = true")
         for c in r["configs"] or [{}]:
             if "width" not in {**r["base"], **r["grid"], **c}:
                 raise _err(path, where, "width", f"missing in the {tier} tier: every run needs a width "

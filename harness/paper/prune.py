@@ -15,6 +15,11 @@ Choices:
   text "identify weights with the smallest absolute magnitude" is a ranking of weights, and
   global is its literal reading. scope="layer" keeps round(n_l * f) in each tensor separately,
   Frankle & Carbin's setting for conv nets.
+- Per-tensor fractions (`fractions` of magnitude_mask, layer scope): Frankle & Carbin prune
+  "connections to outputs ... at half of the rate" (20% per round, 10% for the output layer).
+  output_fractions gives the output layer's remaining fraction per round when it is pruned at
+  `output_rate` times the others' per-round rate, and overall_remaining the fraction of all
+  prunable weights left (their Pm: 51.3%, 21.1%, 13.5%, 3.6% ... for LeNet-300-100).
 - Ties in |w| are broken deterministically: a stable sort on |w| (descending) keeps the lower
   flat index first (tensors in dict order for global scope).
 """
@@ -62,14 +67,51 @@ def _top_k(scores: torch.Tensor, alive: torch.Tensor, k: int, where: str) -> tor
     return keep
 
 
+def output_fractions(fractions, output_rate: float = 1.0) -> tuple[float, ...]:
+    """The output layer's remaining fraction after each round of the schedule `fractions` (the
+    other layers' remaining fractions), when it is pruned at `output_rate` times their per-round
+    rate: round k prunes 1 - f_k / f_(k-1) of the others' weights (f_0 = 1) and output_rate times
+    that of the output layer's, compounded. Frankle & Carbin: fractions 0.8^k, output_rate 0.5,
+    so 0.9^k. output_rate 1 gives the fractions themselves; 0 keeps the output layer dense."""
+    fractions = schedule(fractions)
+    if not 0 <= output_rate <= 1:
+        raise ValueError(f"output_rate {output_rate}: expected a value in [0, 1]")
+    if output_rate == 1:
+        return fractions
+    out, prev, cur = [], 1.0, 1.0
+    for f in fractions:
+        cur *= 1 - output_rate * (1 - f / prev)
+        out.append(cur)
+        prev = f
+    return tuple(out)
+
+
+def overall_remaining(sizes: dict, fraction: float, fractions: dict | None = None) -> float:
+    """The fraction of all prunable weights a layer-scope mask keeps: sum over tensors of
+    keep_count(size, its fraction) / sum of sizes; `sizes` name -> weight count, `fractions`
+    name -> that tensor's fraction where it is not `fraction` (magnitude_mask's)."""
+    fractions = fractions or {}
+    kept = sum(keep_count(n, fractions.get(k, fraction)) for k, n in sizes.items())
+    return kept / sum(sizes.values())
+
+
 def magnitude_mask(weights: dict, fraction: float, current: dict | None = None,
-                   scope: str = "global") -> dict:
+                   scope: str = "global", fractions: dict | None = None) -> dict:
     """Keep the keep_count(total, fraction) largest-|w| weights among those alive under `current`
     (all alive if None); total is the original weight count (global) or each tensor's (layer).
+    `fractions` (layer scope only): name -> the remaining fraction of that tensor instead of
+    `fraction` (the output layer pruned at a lower rate: output_fractions).
     Returns name -> bool tensor shaped like the weight, on its device."""
     _check_fraction(fraction)
     if scope not in SCOPES:
         raise ValueError(f"scope {scope!r}: expected one of {SCOPES}")
+    fractions = dict(fractions or {})
+    if fractions and scope != "layer":
+        raise ValueError("per-tensor fractions need scope 'layer' (a global ranking has one fraction)")
+    for k, f in fractions.items():
+        if k not in weights:
+            raise ValueError(f"fraction for {k!r}: not one of the weights {sorted(weights)}")
+        _check_fraction(f)
     flat = {k: w.detach().abs().reshape(-1).to(torch.float64) for k, w in weights.items()}
     for k, s in flat.items():
         if not torch.isfinite(s).all():
@@ -77,7 +119,7 @@ def magnitude_mask(weights: dict, fraction: float, current: dict | None = None,
     alive = {k: (current[k].reshape(-1).to(device=s.device, dtype=torch.bool) if current is not None
                  else torch.ones_like(s, dtype=torch.bool)) for k, s in flat.items()}
     if scope == "layer":
-        keep = {k: _top_k(s, alive[k], keep_count(s.numel(), fraction), f"layer {k!r}")
+        keep = {k: _top_k(s, alive[k], keep_count(s.numel(), fractions.get(k, fraction)), f"layer {k!r}")
                 for k, s in flat.items()}
     else:
         names = list(flat)

@@ -59,14 +59,18 @@ def _walk(ctx, exp, r, chain, live: bool) -> list:
         else:
             if rd.variant == "ticket":  # pruned from the parent's trained weights
                 trained = [tensors(e["parent"])["thetaT"] for e in rd.extras]
-                masks = [prune.magnitude_mask({n: w[n] for n in names}, rd.remaining, current=m, scope=t["scope"])
+                masks = [prune.magnitude_mask({n: w[n] for n in names}, rd.fraction, current=m, scope=t["scope"],
+                                              fractions=dict(rd.fractions))
                          for w, m in zip(trained, masks)]
             jobs = [_job(exp, t, names, rd, c, e, m, th) for c, e, m, th in zip(rd.cfgs, rd.extras, masks, theta0)]
         trained_now = train_group(ctx, jobs)
         fields = {"remaining": rd.remaining, "variant": rd.variant}
         if rd.variant == "reinit":  # one configuration across seeds: init_seed = seed + offset
             fields["init_seed"] = f"seed+{t['reinit_seed_offset']}"
-        out.extend(row.make(ctx, exp, r, j.cfg, k, m, fields) for j, (k, m) in zip(jobs, trained_now))
+        rows = [row.make(ctx, exp, r, j.cfg, k, m, fields) for j, (k, m) in zip(jobs, trained_now)]
+        for x in rows:  # the exact fraction of prunable weights left, in % (Frankle & Carbin's Pm)
+            x["metrics"]["pm"] = 100.0 * rd.exact
+        out.extend(rows)
         if live and rd.variant == "dense":
             theta0 = [tensors(k)["theta0"] for k, _ in trained_now]
     return out
@@ -82,7 +86,8 @@ def _job(exp, t, names, rd, cfg, extra, mask, theta0) -> Job:
     if rd.variant == "random":  # review: random pruning at the same per-layer sparsity
         cm = prune.random_mask(mask, seed=cfg.seed)
     elif rd.variant == "init_magnitude":  # review: one-shot magnitude pruning at initialisation
-        cm = prune.magnitude_mask({n: theta0[n] for n in names}, rd.remaining, scope=t["scope"])
+        cm = prune.magnitude_mask({n: theta0[n] for n in names}, rd.fraction, scope=t["scope"],
+                                  fractions=dict(rd.fractions))
     else:
         raise ValueError(f"{exp.file}: experiment {exp.name!r}: field 'ticket.controls': "
                          f"unknown control {rd.variant!r}")

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 
 from ..paper import data as data_mod
-from ..paper import models
+from ..paper import models, prune
 from ..paper.train import RunConfig
 from .keys import run_key
 
@@ -78,11 +78,14 @@ class Round:
     """One round of a ticket chain, trained as one group (its runs differ only in seed): the dense
     runs, a pruning round ("ticket") or a control at a fraction. `extras` are the runs' lineage
     as it enters their keys (None for the dense runs): the parent's key, remaining, variant, scope
-    and include_output."""
+    and include_output (and output_rate where it is not 1)."""
     variant: str  # "dense", "ticket", or a control: "reinit", "random", "init_magnitude"
-    remaining: float  # the fraction of prunable weights left (1.0: dense)
+    remaining: float  # the fraction of prunable weights left (1.0: dense), as rows show it
     cfgs: tuple
     extras: tuple
+    fraction: float = 1.0  # the schedule's fraction: magnitude_mask's `fraction`
+    fractions: tuple = ()  # ((name, fraction), ...): per-tensor fractions (the output layer's)
+    exact: float = 1.0  # the fraction of prunable weights the masks keep, exactly (row metric pm)
 
     @property
     def keys(self) -> list:
@@ -95,20 +98,37 @@ def ticket_chain(t: dict, cfgs: list) -> list[Round]:
     remaining fraction a pruning round, whose runs' parents are the previous round's (the dense
     runs first), followed at the control fractions by one round per control. Every round after
     the dense one retrains (`retrained`); the "reinit" control trains from a fresh initialisation
-    (init_seed = seed + reinit_seed_offset)."""
+    (init_seed = seed + reinit_seed_offset).
+    `output_rate` (default 1: every layer at the schedule's fraction, the chain and its keys as
+    before the option): the output layer pruned at that multiple of the per-round rate
+    (prune.output_fractions; layer scope); its rounds' `remaining` is then the overall fraction of
+    prunable weights left, rounded to 3 decimals (Frankle & Carbin's axes: 0.513, 0.211, 0.036),
+    and a control fraction names either that or the schedule's fraction."""
+    sizes = {k: w.numel() for k, w in models.prunable(models.for_config(cfgs[0]), t["include_output"]).items()}
+    rate = t.get("output_rate", 1.0)
+    outs = prune.output_fractions(t["fractions"], rate)
+    output = list(sizes)[-1] if rate != 1 else None
     rounds = [Round("dense", 1.0, tuple(cfgs), (None,) * len(cfgs))]
     retrain, parents = tuple(retrained(t, cfgs)), rounds[0].keys
-    for f in t["fractions"]:
+    for f, fo in zip(t["fractions"], outs):
         extras = tuple({"parent": p, "remaining": f, "variant": "ticket", "scope": t["scope"],
-                        "include_output": t["include_output"]} for p in parents)
-        rounds.append(Round("ticket", f, retrain, extras))
+                        "include_output": t["include_output"], **({"output_rate": rate} if rate != 1 else {})}
+                       for p in parents)
+        per = ((output, fo),) if rate != 1 else ()
+        if t["scope"] == "layer":
+            exact = prune.overall_remaining(sizes, f, dict(per))
+        else:
+            total = sum(sizes.values())
+            exact = prune.keep_count(total, f) / total
+        shown = round(exact, 3) if rate != 1 else f
+        rounds.append(Round("ticket", shown, retrain, extras, f, per, exact))
         parents = rounds[-1].keys
-        if not any(math.isclose(f, c) for c in t["control_fractions"]):
+        if not any(math.isclose(f, c) or math.isclose(shown, c) for c in t["control_fractions"]):
             continue
         for control in t["controls"]:
             runs = retrain if control != "reinit" else tuple(
                 dataclasses.replace(c, init_seed=c.seed + t["reinit_seed_offset"]) for c in retrain)
-            rounds.append(Round(control, f, runs, tuple({**e, "variant": control} for e in extras)))
+            rounds.append(Round(control, shown, runs, tuple({**e, "variant": control} for e in extras), f, per, exact))
     return rounds
 
 
