@@ -88,7 +88,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from . import readings
-from ..paper.train import SHARPNESS_KEYS, VAL_KEYS
+from ..procedures import SHARPNESS_KEYS, VAL_KEYS
 from .kinds import KINDS
 from .schema import (CONFIG_FIELDS, DATASETS, EXPECT_RANGES,
                      INSTRUMENT_DEFAULTS, INSTRUMENTS, MODELS, PROCEDURES, RUN_FIELDS,

@@ -44,11 +44,11 @@ from . import row
 # What a claim file may name (harness/claims/schema.py validates against these).
 from ..paper.data import DATASETS, DataError
 from ..paper.models import MODELS
-from ..paper.train import RunConfig
+from ..paper.train import SHARPNESS_KEYS, VAL_KEYS, RunConfig  # metrics of run settings (validation, sharpness)
 from .instruments import INSTRUMENT_DEFAULTS, INSTRUMENTS, measurement_options, perturb_metric
 
 __all__ = ["PROCEDURES", "rows", "train_group",  # the procedures
-           "RunConfig", "DATASETS", "DataError", "MODELS", "INSTRUMENTS", "INSTRUMENT_DEFAULTS",
+           "RunConfig", "SHARPNESS_KEYS", "VAL_KEYS", "DATASETS", "DataError", "MODELS", "INSTRUMENTS", "INSTRUMENT_DEFAULTS",
            "measurement_options", "perturb_metric"]  # the vocabulary
 
 
