@@ -74,6 +74,8 @@ def main(argv=None) -> int:
                         "experiment's seconds against its FLOP floor at the matmul rate measured in the same run")
     b.add_argument("--seed-batching", choices=("auto", "on", "off"), default="auto",
                    help="with --smoke: as pytest's --seed-batching")
+    b.add_argument("--threads", type=int, default=None,
+                   help="with --smoke: torch intra-op threads (default: torch's own, one per core)")
     b.add_argument("--workers", type=int, default=2, help="with --executors: local worker processes")
     b.add_argument("--experiment", action="append", help="with --executors or --smoke: FILE.toml:NAME (repeatable; --executors' default: "
                    "double_descent.toml:dd_mlp and ntk.toml:ntk_mlp, 6 seed groups in the smoke tier)")
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
     if args.command == "bench":
         from . import bench
         if args.smoke:
-            bench.smoke(args.tier, args.data_dir, args.claims, args.device, args.seed_batching, args.experiment)
+            bench.smoke(args.tier, args.data_dir, args.claims, args.device, args.seed_batching, args.experiment, args.threads)
             return 0
         if args.executors:
             bench.executors(args.experiment or ["double_descent.toml:dd_mlp", "ntk.toml:ntk_mlp"], args.tier,

@@ -267,14 +267,26 @@ def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def mnist_full_rate(device="cpu", seeds=5, steps=20) -> dict:
+    """Training GFLOP/s of the full tier's MNIST MLP step (dd_mlp's widest common shape: width 512,
+    batch 128, SGD), eager one model at a time and `seeds` seeds grouped: 3x the forward FLOPs per
+    sample (models.forward_flops) x batch x models / measured step seconds (step_seconds)."""
+    flops = 3 * models.forward_flops("mlp", 512) * 128
+    out = {}
+    for name, s in (("eager", 1), ("grouped", seeds)):
+        out[name] = flops * s / step_seconds("mlp", 512, 128, s, "sgd", device, steps=steps)["step"]
+    return out
+
+
 def smoke(tier="smoke", data_dir=None, claims_dir="claims", device="cpu", seed_batching="auto",
-          experiment_ids=None) -> dict:
+          experiment_ids=None, threads=None) -> dict:
     """The smoke tier's training, per experiment, in this process into a fresh temporary run cache
     (every group as the inline executor trains it; a run two experiments share counts for the first),
     each against its FLOP floor: its training FLOPs (runs.expand.training_cost, as `plan` counts
     them) at the float32 matmul rate measured in the same run. Also the training loop's time per
-    step on a width-1 MLP (its per-step overhead). `seed_batching`: as pytest's --seed-batching
-    (auto: on with CUDA). Prints a table; returns the figures."""
+    step on a width-1 MLP (its per-step overhead), and the full tier's MNIST step rate (mnist_full_rate).
+    `threads`: torch's intra-op threads (default: torch's, one per core). `seed_batching`: as pytest's --seed-batching
+    (auto: runs.context.Context.seeds_together's rule). Prints a table; returns the figures."""
     import tempfile
     from pathlib import Path
 
@@ -285,14 +297,20 @@ def smoke(tier="smoke", data_dir=None, claims_dir="claims", device="cpu", seed_b
     from .runs.context import Context
     exps = [e for p in sorted(Path(claims_dir).glob("*.toml")) for e in spec.load(p).experiments.values()
             if tier in e.tiers and (experiment_ids is None or planner.exp_id(e) in experiment_ids)]
+    if threads:
+        torch.set_num_threads(threads)
     rate = matmul_rate(device)
     overhead = loop_overhead(device)
+    mnist = mnist_full_rate(device)
     print(f"device: {device_name(torch.device(device))}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"load average {_load()}; seed batching {seed_batching}")
     print(f"float32 matmul (1024^3): {rate / 1e9:.1f} GFLOP/s; training-loop overhead (MLP w=1, batch 32, "
           f"eager SGD): {1e3 * overhead:.2f} ms/step")
-    out = {"rate": rate, "overhead_s": overhead, "experiments": {}}
-    batch = {"on": True, "off": False, "auto": torch.device(device).type == "cuda"}[seed_batching]
+    print(f"full-tier MNIST step (mlp w=512, batch 128, SGD): eager {mnist['eager'] / 1e9:.1f} GFLOP/s "
+          f"({mnist['eager'] / rate:.2f} of matmul), 5 seeds grouped {mnist['grouped'] / 1e9:.1f} GFLOP/s "
+          f"({mnist['grouped'] / rate:.2f})")
+    out = {"rate": rate, "overhead_s": overhead, "mnist_full": mnist, "experiments": {}}
+    batch = {"on": True, "off": False, "auto": None}[seed_batching]
     with tempfile.TemporaryDirectory() as tmp:
         ctx = Context(device=device, data_dir=data_dir, cache_root=tmp, batch_seeds=batch)
         plan = planner.pending([(e, tier) for e in exps], cache.RunCache(ctx.cache.root), ctx.device)

@@ -98,12 +98,13 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--tol", type=float, default=1e-5)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--only", default="", help="only the cases whose name contains this")
     args = p.parse_args(argv)
     before = load_before(args.before)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; before = {args.before}, after = the working tree")
     failed = 0
-    for name, cfgs, masked in CASES:
+    for name, cfgs, masked in [c for c in CASES if args.only in c[0]]:
         split = data.split_for(cfgs[0], args.data_dir)
         times = {"before": math.inf, "after": math.inf}
         results = {}
