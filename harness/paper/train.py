@@ -425,7 +425,8 @@ def step(net, opt, xb, yb, masks: dict, amp: bool = False, loss: str = "ce") -> 
             .view(len(out), -1).mean(1)
     else:
         losses = per_sample_loss(out.float(), yb, loss).mean(1)
-    opt.zero_grad(set_to_none=True)
+    for p in net.params.values():  # opt.zero_grad(set_to_none=True) without its per-call bookkeeping
+        p.grad = None
     losses.sum().backward()
     for k, m in masks.items():
         net.params[k].grad.mul_(m)
@@ -620,8 +621,9 @@ def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, 
     # measurements inside an epoch, per model, attached to its epoch record at the epoch end
     pending = [{} for _ in cfgs]
 
-    def batch_step(idx):
-        xb, yb = x[idx], y[idx]
+    def batch_step(idx):  # (index_select: x[idx] without advanced indexing's general path)
+        rows = idx.reshape(-1)
+        xb, yb = x.index_select(0, rows).view(*idx.shape, *x.shape[1:]), y.index_select(0, rows).view(idx.shape)
         out, losses = step(net, opt, xb, yb, packed, cfg.amp, cfg.loss)
         loss_sum.add_(losses.detach().double() * idx.shape[1])
         correct.add_((out.detach().argmax(-1) == yb).sum(1))
