@@ -69,12 +69,19 @@ def main(argv=None) -> int:
     b.add_argument("--nchw", action="store_true", help="grouped activations NCHW, not channels-last")
     b.add_argument("--executors", action="store_true",
                    help="instead: the smoke tier's MNIST seed groups trained inline against the local executor")
+    b.add_argument("--smoke", action="store_true",
+                   help="instead: train the smoke tier (or --experiment ...) into a fresh temporary cache, each "
+                        "experiment's seconds against its FLOP floor at the matmul rate measured in the same run")
+    b.add_argument("--seed-batching", choices=("auto", "on", "off"), default="auto",
+                   help="with --smoke: as pytest's --seed-batching")
+    b.add_argument("--threads", type=int, default=None,
+                   help="with --smoke: torch intra-op threads (default: torch's own, one per core)")
     b.add_argument("--workers", type=int, default=2, help="with --executors: local worker processes")
-    b.add_argument("--experiment", action="append", help="with --executors: FILE.toml:NAME (repeatable; default: "
+    b.add_argument("--experiment", action="append", help="with --executors or --smoke: FILE.toml:NAME (repeatable; --executors' default: "
                    "double_descent.toml:dd_mlp and ntk.toml:ntk_mlp, 6 seed groups in the smoke tier)")
-    b.add_argument("--tier", choices=spec.TIERS, default="smoke", help="with --executors")
-    b.add_argument("--data-dir", default=None, help="with --executors")
-    b.add_argument("--claims", default="claims", help="with --executors: folder of claim TOML files")
+    b.add_argument("--tier", choices=spec.TIERS, default="smoke", help="with --executors or --smoke")
+    b.add_argument("--data-dir", default=None, help="with --executors or --smoke")
+    b.add_argument("--claims", default="claims", help="with --executors or --smoke: folder of claim TOML files")
     pl = sub.add_parser("plan", help="runs, optimiser steps and training FLOPs per experiment of a tier")
     pl.add_argument("--claims", default="claims", help="folder of claim TOML files")
     pl.add_argument("--tier", choices=spec.TIERS, default="full")
@@ -116,6 +123,9 @@ def main(argv=None) -> int:
         return _from_exports(args, fit)
     if args.command == "bench":
         from . import bench
+        if args.smoke:
+            bench.smoke(args.tier, args.data_dir, args.claims, args.device, args.seed_batching, args.experiment, args.threads)
+            return 0
         if args.executors:
             bench.executors(args.experiment or ["double_descent.toml:dd_mlp", "ntk.toml:ntk_mlp"], args.tier,
                             args.workers, args.data_dir, args.claims, args.device)

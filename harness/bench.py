@@ -223,3 +223,120 @@ def _cpu_seconds() -> float:
     import resource
     return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
                for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+# ------------------------------------------------------------------------------------- smoke tier
+
+def matmul_rate(device="cpu", n: int = 1024, seconds: float = 1.0) -> float:
+    """FLOP/s of a float32 n x n matmul on `device`, the best of repeated timings (about `seconds`
+    in all): the arithmetic rate the training FLOPs are held against."""
+    device = torch.device(device)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    torch.mm(a, b)
+    best, end = math.inf, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b)
+        _sync(device)
+        best = min(best, (time.perf_counter() - t) / 4)
+    return 2 * n**3 / best
+
+
+def loop_overhead(device="cpu", batch: int = 32, rows: int = 3200, epochs: int = 3, optimizer: str = "sgd",
+                  seeds: int = 1) -> float:
+    """Seconds per optimiser step of the training loop (train._fit: batch indexing, the step, the
+    epoch's test evaluation and bookkeeping) on an MLP of width 1 on random MNIST-shaped rows,
+    where the arithmetic is negligible: what every step costs beyond its FLOPs. `seeds` > 1: that
+    many seeds trained together as one grouped network (the time is per grouped step)."""
+    from .paper.data import Split
+    from .paper.train import train, train_seeds
+    g = torch.Generator().manual_seed(0)
+    split = Split(torch.rand(rows, 1, 28, 28, generator=g), torch.randint(0, 10, (rows,), generator=g),
+                  torch.rand(100, 1, 28, 28, generator=g), torch.randint(0, 10, (100,), generator=g))
+    cfgs = [RunConfig(dataset="mnist", model="mlp", width=1, batch_size=batch, epochs=epochs, optimizer=optimizer,
+                      seed=s, device=str(device)) for s in range(seeds)]
+    t = time.perf_counter()
+    res = train_seeds(cfgs, split) if seeds > 1 else [train(cfgs[0], split)]
+    return (time.perf_counter() - t) / res[0].steps
+
+
+def _load() -> str:
+    import os
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def mnist_full_rate(device="cpu", seeds=5, steps=20) -> dict:
+    """Training GFLOP/s of the full tier's MNIST MLP step (dd_mlp's widest common shape: width 512,
+    batch 128, SGD), eager one model at a time and `seeds` seeds grouped: 3x the forward FLOPs per
+    sample (models.forward_flops) x batch x models / measured step seconds (step_seconds)."""
+    flops = 3 * models.forward_flops("mlp", 512) * 128
+    out = {}
+    for name, s in (("eager", 1), ("grouped", seeds)):
+        out[name] = flops * s / step_seconds("mlp", 512, 128, s, "sgd", device, steps=steps)["step"]
+    return out
+
+
+def smoke(tier="smoke", data_dir=None, claims_dir="claims", device="cpu", seed_batching="auto",
+          experiment_ids=None, threads=None) -> dict:
+    """The smoke tier's training, per experiment, in this process into a fresh temporary run cache
+    (every group as the inline executor trains it; a run two experiments share counts for the first),
+    each against its FLOP floor: its training FLOPs (runs.expand.training_cost, as `plan` counts
+    them) at the float32 matmul rate measured in the same run. Also the training loop's time per
+    step on a width-1 MLP (its per-step overhead), and the full tier's MNIST step rate (mnist_full_rate).
+    `threads`: torch's intra-op threads (default: torch's, one per core). `seed_batching`: as pytest's --seed-batching
+    (auto: runs.context.Context.seeds_together's rule). Prints a table; returns the figures."""
+    import tempfile
+    from pathlib import Path
+
+    from .claims import spec
+    from .execute import planner
+    from .execute.executors import settings, train_group
+    from .runs import cache
+    from .runs.context import Context
+    exps = [e for p in sorted(Path(claims_dir).glob("*.toml")) for e in spec.load(p).experiments.values()
+            if tier in e.tiers and (experiment_ids is None or planner.exp_id(e) in experiment_ids)]
+    if threads:
+        torch.set_num_threads(threads)
+    rate = matmul_rate(device)
+    overhead = loop_overhead(device)
+    mnist = mnist_full_rate(device)
+    print(f"device: {device_name(torch.device(device))}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"load average {_load()}; seed batching {seed_batching}")
+    print(f"float32 matmul (1024^3): {rate / 1e9:.1f} GFLOP/s; training-loop overhead (MLP w=1, batch 32, "
+          f"eager SGD): {1e3 * overhead:.2f} ms/step")
+    print(f"full-tier MNIST step (mlp w=512, batch 128, SGD): eager {mnist['eager'] / 1e9:.1f} GFLOP/s "
+          f"({mnist['eager'] / rate:.2f} of matmul), 5 seeds grouped {mnist['grouped'] / 1e9:.1f} GFLOP/s "
+          f"({mnist['grouped'] / rate:.2f})")
+    out = {"rate": rate, "overhead_s": overhead, "mnist_full": mnist, "experiments": {}}
+    batch = {"on": True, "off": False, "auto": None}[seed_batching]
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = Context(device=device, data_dir=data_dir, cache_root=tmp, batch_seeds=batch)
+        plan = planner.pending([(e, tier) for e in exps], cache.RunCache(ctx.cache.root), ctx.device)
+        print(f"{'experiment':<32}{'groups':>7}{'runs':>6}{'steps':>9}{'GFLOP':>9}{'floor s':>9}{'train s':>9}"
+              f"{'x floor':>9}{'ms/step':>9}")
+        for i, g in enumerate(plan):
+            owner = g.experiments[0]
+            row = out["experiments"].setdefault(owner, {"groups": 0, "runs": 0, "steps": 0, "flops": 0.0,
+                                                         "seconds": 0.0})
+            t = time.perf_counter()
+            train_group(settings(ctx), g, i, lambda e: None)
+            row["seconds"] += time.perf_counter() - t
+            row["groups"] += 1
+            row["runs"] += len(g.keys)
+            row["steps"] += g.steps
+            row["flops"] += g.flops
+        total = {"groups": 0, "runs": 0, "steps": 0, "flops": 0.0, "seconds": 0.0}
+        for owner, row in list(out["experiments"].items()) + [("total", total)]:
+            if owner != "total":
+                for k in total:
+                    total[k] += row[k]
+            floor = row["flops"] / rate
+            print(f"{owner:<32}{row['groups']:>7}{row['runs']:>6}{row['steps']:>9,}{row['flops'] / 1e9:>9.1f}"
+                  f"{floor:>9.1f}{row['seconds']:>9.1f}{row['seconds'] / floor:>8.1f}x"
+                  f"{1e3 * row['seconds'] / max(row['steps'], 1):>9.2f}", flush=True)
+        out["total"] = total
+    print(f"load average at the end: {_load()} (steps: optimiser steps over all runs; ms/step: training "
+          "seconds per run step, a grouped step counting once per seed)")
+    return out

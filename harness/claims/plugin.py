@@ -93,7 +93,8 @@ def pytest_addoption(parser):
                      "an epoch end with its checkpoint saved; claims left without runs are 'not run'")
     g.addoption("--seed-batching", choices=("auto", "on", "off"), default="auto",
                 help="train the seeds of a configuration together as one grouped network "
-                     "(auto: on with --gpu, off on the CPU)")
+                     "(auto: on with --gpu; on the CPU for small MLP steps only, where it is "
+                         "faster: runs.context.Context.seeds_together)")
     g.addoption("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
                 help="capture the SGD training step once as a CUDA graph and replay it "
                      "(auto: on with --gpu; it has no effect on the CPU)")
@@ -131,7 +132,7 @@ def pytest_configure(config):
         device="cuda" if config.getoption("--gpu") else "cpu",
         data_dir=config.getoption("--data-dir"), cache_root=config.getoption("--run-cache"),
         refresh=config.getoption("--refresh"),
-        batch_seeds={"on": True, "off": False, "auto": config.getoption("--gpu")}[config.getoption("--seed-batching")],
+        batch_seeds={"on": True, "off": False, "auto": None}[config.getoption("--seed-batching")],
         cuda_graphs={"on": True, "off": False, "auto": config.getoption("--gpu")}[config.getoption("--cuda-graphs")],
         log=_progress if config.option.verbose > 0 else None,
         deadline=None if config.getoption("--time-budget") is None
@@ -335,7 +336,7 @@ def pytest_collection_finish(session):
         # every claim has a line of its own
         display = _display(config, st.plan, live=False) if config.option.verbose > 0 else None
         if display:
-            ctx.progress = st.inline = progress.InlineTracker(display, ctx.batch_seeds)
+            ctx.progress = st.inline = progress.InlineTracker(display, ctx.seeds_together)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -57,7 +57,7 @@ def train_group(settings: dict, group, index: int, send) -> None:
     if memo not in _contexts:
         _contexts[memo] = context.Context(**settings)
     ctx = _contexts[memo]
-    ctx.progress = lambda jobs: progress.epoch_reporter(index, jobs, send, ctx.batch_seeds and len(jobs) > 1)
+    ctx.progress = lambda jobs: progress.epoch_reporter(index, jobs, send, ctx.seeds_together(jobs[0].cfg) and len(jobs) > 1)
     procedures.train_group(ctx, group)
 
 

@@ -1,7 +1,7 @@
 """The inline executor: train a group of runs into the run cache, or take them from it.
 
 A group is the runs of one configuration that differ only in seed (trained together as one grouped
-network when Context.batch_seeds is set, else one at a time). Under the cache's per-key locks, a
+network where Context.seeds_together says so, else one at a time). Under the cache's per-key locks, a
 group's runs already cached are reused, `--refresh` invalidates them once per session, the missing
 ones train (resuming from their epoch checkpoint, see runs/checkpoint.py) within the time budget
 (Context.check_budget), and each is saved with its metrics, weights, provenance and the
@@ -62,7 +62,7 @@ def cached(ctx: Context, key: str, cfg: RunConfig, required=()) -> dict | None:
 
 def train_group(ctx: Context, jobs: list) -> list:
     """(key, metrics) for runs that differ only in seed; the ones not cached yet are trained, as
-    one grouped network when ctx.batch_seeds is set, else one at a time."""
+    one grouped network where ctx.seeds_together says so, else one at a time."""
     wanted = [j.key for j in jobs]
     with contextlib.ExitStack() as locks:
         for key in sorted(set(wanted)):  # sorted: two workers never wait on each other in a cycle
@@ -79,7 +79,7 @@ def train_group(ctx: Context, jobs: list) -> list:
             ctx.check_budget([j.cfg for j in todo], f"{len(todo)} run(s) of {varying(todo[0].cfg)}")
             ctx.say(f"train {len(todo)} run(s): {varying(todo[0].cfg)} {todo[0].extra or ''}")
             split = ctx.split(todo[0].cfg)
-            together = ctx.batch_seeds and len(todo) > 1
+            together = ctx.seeds_together(todo[0].cfg) and len(todo) > 1
             groups = [todo] if together else [[j] for j in todo]
             progress = ctx.progress(todo) if ctx.progress else None
             checkpoints = [Checkpoint(ctx.cache.checkpoint_path([j.key for j in g]), ctx.checkpoint_every,

@@ -127,7 +127,8 @@ class InlineTracker:
             self.finish()
             self.current = i
             self.display.event({"event": "start", "group": i})
-        return epoch_reporter(i, jobs, self.display.event, self.batched and len(jobs) > 1)
+        batched = self.batched(jobs[0].cfg) if callable(self.batched) else self.batched
+        return epoch_reporter(i, jobs, self.display.event, batched and len(jobs) > 1)
 
     def finish(self):
         if self.current is not None:
