@@ -204,6 +204,8 @@ def calibration(claims: list) -> dict | None:
         sentence = (f"The harness reproduces {p} of {len(ev)} calibration results measured "
                     f"({len(claims)} declared, from {'; '.join(sources)})"
                     + (f"; it misses {', '.join(r['id'] for r in f)}" if f else "")
+                    + (f"; {', '.join(r['id'] for r in u)} {'is' if len(u) == 1 else 'are'} inconclusive "
+                       "(more seeds would decide)" if (u := [r for r in ev if r["verdict"] == "inconclusive"]) else "")
                     + ". These are other papers' results, counted apart from this paper's.")
     return {"sentence": sentence, "n": len(claims), "evaluated": len(ev),
             "pass": sum(r["verdict"] == "pass" for r in ev), "sources": sources,
