@@ -311,3 +311,18 @@ def test_the_local_executor_keeps_the_time_budget_and_its_claims_are_not_run(pro
     r.assert_outcomes(skipped=2)  # not run for lack of time: neither failed nor trained
     assert runs == {} and {v for v, _ in claims.values()} == {"not run"}
     assert "time budget" in r.stdout.str()
+
+
+def test_progress_of_a_run_of_fixed_steps_counts_the_epochs_they_span():
+    """A run set by `steps` reports its epochs out of the epochs those steps span (full batch: one
+    step an epoch; LeNet's 50,000 steps of 60 on 55,000 rows: 917 steps an epoch, 55 epochs)."""
+    from harness.paper.train import RunConfig
+    from harness.runs import progress
+    from harness.runs.inline import Job
+    for cfg, epochs in ((RunConfig(dataset="cifar10", model="fc", width=200, hidden="200,200", batch_size=0,
+                                   train_subset=5000, steps=1000), 1000),
+                        (RunConfig(dataset="mnist", model="fc", width=300, hidden="300,100", batch_size=60,
+                                   steps=50000, val_size=5000, eval_every=100), 55)):
+        events = []
+        progress.epoch_reporter(0, [Job(cfg)], events.append, False)({"epoch": 1})
+        assert events[-1]["epochs"] == epochs

@@ -35,6 +35,11 @@ def epoch_reporter(group: int | None, jobs: list, send, batched: bool, clock=tim
     cfg = jobs[0].cfg
     n = cfg.train_subset or data_mod.DATASETS[cfg.dataset].train_shape[0]
     runs = 1 if batched else len(jobs)
+    epochs = cfg.epochs
+    if cfg.steps:  # a run of a fixed number of optimiser steps: the epochs they span
+        rows = n - cfg.val_size
+        bs = cfg.batch_size or rows
+        epochs = -(-cfg.steps // max(1, rows // bs + (1 if rows % bs >= 2 else 0)))
     state = {"run": 1, "epoch": None, "t": clock(), "t0": clock(), "epochs_seen": 0}
 
     def callback(record):
@@ -47,9 +52,9 @@ def epoch_reporter(group: int | None, jobs: list, send, batched: bool, clock=tim
         dt, state["t"], state["epoch"] = now - state["t"], now, k
         state["epochs_seen"] += 1
         per_epoch = (now - state["t0"]) / state["epochs_seen"]
-        left = (cfg.epochs - k) + (runs - state["run"]) * cfg.epochs
+        left = (epochs - k) + (runs - state["run"]) * epochs
         send({"event": "epoch", "group": group, "run": state["run"], "runs": runs, "epoch": k,
-              "epochs": cfg.epochs, "samples_per_s": n * (len(jobs) if batched else 1) / max(dt, 1e-9),
+              "epochs": epochs, "samples_per_s": n * (len(jobs) if batched else 1) / max(dt, 1e-9),
               "eta_s": left * per_epoch})
     return callback
 
