@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..paper import data as data_mod
 from ..paper import models, prune
-from ..paper.train import RunConfig
+from ..paper.train import RunConfig, steps_per_epoch
 from .keys import run_key
 
 
@@ -143,11 +143,10 @@ def training_cost(cfg: RunConfig) -> dict:
     m = cfg.test_subset or info.test_shape[0]
     bs = cfg.batch_size or n
     f = models.config_flops(cfg)
-    steps_per_epoch = n // bs + (1 if n % bs >= 2 else 0)  # a last batch of one is skipped
     if cfg.steps:
         steps, flops = cfg.steps, cfg.steps * bs * 3 * f
     else:
-        steps, flops = cfg.epochs * steps_per_epoch, cfg.epochs * (3 * f * n + f * m)
+        steps, flops = cfg.epochs * steps_per_epoch(n, cfg.batch_size), cfg.epochs * (3 * f * n + f * m)
     if cfg.val_size:
         flops += (steps // cfg.eval_every + 2) * f * cfg.val_size
     if cfg.sharpness_every:

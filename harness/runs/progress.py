@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 
 from ..paper import data as data_mod
+from ..paper.train import steps_per_epoch
 
 
 def _clock(seconds) -> str:
@@ -37,9 +38,7 @@ def epoch_reporter(group: int | None, jobs: list, send, batched: bool, clock=tim
     runs = 1 if batched else len(jobs)
     epochs = cfg.epochs
     if cfg.steps:  # a run of a fixed number of optimiser steps: the epochs they span
-        rows = n - cfg.val_size
-        bs = cfg.batch_size or rows
-        epochs = -(-cfg.steps // max(1, rows // bs + (1 if rows % bs >= 2 else 0)))
+        epochs = -(-cfg.steps // max(1, steps_per_epoch(n - cfg.val_size, cfg.batch_size)))
     state = {"run": 1, "epoch": None, "t": clock(), "t0": clock(), "epochs_seen": 0}
 
     def callback(record):
