@@ -147,19 +147,79 @@ def test_a_metrics_only_cache_reports_a_finished_chain_and_explains_an_unfinishe
     rows = procedures.rows(exp, "smoke", ctx)
     out = tmp_path / "results.tar.gz"
     assert ctx.cache.export_metrics(out) == len(list((tmp_path / "cache").glob("runs/*/metrics.json")))
-    with tarfile.open(out) as tar:
-        assert all(n.endswith("metrics.json") for n in tar.getnames())  # no tensors travel
+    last = {r["key"] for r in rows if r["config"]["variant"] == "ticket" and r["config"]["remaining"] == 0.2}
+    with tarfile.open(out) as tar:  # no tensors travel; resume records only for the chain's last round
+        names = tar.getnames()
+        assert {n for n in names if not n.endswith("metrics.json")} == {f"runs/{k}/resume.pt" for k in last}
         tar.extractall(tmp_path / "elsewhere", filter="data")
     other = Context(data_dir=str(data_dir), cache_root=str(tmp_path / "elsewhere"), allow_train=False)
     again = procedures.rows(exp, "smoke", other)
     assert [(r["key"], r["metrics"]) for r in again] == [(r["key"], r["metrics"]) for r in rows]
 
-    # an unfinished chain needs its parents' tensors to go on: a clear error, not a KeyError
-    last = [r for r in rows if r["config"]["variant"] == "init_magnitude"][0]["key"]
-    (tmp_path / "elsewhere" / "runs" / last / "metrics.json").unlink()
+    # a round whose parent has neither weights nor a resume record there: a clear error, not a KeyError
+    (tmp_path / "elsewhere" / "runs" / sorted(last)[0] / "metrics.json").unlink()
     other = Context(data_dir=str(data_dir), cache_root=str(tmp_path / "elsewhere"))
     with pytest.raises(NotCached, match="metrics but no weights"):
         procedures.rows(exp, "smoke", other)
+
+
+def test_a_chain_stopped_part_way_goes_on_elsewhere_from_its_export(tmp_path, data_dir, monkeypatch):
+    """Killed in its second pruning round, exported (metrics and the last round's resume records,
+    no tensors), extracted into a fresh cache: the chain goes on there and trains exactly what an
+    uninterrupted chain trains, mask by mask and weight by weight."""
+    import tarfile
+    exp, ctx = _setup(tmp_path, data_dir)
+    whole = procedures.rows(exp, "smoke", Context(data_dir=str(data_dir), cache_root=str(tmp_path / "whole")))
+    real, calls = inline.train, []
+
+    def fifth_dies(*a, **k):  # one seed at a time: dense x2, ticket 0.5 x2, then ticket 0.2 seed 0
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(inline, "train", fifth_dies)
+    with pytest.raises(KeyboardInterrupt):
+        procedures.rows(exp, "smoke", ctx)
+    monkeypatch.setattr(inline, "train", real)
+    out = tmp_path / "part.tar.gz"
+    ctx.cache.export_metrics(out)
+    half = {r["key"] for r in whole if r["config"]["variant"] == "ticket" and r["config"]["remaining"] == 0.5}
+    dense = {r["key"] for r in whole if r["config"]["variant"] == "dense"}
+    with tarfile.open(out) as tar:
+        runs = {n.split("/")[1] for n in tar.getnames()} & {r["key"] for r in whole}
+        assert runs == dense | half  # the runs trained before the kill (with their measurements)
+        assert {n for n in tar.getnames() if n.endswith("resume.pt")} == {f"runs/{k}/resume.pt" for k in half}
+        tar.extractall(tmp_path / "elsewhere", filter="data")
+    assert not list((tmp_path / "elsewhere").glob("runs/*/tensors.pt"))
+
+    elsewhere = Context(data_dir=str(data_dir), cache_root=str(tmp_path / "elsewhere"))
+    rows = procedures.rows(exp, "smoke", elsewhere)
+    assert [r["key"] for r in rows] == [r["key"] for r in whole]
+    assert [r["metrics"]["test_acc"] for r in rows] == [r["metrics"]["test_acc"] for r in whole]
+    for r in whole:
+        if r["config"]["variant"] == "dense" or r["key"] in half:
+            continue  # trained before the kill: there are no tensors of them elsewhere
+        a, b = elsewhere.cache.load_tensors(r["key"]), load(tmp_path / "whole", r["key"])
+        assert all(torch.equal(a["masks"][n], b["masks"][n]) for n in b["masks"])
+        assert all(torch.equal(a[w][n], b[w][n]) for w in ("theta0", "thetaT") for n in b[w])
+
+    # theta_0 made again must be the one the chain was trained from, or the chain does not go on
+    from harness.procedures import ticket
+    k = sorted(half)[0]
+    path = tmp_path / "again" / "runs" / k / "resume.pt"
+    with tarfile.open(out) as tar:
+        tar.extractall(tmp_path / "again", filter="data")
+    record = torch.load(path, weights_only=True)
+    record["theta0_sha256"] = "0" * 64
+    torch.save(record, path)
+    with pytest.raises(RuntimeError, match="cannot go on here: theta_0 of its dense run"):
+        procedures.rows(exp, "smoke", Context(data_dir=str(data_dir), cache_root=str(tmp_path / "again")))
+    assert ticket.digest(load(tmp_path / "whole", whole[0]["key"])["theta0"]) != "0" * 64
+
+
+def load(root, key):
+    return torch.load(root / "runs" / key / "tensors.pt", weights_only=True)
 
 
 def test_runs_trained_one_at_a_time_are_saved_as_each_finishes(tmp_path, data_dir, monkeypatch):

@@ -1,6 +1,8 @@
 """Run cache: one folder per run, named by its key (runs/keys.py).
 
-Layout: <root>/runs/<key>/tensors.pt (state dicts, masks) and metrics.json (small, readable).
+Layout: <root>/runs/<key>/tensors.pt (state dicts, masks) and metrics.json (small, readable); a
+run of a lottery-ticket chain may also hold resume.pt, the compact record a later round needs to
+go on from it (harness/procedures/ticket.py), which exports carry for the chain's last rounds.
 Each file is written to a temporary name and renamed into place, tensors first and metrics.json
 last: metrics.json is the completion marker, so a run killed half-way leaves no entry a reader
 would take. Runs in training keep a checkpoint in <root>/checkpoints/ (runs/checkpoint.py), so a
@@ -150,10 +152,11 @@ class RunCache:
             return None
         return metrics
 
-    def load_tensors(self, key: str) -> dict:
-        """A run's tensors; {} where the entry has none (a metrics-only cache). A damaged
-        tensors.pt sets its entry aside and raises DamagedEntry, naming it."""
-        path = self.dir(key) / "tensors.pt"
+    def load_tensors(self, key: str, name: str = "tensors.pt") -> dict:
+        """A run's tensors (`name` "resume.pt": its resume record); {} where the entry has none
+        (a metrics-only cache). A damaged file sets its entry aside and raises DamagedEntry,
+        naming it."""
+        path = self.dir(key) / name
         if not path.exists():
             return {}
         try:
@@ -170,14 +173,29 @@ class RunCache:
         text = dumps(metrics, indent=1, sort_keys=True).encode()
         atomic_write(d / "metrics.json", lambda f: f.write(text))
 
+    def save_resume(self, key: str, record: dict) -> None:
+        """A completed run's resume record (resume.pt: tensors, dicts, strings)."""
+        atomic_write(self.dir(key) / "resume.pt", lambda f: torch.save(record, f))
+
     def export_metrics(self, out) -> int:
         """Write every completed entry's metrics.json (runs and measurements, no tensors) to the
         tar.gz `out`, as runs/<key>/metrics.json: a small copy of the results that another
         machine extracts into its cache root (`tar -xzf out -C ROOT`) to report, or to go on
-        without retraining what is done. Returns the number of entries."""
+        without retraining what is done. Also each lottery-ticket chain's frontier: the
+        resume.pt of every completed run that no other run's resume record continues (no entry
+        with a resume.pt names it as its lineage's "parent"), so that a chain stopped part-way
+        goes on from its last round on another machine. Returns the number of entries."""
         paths = sorted(p for p in self.root.glob("runs/*/metrics.json") if ".damaged-" not in p.parent.name)
+        done = {p.parent.name for p in paths}
+        resumes = {p.parent.name: p for p in self.root.glob("runs/*/resume.pt") if p.parent.name in done}
+        parents = set()
+        for k in resumes:
+            extra = (self.load_metrics(k) or {}).get("extra") or {}
+            if isinstance(extra, dict) and extra.get("parent"):
+                parents.add(extra["parent"])
+        paths += sorted(p for k, p in resumes.items() if k not in parents)
         atomic_write(Path(out), lambda f: _tar(f, paths, self.root))
-        return len(paths)
+        return len(done)
 
     def checkpoint_path(self, keys: list) -> Path:
         """Where a training group (runs trained together) keeps its mid-run checkpoint."""
