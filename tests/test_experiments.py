@@ -218,6 +218,32 @@ def test_a_chain_stopped_part_way_goes_on_elsewhere_from_its_export(tmp_path, da
     assert ticket.digest(load(tmp_path / "whole", whole[0]["key"])["theta0"]) != "0" * 64
 
 
+def test_a_time_budget_stops_a_chain_before_the_round_that_does_not_fit_and_it_goes_on_next_time(
+        tmp_path, data_dir, monkeypatch):
+    import time
+    from harness.runs.context import OutOfBudget
+    exp, ctx = _setup(tmp_path, data_dir)
+    ctx.deadline = time.monotonic() + 3600
+    real, calls = inline.train, []
+
+    def spend_after_the_dense_round(*a, **k):
+        out = real(*a, **k)
+        calls.append(1)
+        if len(calls) == 2:  # both dense runs trained: the budget is spent
+            ctx.deadline = time.monotonic() - 1
+        return out
+
+    monkeypatch.setattr(inline, "train", spend_after_the_dense_round)
+    with pytest.raises(OutOfBudget, match="not run"):
+        procedures.rows(exp, "smoke", ctx)
+    [cfgs] = seed_groups(expand(exp, "smoke", "cpu"))
+    chain = ticket_chain(exp.resolved("smoke")["ticket"], cfgs)
+    assert all(ctx.cache.has(k) and (ctx.cache.dir(k) / "resume.pt").exists() for k in chain[0].keys)
+    assert not any(ctx.cache.has(k) for rd in chain[1:] for k in rd.keys)
+    rows = procedures.rows(exp, "smoke", Context(data_dir=ctx.data_dir, cache_root=ctx.cache_root))
+    assert len(rows) == 12 and len(calls) == 12  # the dense runs were not trained again
+
+
 def load(root, key):
     return torch.load(root / "runs" / key / "tensors.pt", weights_only=True)
 
