@@ -170,17 +170,8 @@ def test_a_chain_stopped_part_way_goes_on_elsewhere_from_its_export(tmp_path, da
     import tarfile
     exp, ctx = _setup(tmp_path, data_dir)
     whole = procedures.rows(exp, "smoke", Context(data_dir=str(data_dir), cache_root=str(tmp_path / "whole")))
-    real, calls = inline.train, []
-
-    def fifth_dies(*a, **k):  # one seed at a time: dense x2, ticket 0.5 x2, then ticket 0.2 seed 0
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt("killed")
-        return real(*a, **k)
-
-    monkeypatch.setattr(inline, "train", fifth_dies)
-    with pytest.raises(KeyboardInterrupt):
-        procedures.rows(exp, "smoke", ctx)
+    real = inline.train
+    _killed_in_run(5, exp, ctx, monkeypatch)  # one seed at a time: dense x2, ticket 0.5 x2, then ticket 0.2 seed 0
     monkeypatch.setattr(inline, "train", real)
     out = tmp_path / "part.tar.gz"
     ctx.cache.export_metrics(out)
@@ -244,6 +235,21 @@ def test_a_time_budget_stops_a_chain_before_the_round_that_does_not_fit_and_it_g
     assert len(rows) == 12 and len(calls) == 12  # the dense runs were not trained again
 
 
+def _killed_in_run(n, exp, ctx, monkeypatch):
+    """Walk the experiment, killed (KeyboardInterrupt) as its n-th training run starts."""
+    real, calls = inline.train, []
+
+    def dies(*a, **k):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(inline, "train", dies)
+    with pytest.raises(KeyboardInterrupt):
+        procedures.rows(exp, "smoke", ctx)
+
+
 def load(root, key):
     return torch.load(root / "runs" / key / "tensors.pt", weights_only=True)
 
@@ -251,17 +257,7 @@ def load(root, key):
 def test_runs_trained_one_at_a_time_are_saved_as_each_finishes(tmp_path, data_dir, monkeypatch):
     """A group killed in its second run keeps its first: nothing trained is held back to the group's end."""
     exp, ctx = _setup(tmp_path, data_dir)
-    real, calls = inline.train, []
-
-    def second_dies(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*a, **k)
-
-    monkeypatch.setattr(inline, "train", second_dies)
-    with pytest.raises(KeyboardInterrupt):
-        procedures.rows(exp, "smoke", ctx)
+    _killed_in_run(2, exp, ctx, monkeypatch)
     assert len(list((tmp_path / "cache" / "runs").glob("*/metrics.json"))) == 1
 
 
