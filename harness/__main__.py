@@ -11,8 +11,8 @@ claim file.
 `python -m harness plan` lists what a tier trains: runs, optimiser steps and FLOPs per experiment,
 and estimates its wall time on this machine's GPU (see `plan`); `plan --pending` lists the training
 groups not yet in the run cache (harness/execute/planner.py).
-`python -m harness export` packs the cache's results (metrics, no tensors) into one small tar.gz
-(exit status 2 where the cache holds none).
+`python -m harness export` packs the cache's results (metrics, no tensors; the resume records of
+lottery-ticket chains' last rounds) into one tar.gz (exit status 2 where the cache holds none).
 `python -m harness fit EXPERIMENT` ranks an experiment's readings (harness/claims/readings.py) by how well they
 match the paper's numbers together, from the run cache (no training).
 `python -m harness migrate` re-keys, in place, a run cache made before the device left the run
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     pl.add_argument("--run-cache", default=None, help="run cache folder (as for pytest; with --pending)")
     pl.add_argument("--device", choices=("cpu", "cuda"), default=None,
                     help="device the runs train on (default: cuda for full, cpu for smoke)")
-    e = sub.add_parser("export", help="the cache's results (metrics.json files, no tensors) as one tar.gz")
+    e = sub.add_parser("export", help="the cache's results (metrics.json files, no tensors; ticket chains' resume records) as one tar.gz")
     e.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
     e.add_argument("--out", default="build/results-cache.tar.gz")
     m = sub.add_parser("migrate", help="re-key, in place, a run cache made before the device left the run keys")
@@ -107,7 +107,10 @@ def main(argv=None) -> int:
         if not _has_runs(root):
             return 2
         n = cache.RunCache(root, read_only=True).export_metrics(args.out)
-        print(f"{n} entries -> {args.out} (extract with: tar -xzf {shlex.quote(str(args.out))} -C CACHE_ROOT)")
+        mib = Path(args.out).stat().st_size / 2**20
+        print(f"{n} entries, {mib:.1f} MiB -> {args.out} (extract with: tar -xzf {shlex.quote(str(args.out))} -C CACHE_ROOT)")
+        if mib > 16:  # lottery-ticket resume records of wide networks' dense rounds can reach that
+            print(f"note: {mib:.1f} MiB is more than a lent device returns in one file (16 MiB, see tools/device_part.sh)")
         return 0
     if args.command == "plan" and args.pending:
         selection = [(exp, args.tier) for path in sorted(Path(args.claims).glob("*.toml"))
