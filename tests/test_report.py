@@ -180,7 +180,11 @@ def test_one_figure_per_plotted_experiment_beside_its_claims_with_paper_values(r
     doc, html, _ = rendered
     assert list(doc["plots"]) == ["sweep[smoke]"]  # `missing` has no runs, so no figure
     figures = re.findall(r'<svg[^>]*id="(fig-[^"]+)"', html)
-    assert figures == ["fig-forest", "fig-forest-phone", "fig-sweep-smoke"]  # the forest twice: desktop, phone
+    # each figure twice, for a desktop and for a phone (the phone's: larger type, 4.2 inches wide)
+    assert figures == ["fig-forest", "fig-forest-phone", "fig-sweep-smoke", "fig-sweep-smoke-phone"]
+    phone = html[html.rindex("<svg", 0, html.index('id="fig-sweep-smoke-phone"')):]
+    phone = phone[:phone.index("</svg>")]
+    assert 'width="302.4pt"' in phone[:phone.index(">")] and "paper: test accuracy" in phone
     fig, exp_head = html.index('id="fig-sweep-smoke"'), html.index('id="exp-V-E-sweep-smoke"')
     first_card = html.index('id="sweep-bs16-smoke"')
     assert exp_head < fig < first_card

@@ -211,10 +211,12 @@ def render(doc: dict) -> str:
     env.filters["slug"] = lambda s: slug(s)
     env.globals["kind"] = kind
     svgs = {k: plot_svg(p, slug("fig", k)) for k, p in doc["plots"].items()}
+    svgs_narrow = {k: plot_svg(p, slug("fig", k) + "-phone", narrow=True) for k, p in doc["plots"].items()}
     title = "Every numeric claim: measured value against its expected band, in tolerance units"
     forest = forest_svg(doc["forest"], "fig-forest", title) if doc["forest"] else None
     narrow = forest_svg(doc["forest"], "fig-forest-phone", title, narrow=True) if doc["forest"] else None
-    return env.get_template("report.html.j2").render(doc=doc, svgs=svgs, forest=forest, forest_narrow=narrow,
+    return env.get_template("report.html.j2").render(doc=doc, svgs=svgs, svgs_narrow=svgs_narrow, forest=forest,
+                                                     forest_narrow=narrow,
                                                      headline=headline(doc))
 
 

@@ -85,23 +85,31 @@ def _log_y(ax, ys: list) -> None:
     ax.set_ylim(ticks[0] / 1.15, ticks[-1] * 1.15)
 
 
-def plot_svg(plot: dict, uid: str) -> str:
+def plot_svg(plot: dict, uid: str, narrow: bool = False) -> str:
     """One experiment's figure: per series, means with 95% CI bars along plot.x (log axes as the
     plot asks); the configurations drawn apart (Adam, GD) in a panel of their own on the right,
     with its own y axis so that they do not squash the sweep's; the paper's values as open
-    diamonds."""
+    diamonds. `narrow`: drawn for a phone (about 390 px: 4.2 inches wide, larger type, the legend
+    below the axes), where the wide figure's text would shrink to about 6 px."""
     import matplotlib
     matplotlib.use("Agg")
+
+    with matplotlib.rc_context({"font.size": 11 if narrow else 10}):
+        return _plot_svg(plot, uid, narrow)
+
+
+def _plot_svg(plot: dict, uid: str, narrow: bool) -> str:
     import matplotlib.pyplot as plt
     import matplotlib.ticker as mticker
 
+    wide = 4.2 if narrow else 6.6
     apart_labels = list(dict.fromkeys(a["label"] for a in plot["apart"]))
+    twin_units = len(plot["y"]) > 1 and len({metric_label(m)[1] for m in plot["y"]}) > 1
     if apart_labels:
-        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(6.6, 3.6),
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(wide, 4.2 if narrow else 3.6),
                                       gridspec_kw={"width_ratios": [5, 0.9 + 0.6 * len(apart_labels)]})
     else:
-        fig, ax = plt.subplots(figsize=(6.6, 4.4 if len(plot["y"]) > 1 and
-                                        len({metric_label(m)[1] for m in plot["y"]}) > 1 else 3.6))
+        fig, ax = plt.subplots(figsize=(wide, (4.6 if twin_units else 4.2) if narrow else (4.4 if twin_units else 3.6)))
         ax2 = None
     # a metric of another unit than the first (test accuracy beside movement) on a right-hand axis
     first_unit = metric_label(plot["y"][0])[1]
@@ -170,7 +178,7 @@ def plot_svg(plot: dict, uid: str) -> str:
     if plot["logx"]:
         ax.set_xscale("log")
         xs = sorted({p["x"] for s in plot["series"] for p in s["points"]})
-        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.set_xticks(xs, [f"{x:g}" for x in xs], rotation=45 if narrow and len(xs) > 6 else 0)
         ax.xaxis.set_minor_locator(mticker.NullLocator())
     width = {"mlp": " (hidden units)", "cnn": " (channels c)"}.get(plot["model"], "") if plot["x"] == "width" else ""
     ax.set_xlabel(AXES.get(plot["x"], plot["x"]) + width)
@@ -181,21 +189,28 @@ def plot_svg(plot: dict, uid: str) -> str:
     if plot["logy"]:
         _log_y(ax, ys)
     if ax2 is not None:
-        ax2.set_xticks(range(len(apart_labels)), apart_labels, rotation=25, ha="right", fontsize=8)
+        small = 9 if narrow else 8
+        ax2.set_xticks(range(len(apart_labels)), apart_labels, rotation=25, ha="right", fontsize=small)
         ax2.set_xlim(-0.6, len(apart_labels) - 0.4)
         ax2.grid(alpha=0.3)
-        ax2.set_title("apart (own y axis)", fontsize=8)
+        ax2.set_title("apart (own y axis)", fontsize=small)
         if plot["logy"]:
             _log_y(ax2, ys2)
     handles, labels = ax.get_legend_handles_labels()
     if axr is not None:
         h2, l2 = axr.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
+    if narrow:  # below the axes, one entry a line: on a phone-sized figure it would cover the points
+        below = 0.25 * len(labels) + 0.1  # inches
+        fig.set_figheight(fig.get_figheight() + below)
+        fig.legend(handles, labels, fontsize=10, loc="lower left", ncol=1, frameon=False)
+        fig.tight_layout(rect=(0, below / fig.get_figheight(), 1, 1))
+        return _svg(fig, uid, plot["caption"], plot["desc"])
     if axr is not None:  # "best" cannot see the right axis's points: the legend goes below the axes
         ax.legend(handles, labels, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
                   frameon=False)
     else:
-        ax.legend(handles, labels, fontsize=9, loc="best")  # legible at phone width (the figure is drawn at about 390 px there)
+        ax.legend(handles, labels, fontsize=9, loc="best")
     fig.tight_layout()
     return _svg(fig, uid, plot["caption"], plot["desc"])
 
