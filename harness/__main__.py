@@ -96,6 +96,8 @@ def main(argv=None) -> int:
     e = sub.add_parser("export", help="the cache's results (metrics.json files, no tensors; ticket chains' resume records) as one tar.gz")
     e.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
     e.add_argument("--out", default="build/results-cache.tar.gz")
+    e.add_argument("--max-mib", type=float, default=None,
+                   help="volumes of at most this many MiB (before compression): OUT, then NAME-2.tar.gz, ...")
     m = sub.add_parser("migrate", help="re-key, in place, a run cache made before the device left the run keys")
     m.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
     m.add_argument("--claims", default="claims", help="folder of claim TOML files (the measurements to look for)")
@@ -106,11 +108,14 @@ def main(argv=None) -> int:
         root = cache.default_root(args.run_cache)
         if not _has_runs(root):
             return 2
-        n = cache.RunCache(root, read_only=True).export_metrics(args.out)
-        mib = Path(args.out).stat().st_size / 2**20
-        print(f"{n} entries, {mib:.1f} MiB -> {args.out} (extract with: tar -xzf {shlex.quote(str(args.out))} -C CACHE_ROOT)")
-        if mib > 16:  # lottery-ticket resume records of wide networks' dense rounds can reach that
-            print(f"note: {mib:.1f} MiB is more than a lent device returns in one file (16 MiB, see tools/device_part.sh)")
+        max_bytes = int(args.max_mib * 2**20) if args.max_mib else None
+        n = cache.RunCache(root, read_only=True).export_metrics(args.out, max_bytes)
+        for f in n.files:
+            mib = f.stat().st_size / 2**20
+            print(f"{f}: {mib:.1f} MiB (extract with: tar -xzf {shlex.quote(str(f))} -C CACHE_ROOT)")
+            if mib > 16:  # lottery-ticket resume records of wide networks' dense rounds can reach that
+                print(f"note: {mib:.1f} MiB is more than a lent device returns in one file (16 MiB): use --max-mib 15")
+        print(f"{n} entries in {len(n.files)} file(s)")
         return 0
     if args.command == "plan" and args.pending:
         selection = [(exp, args.tier) for path in sorted(Path(args.claims).glob("*.toml"))

@@ -119,6 +119,27 @@ def _export(root, entries, out):
     return rc.export_metrics(out)
 
 
+def test_an_export_in_volumes_holds_every_file_once_each_volume_within_its_size(tmp_path):
+    import os
+    rc = cache.RunCache(tmp_path / "c")
+    for i in range(6):
+        rc.save(f"k{i}", {"final": i, "pad": "x" * 3000})
+        (rc.dir(f"k{i}") / "resume.pt").write_bytes(os.urandom(5000))  # incompressible, as weights are
+    out = rc.export_metrics(tmp_path / "v" / "p.tar.gz", max_bytes=12000)
+    assert out == 6 and out.files[0] == tmp_path / "v" / "p.tar.gz"
+    assert [f.name for f in out.files[1:]] == [f"p-{i}.tar.gz" for i in range(2, len(out.files) + 1)]
+    members = []
+    for f in out.files:
+        with tarfile.open(f) as tar:
+            sizes = [m.size for m in tar.getmembers()]
+            assert sum(sizes) <= 12000 or len(sizes) == 1
+            members += tar.getnames()
+    assert sorted(members) == sorted([f"runs/k{i}/metrics.json" for i in range(6)]
+                                     + [f"runs/k{i}/resume.pt" for i in range(6)])
+    assert len(members) == len(set(members))
+    assert rc.export_metrics(tmp_path / "one.tar.gz").files == [tmp_path / "one.tar.gz"]  # no limit: one file
+
+
 def test_exports_import_into_one_root_with_their_part_provenance(tmp_path):
     _export(tmp_path / "a", {"k1": {"final": 1}, "k2": {"final": 2, "provenance": {"device": "own"}}},
             tmp_path / "parts" / "1-old.tar.gz")

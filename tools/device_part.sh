@@ -8,7 +8,8 @@
 # three joins them, checks the sha256 and unpacks the data into /tmp/data. Every call installs the
 # project, seeds the run cache /tmp/runs from the committed exports (reports/full/parts: finished
 # runs are not trained again) and then, with the data in place, trains pending full-tier claims
-# for at most SECONDS (--time-budget), exports the cache's results to $OUT/part.tar.gz and leaves
+# for at most SECONDS (--time-budget), exports the cache's results to $OUT/part.tar.gz (volumes
+# part-2.tar.gz, ... past 15 MiB) and leaves
 # the report and the log in $OUT. Without the data yet, it runs the CUDA tests and the benchmark.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -44,4 +45,4 @@ if [ ! -f /tmp/data/cifar10.npz ]; then
 fi
 python3 -m pytest claims -m full --gpu --run-cache /tmp/runs --data-dir /tmp/data --time-budget "$budget" \
   --report "$out/report" -q "$@"
-python3 -m harness export --run-cache /tmp/runs --out "$out/part.tar.gz"
+python3 -m harness export --run-cache /tmp/runs --out "$out/part.tar.gz" --max-mib 15  # volumes part.tar.gz, part-2.tar.gz, ...: a lent device returns files of at most 16 MiB

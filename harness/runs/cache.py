@@ -88,6 +88,20 @@ def _tar(f, paths, root):
             tar.add(p, arcname=str(p.relative_to(root)))
 
 
+class Exported(int):
+    """The number of entries an export holds, with `files`: the volumes written (Paths)."""
+    files: list
+
+
+def volume_name(out, i: int) -> Path:
+    """The i-th volume of the export `out` (1: `out` itself; 2: NAME-2.tar.gz beside it)."""
+    out = Path(out)
+    if i == 1:
+        return out
+    stem = out.name[:-len(".tar.gz")] if out.name.endswith(".tar.gz") else out.name
+    return out.with_name(f"{stem}-{i}.tar.gz")
+
+
 def set_aside(path: Path, problem, read_only: bool = False, file: Path | None = None) -> None:
     """Move a damaged file, or the entry folder holding the damaged `file`, out of the way
     (PATH.damaged-TIMESTAMP) with a warning, so that it is absent and is made again; raise
@@ -177,14 +191,17 @@ class RunCache:
         """A completed run's resume record (resume.pt: tensors, dicts, strings)."""
         atomic_write(self.dir(key) / "resume.pt", lambda f: torch.save(record, f))
 
-    def export_metrics(self, out) -> int:
+    def export_metrics(self, out, max_bytes: int | None = None) -> "Exported":
         """Write every completed entry's metrics.json (runs and measurements, no tensors) to the
         tar.gz `out`, as runs/<key>/metrics.json: a small copy of the results that another
         machine extracts into its cache root (`tar -xzf out -C ROOT`) to report, or to go on
         without retraining what is done. Also each lottery-ticket chain's frontier: the
         resume.pt of every completed run that no other run's resume record continues (no entry
         with a resume.pt names it as its lineage's "parent"), so that a chain stopped part-way
-        goes on from its last round on another machine. Returns the number of entries."""
+        goes on from its last round on another machine. `max_bytes`: files are packed into
+        volumes of at most that many bytes before compression (one file larger than that alone),
+        `out` then `volume_name(out, 2)`, ... (a lent device returns files of at most 16 MiB).
+        Returns the number of entries, with the files written as its `files` attribute."""
         paths = sorted(p for p in self.root.glob("runs/*/metrics.json") if ".damaged-" not in p.parent.name)
         done = {p.parent.name for p in paths}
         resumes = {p.parent.name: p for p in self.root.glob("runs/*/resume.pt") if p.parent.name in done}
@@ -194,8 +211,16 @@ class RunCache:
             if isinstance(extra, dict) and extra.get("parent"):
                 parents.add(extra["parent"])
         paths += sorted(p for k, p in resumes.items() if k not in parents)
-        atomic_write(Path(out), lambda f: _tar(f, paths, self.root))
-        return len(done)
+        volumes = [[]]
+        for p in paths:
+            if max_bytes and volumes[-1] and sum(q.stat().st_size for q in volumes[-1] + [p]) > max_bytes:
+                volumes.append([])
+            volumes[-1].append(p)
+        exported = Exported(len(done))
+        exported.files = [volume_name(out, i + 1) for i in range(len(volumes))]
+        for path, members in zip(exported.files, volumes):
+            atomic_write(path, lambda f, members=members: _tar(f, members, self.root))
+        return exported
 
     def checkpoint_path(self, keys: list) -> Path:
         """Where a training group (runs trained together) keeps its mid-run checkpoint."""
