@@ -34,10 +34,13 @@ def keys(exp, tier, reading=None):
 # Cache keys of primary runs. The device is not part of a key, so these are also the keys the
 # CPU runs have had since before readings were added (commit 8463b7d); the cuda keys of then
 # (under which the committed H100 part was made) are pinned as legacy keys in test_migrate.py.
+# The smoke keys were re-pinned when the smoke tables set test_every = 0 (issue 28: the test set
+# at the end only), which changes those runs' settings and so their keys (before:
+# f6f4d2dfe59536b95aceb0c9 and eaa37e2a56c2d6ff9e16b3e7).
 PINNED = [("ntk.toml", "ntk_mlp", "full", "408ad14ba75d721183a809bd"),
-          ("ntk.toml", "ntk_mlp", "smoke", "f6f4d2dfe59536b95aceb0c9"),
+          ("ntk.toml", "ntk_mlp", "smoke", "266c33c4756215fd494fcc7b"),
           ("double_descent.toml", "dd_mlp", "full", "0ce822928043d53fc65a3a12"),
-          ("double_descent.toml", "dd_mlp", "smoke", "eaa37e2a56c2d6ff9e16b3e7"),
+          ("double_descent.toml", "dd_mlp", "smoke", "e3976588201d4abd7a76ef52"),
           ("double_descent.toml", "dd_cnn", "full", "06f69f894a274a86ce369bf3"),
           ("batch_size.toml", "bs_sweep", "full", "a3b6f4c55959b669d6328f99"),
           ("lottery.toml", "ticket", "full", "e39cedd3e688b60f156000ab")]

@@ -37,6 +37,22 @@ def test_theta0_and_thetaT_are_kept_and_differ():
     assert r.steps == 2 * 8 and len(r.history) == 2
 
 
+def test_test_every_leaves_weights_and_final_metrics_bit_identical():
+    """Fewer per-epoch test evaluations change only the epoch records: the trained weights, the
+    BatchNorm statistics and the final metrics are the same bit for bit (eager MLP, grouped CNN)."""
+    s = synthetic_split()
+    for cfg, fit in ((dataclasses.replace(CFG, epochs=3), lambda c: [train.train(c, s)]),
+                     (train.RunConfig(dataset="cifar10", model="cnn", width=2, batch_size=16, epochs=3, lr=0.05),
+                      lambda c: train.train_seeds([c, dataclasses.replace(c, seed=1)], synthetic_split(n=64, shape=(3, 32, 32))))):
+        every = fit(cfg)
+        for k, tested in ((0, []), (2, [2])):
+            for a, b in zip(every, fit(dataclasses.replace(cfg, test_every=k))):
+                assert a.final == b.final and a.steps == b.steps
+                assert all(torch.equal(a.thetaT[n], b.thetaT[n]) for n in a.thetaT)
+                assert [h["epoch"] for h in b.history if "test_acc" in h] == tested
+                assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+
+
 def test_cosine_schedule_and_adam_and_full_batch_run():
     s = synthetic_split(n=64)
     r = train.train(dataclasses.replace(CFG, optimizer="adam", lr=1e-3, batch_size=0, epochs=3), s)

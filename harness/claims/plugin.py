@@ -137,12 +137,25 @@ def pytest_configure(config):
         log=_progress if config.option.verbose > 0 else None,
         deadline=None if config.getoption("--time-budget") is None
         else time.monotonic() + config.getoption("--time-budget"))
+    _share_cores(ctx.device)
     parallel = config.getoption("dist", "no") != "no"
     if parallel and (config.getoption("--plan-only") or config.getoption("--executor") != "inline"):
         raise pytest.UsageError("--plan-only and --executor local|submitit plan in one process: drop -n "
                                 "(the executor's own workers train in parallel)")
     config.stash[STATE] = SessionState(ctx=ctx, readings=selection, start=time.time())
     config.pluginmanager.register(_Collector(config), "harness-collector")
+
+
+def _share_cores(device: str) -> None:
+    """In a pytest-xdist worker on the CPU, torch's intra-op threads are the cores shared out among
+    the workers (at least one; never more than torch would use alone): `-n 2` on two cores runs
+    two one-thread processes, not four threads fighting over two cores."""
+    import os
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if device == "cpu" and workers > 1:
+        import torch
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), cores // workers)))
 
 
 def pytest_collect_file(file_path, parent):

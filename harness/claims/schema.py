@@ -59,6 +59,7 @@ RUN_RANGES = {  # run setting -> (allowed, what is allowed); subsets are bounded
     "sharpness_samples": (lambda v: v >= 0, ">= 0 (0: all training rows)"),
     "sharpness_tol": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     "subset": (lambda v: v in ("stratified", "first"), "'stratified' or 'first'"),
+    "test_every": (lambda v: v >= 0, ">= 0 (0: the test set at the end only)"),
 }
 
 

@@ -134,7 +134,7 @@ def ticket_chain(t: dict, cfgs: list) -> list[Round]:
 
 def training_cost(cfg: RunConfig) -> dict:
     """Optimiser steps and conv/linear FLOPs of one run: 3x the forward cost per training sample
-    (forward + backward), the evaluations (per-epoch test evaluation, or the validation split every
+    (forward + backward), the evaluations (the test set every `test_every` epochs, or the validation split every
     `eval_every` steps under `steps`), the final train+test evaluation, and the Hessian-vector
     products of sharpness measured during training (each about twice a gradient: 6x the forward
     cost per sample, `sharpness_iters` of them per measurement)."""
@@ -146,7 +146,8 @@ def training_cost(cfg: RunConfig) -> dict:
     if cfg.steps:
         steps, flops = cfg.steps, cfg.steps * bs * 3 * f
     else:
-        steps, flops = cfg.epochs * steps_per_epoch(n, cfg.batch_size), cfg.epochs * (3 * f * n + f * m)
+        tests = cfg.epochs // cfg.test_every if cfg.test_every else 0  # per-epoch test evaluations
+        steps, flops = cfg.epochs * steps_per_epoch(n, cfg.batch_size), cfg.epochs * 3 * f * n + tests * f * m
     if cfg.val_size:
         flops += (steps // cfg.eval_every + 2) * f * cfg.val_size
     if cfg.sharpness_every:
