@@ -1,5 +1,7 @@
 """The pytest plugin end to end, in a scratch directory (pytester), on real MNIST."""
 import json
+import textwrap
+import types
 
 import pytest
 
@@ -235,3 +237,41 @@ def test_an_inconclusive_claim_has_its_own_word_letter_and_count_and_exit_status
     assert "t.toml::learns[smoke] INCONCLUSIVE" in r.stdout.str()
     doc = json.loads((tmp_path / "report" / "results.json").read_text())
     assert doc["totals"] == {"pass": 1, "inconclusive": 1}
+
+
+def test_xdist_workers_take_the_costliest_experiments_first(pytester):
+    """In an xdist worker, claims are ordered by their experiment's training FLOPs (longest first),
+    the other items after them in their order; outside xdist the files' order stays."""
+    from harness.claims import plugin
+    d = pytester.path / "claims"
+    d.mkdir()
+    for name, width in (("a_small", 4), ("b_large", 64)):
+        (d / f"{name}.toml").write_text(textwrap.dedent(f"""
+            section = "{name}"
+            title = "t"
+            [experiments.e]
+            procedure = "train"
+            dataset = "mnist"
+            model = "mlp"
+            base = {{train_subset = 64, test_subset = 64, width = {width}, epochs = 1, batch_size = 32}}
+            smoke = {{seeds = [0]}}
+            [[claims]]
+            id = "c"
+            statement = "s"
+            paper = "-"
+            experiment = "e"
+            check = {{type = "value", metric = "epochs_run"}}
+            [claims.smoke]
+            expect = {{target = 1, abs_tol = 0, why = "w"}}
+            """))
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    items = pytester.inline_genitems("claims", "test_x.py", "-m", "smoke or not full")[0]
+    names = [i.nodeid for i in items]
+    assert names == ["claims/a_small.toml::c[smoke]", "claims/b_large.toml::c[smoke]", "test_x.py::test_x"]
+    worker = types.SimpleNamespace(workerinput={})
+    plugin.pytest_collection_modifyitems(None, worker, items)
+    assert [i.nodeid for i in items] == ["claims/b_large.toml::c[smoke]", "claims/a_small.toml::c[smoke]",
+                                         "test_x.py::test_x"]
+    again = items[::-1]
+    plugin.pytest_collection_modifyitems(None, types.SimpleNamespace(), again)  # not a worker: unchanged
+    assert again == items[::-1]

@@ -37,7 +37,7 @@ import pytest
 
 from ..execute import executors, planner
 from ..procedures import DataError
-from ..runs import progress
+from ..runs import expand, progress
 from ..runs.context import Context
 from . import readings, report, spec
 from .results import claim_result, file_label, with_primaries
@@ -326,6 +326,28 @@ def _explain_uncollected(config):
             tr.write_line(f"harness: {len(skipped)} *.toml file(s) under {arg} (e.g. {skipped[0]}) are not claim files "
                           "here: claims are collected from folders named `claims`, or from a file named on the "
                           "command line")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """In a pytest-xdist worker, the claims of the costliest experiments first (estimated training
+    FLOPs of the experiment in its tier and reading), then every other item in its order: workers
+    take groups (`--dist loadgroup`) in collection order, so a heavy group collected last runs
+    alone at the end while the other workers idle. Every worker sorts alike (a pure function of
+    the claim files). Without xdist the order is the files' own."""
+    if not hasattr(config, "workerinput"):
+        return
+    costs = {}
+
+    def cost(item):
+        key = (planner.exp_id(item.exp), item.tier, item.reading.name)
+        if key not in costs:
+            costs[key] = sum(expand.training_cost(c)["flops"]
+                             for c in expand.training_runs(item.exp, item.tier, "cpu", item.reading))
+        return costs[key]
+
+    claims = [i for i in items if isinstance(i, ClaimItem)]
+    others = [i for i in items if not isinstance(i, ClaimItem)]
+    items[:] = sorted(claims, key=lambda i: -cost(i)) + others
 
 
 def pytest_collection_finish(session):
