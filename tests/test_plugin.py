@@ -268,10 +268,52 @@ def test_xdist_workers_take_the_costliest_experiments_first(pytester):
     items = pytester.inline_genitems("claims", "test_x.py", "-m", "smoke or not full")[0]
     names = [i.nodeid for i in items]
     assert names == ["claims/a_small.toml::c[smoke]", "claims/b_large.toml::c[smoke]", "test_x.py::test_x"]
-    worker = types.SimpleNamespace(workerinput={})
+    worker = types.SimpleNamespace(workerinput={}, getvalue=lambda name: False)
     plugin.pytest_collection_modifyitems(None, worker, items)
     assert [i.nodeid for i in items] == ["claims/b_large.toml::c[smoke]", "claims/a_small.toml::c[smoke]",
                                          "test_x.py::test_x"]
     again = items[::-1]
     plugin.pytest_collection_modifyitems(None, types.SimpleNamespace(), again)  # not a worker: unchanged
     assert again == items[::-1]
+
+
+def test_under_loadgroup_the_claims_of_one_experiment_run_on_one_worker(pytester):
+    """pytest-xdist marks an item's group in a way pytest 9 no longer reads; the plugin mends it,
+    so each experiment's claims share a worker (and its run-cache locks never make one wait)."""
+    d = pytester.path / "claims"
+    d.mkdir()
+    claims = "".join(f"""
+        [[claims]]
+        id = "c{i}"
+        statement = "s"
+        paper = "-"
+        experiment = "{exp}"
+        check = {{type = "value", metric = "params", where = {{width = 8}}}}
+        [claims.smoke]
+        expect = {{target = 6514, abs_tol = 0, why = "w"}}
+        """ for i, exp in enumerate(["e", "f", "e", "f", "e", "f"]))
+    (d / "g.toml").write_text(textwrap.dedent("""
+        section = "G"
+        title = "t"
+        [experiments.e]
+        procedure = "count"
+        dataset = "mnist"
+        model = "mlp"
+        grid = {width = [8]}
+        smoke = {seeds = [0]}
+        [experiments.f]
+        procedure = "count"
+        dataset = "mnist"
+        model = "mlp"
+        grid = {width = [8]}
+        smoke = {seeds = [0]}
+        """) + textwrap.dedent(claims))
+    r = pytester.runpytest_subprocess("claims", "-m", "smoke", "-n", "2", "--dist", "loadgroup", "-v",
+                                      "-p", "no:cacheprovider")
+    r.assert_outcomes(passed=6)
+    workers = {}
+    for line in r.outlines:
+        if "PASSED claims/g.toml::" in line:
+            assert line.rstrip().endswith(("@claims/g.toml:e:smoke", "@claims/g.toml:f:smoke")), line
+            workers.setdefault(line.rstrip()[-7], set()).add(line.split("]")[0])
+    assert len(workers) == 2 and all(len(w) == 1 for w in workers.values()), workers

@@ -328,14 +328,18 @@ def _explain_uncollected(config):
                           "command line")
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
     """In a pytest-xdist worker, the claims of the costliest experiments first (estimated training
     FLOPs of the experiment in its tier and reading), then every other item in its order: workers
     take groups (`--dist loadgroup`) in collection order, so a heavy group collected last runs
     alone at the end while the other workers idle. Every worker sorts alike (a pure function of
-    the claim files). Without xdist the order is the files' own."""
+    the claim files). Without xdist the order is the files' own. Under `--dist loadgroup`, each
+    claim's group is also made to take (see _group_ids)."""
     if not hasattr(config, "workerinput"):
         return
+    if config.getvalue("loadgroup"):
+        _group_ids(items)
     costs = {}
 
     def cost(item):
@@ -348,6 +352,19 @@ def pytest_collection_modifyitems(session, config, items):
     claims = [i for i in items if isinstance(i, ClaimItem)]
     others = [i for i in items if not isinstance(i, ClaimItem)]
     items[:] = sorted(claims, key=lambda i: -cost(i)) + others
+
+
+def _group_ids(items) -> None:
+    """pytest-xdist (3.8) puts an item in its `xdist_group` by appending "@GROUP" to `item._nodeid`,
+    which pytest 9 no longer reads (a node's id lives in `item._id`): `--dist loadgroup` then
+    scheduled item by item, and the claims of one experiment ran on two workers, one waiting on
+    the other's run-cache locks. Append it here where it did not take (claims only)."""
+    from _pytest.nodeid import coerce_node_id  # pytest's own; where it is missing, nothing to mend
+
+    for item in items:
+        mark = item.get_closest_marker("xdist_group") if isinstance(item, ClaimItem) else None
+        if mark and "@" not in item.nodeid.rsplit("]", 1)[-1]:
+            item._id = coerce_node_id(f"{item.nodeid}@{mark.args[0]}")
 
 
 def pytest_collection_finish(session):
