@@ -40,7 +40,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .train import derive_seed
+from .train import derive_seed, has_conv, to_channels_last
 
 DEFAULT_SIGMAS = (1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2)
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -56,15 +56,25 @@ def _dtype(dtype) -> torch.dtype:
 
 
 def _eval_copy(model, dtype=None):
-    """A deep copy in eval mode (optionally converted to `dtype`), with gradients enabled."""
+    """A deep copy in eval mode (optionally converted to `dtype`), with gradients enabled; a
+    convolutional model's copy computes channels-last, as training does (train.has_conv: the
+    same values up to float rounding, in less time). Give it inputs through `_inputs`."""
     work = copy.deepcopy(model)
     if dtype is not None:
         work = work.to(dtype)
+    if has_conv(work):
+        work = work.to(memory_format=torch.channels_last)
     work.eval()
     for p in work.parameters():
         p.grad = None
         p.requires_grad_(True)
     return work
+
+
+def _inputs(work, x, **to):
+    """The rows `x` moved (`to`: device, dtype) and laid out as `work` (an _eval_copy) computes."""
+    x = x.to(**to)
+    return to_channels_last(x) if has_conv(work) else x
 
 
 def mean_loss(model, x, y, chunk: int = 250) -> torch.Tensor:
@@ -154,7 +164,7 @@ def hessian_top_eigenvalue(model, x, y, iters: int = 30, tol: float = 0.0, chunk
     dtype = _dtype(dtype)
     work = _eval_copy(model, dtype)
     device = next(work.parameters()).device
-    x = x.to(device=device, dtype=dtype)
+    x = _inputs(work, x, device=device, dtype=dtype)
     y = y.to(device)
     dim = sum(p.numel() for p in work.parameters())
     template = torch.empty(dim, dtype=dtype, device=device)
@@ -183,7 +193,7 @@ def perturbation_sharpness(model, x, y, sigmas=DEFAULT_SIGMAS, draws: int = 5, s
     params = [p for _, p in work.named_parameters()]
     base = [p.detach().clone() for p in params]
     device = params[0].device
-    x, y = x.to(device), y.to(device)
+    x, y = _inputs(work, x, device=device), y.to(device)
     l0 = _eval_loss(work, x, y, chunk)
     out = {}
     with torch.no_grad():

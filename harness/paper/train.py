@@ -183,18 +183,38 @@ def init_model(cfg: RunConfig) -> torch.nn.Module:
 
 
 def cpu_state(model) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    """The model's state on the CPU, every tensor in the standard (contiguous) layout whatever
+    layout the model computes in (see has_conv)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def has_conv(model) -> bool:
+    """Whether the model has a convolution: its activations then run channels-last (NHWC) on every
+    device and path (Eager, Grouped, the instruments' copies). Measured on a 2-core CPU (one torch
+    thread, README's bench paragraph) and on an H100 (Grouped, issue 11): the same arithmetic in
+    less time; weights agree with the NCHW layout's up to float rounding (tests/test_grouped.py)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A 4-d batch [b, c, h, w] laid out channels-last (other tensors as they are)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 class Eager:
     """One model, called directly: the plain one-at-a-time PyTorch path. Tensors carry a leading
-    model axis of size 1 so that the training loop is the same for both paths."""
+    model axis of size 1 so that the training loop is the same for both paths. A convolutional
+    model's weights and activations are channels-last unless `channels_last` is False (has_conv);
+    its states (`states`) are in the standard layout all the same."""
 
     kind = "single"
 
-    def __init__(self, models_, device):
+    def __init__(self, models_, device, channels_last: bool | None = None):
         (self.model,) = models_
         self.model.to(device)
+        self.channels_last = has_conv(self.model) if channels_last is None else channels_last
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.params = dict(self.model.named_parameters())
 
     @staticmethod
@@ -206,10 +226,10 @@ class Eager:
         self.model.train(on)
 
     def __call__(self, xb):  # [1, b, ...] -> [1, b, classes]
-        return self.model(xb[0]).unsqueeze(0)
+        return self.model(to_channels_last(xb[0]) if self.channels_last else xb[0]).unsqueeze(0)
 
     def eval_forward(self, x):  # [b, ...] -> [1, b, classes]
-        return self.model(x).unsqueeze(0)
+        return self.model(to_channels_last(x) if self.channels_last else x).unsqueeze(0)
 
     def states(self) -> list:
         return [cpu_state(self.model)]
@@ -228,7 +248,7 @@ class Grouped:
     running statistics are exactly its own model's; pooling and ReLU act per channel; Flatten
     gives each model its own (c, h, w) vector; a linear layer is one batched matmul (baddbmm).
     SGD and Adam act elementwise on the stacked parameters, so each model's update is the one it
-    would get alone (tests/test_grouped.py). `channels_last` (default: on CUDA) lays the
+    would get alone (tests/test_grouped.py). `channels_last` (default: on; see has_conv) lays the
     activations out channels-last.
 
     This replaced a torch.func vmap version of the same S models: issue 11's measurements on one
@@ -242,7 +262,7 @@ class Grouped:
 
     def __init__(self, models_, device, channels_last: bool | None = None):
         base, self.n = models_[0], len(models_)
-        self.channels_last = torch.device(device).type == "cuda" if channels_last is None else channels_last
+        self.channels_last = True if channels_last is None else channels_last
         self.keys = list(base.state_dict())
         packed = self.pack([m.state_dict() for m in models_])
         names = {k for k, _ in base.named_parameters()}
