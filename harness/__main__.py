@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     b.add_argument("--quick", action="store_true", help="small models (for a CPU)")
     b.add_argument("--compile", action="store_true", help="add a torch.compile column (CUDA only)")
     b.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark on")
-    b.add_argument("--nchw", action="store_true", help="grouped activations NCHW, not channels-last")
+    b.add_argument("--nchw", action="store_true", help="CNN activations NCHW on every path, not channels-last")
     b.add_argument("--executors", action="store_true",
                    help="instead: the smoke tier's MNIST seed groups trained inline against the local executor")
     b.add_argument("--smoke", action="store_true",
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     b.add_argument("--seed-batching", choices=("auto", "on", "off"), default="auto",
                    help="with --smoke: as pytest's --seed-batching")
     b.add_argument("--threads", type=int, default=None,
-                   help="with --smoke: torch intra-op threads (default: torch's own, one per core)")
+                   help="torch intra-op threads (default: torch's own, one per core)")
     b.add_argument("--workers", type=int, default=2, help="with --executors: local worker processes")
     b.add_argument("--experiment", action="append", help="with --executors or --smoke: FILE.toml:NAME (repeatable; --executors' default: "
                    "double_descent.toml:dd_mlp and ntk.toml:ntk_mlp, 6 seed groups in the smoke tier)")
@@ -138,6 +138,9 @@ def main(argv=None) -> int:
             bench.executors(args.experiment or ["double_descent.toml:dd_mlp", "ntk.toml:ntk_mlp"], args.tier,
                             args.workers, args.data_dir, args.claims, args.device)
             return 0
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
         bench.main(args.device, args.seeds, args.steps, args.quick, args.compile, args.cudnn_benchmark, args.nchw)
         return 0
 

@@ -35,7 +35,7 @@ from .runs.expand import training_cost
 from .runs.provenance import device_name
 
 CASES = [("cnn", 32, 32), ("cnn", 32, 128), ("cnn", 32, 1024), ("mlp", 4096, 128)]
-QUICK = [("cnn", 8, 32), ("cnn", 8, 128), ("mlp", 512, 128)]
+QUICK = [("cnn", 4, 32), ("cnn", 8, 16), ("cnn", 8, 32), ("cnn", 4, 128), ("cnn", 8, 128), ("mlp", 512, 128)]
 SHAPES = {"mlp": (1, 28, 28), "cnn": (3, 32, 32)}
 
 
@@ -94,10 +94,14 @@ def bench_case(family, width, batch, seeds, steps, device, compile=False, channe
     cfg = RunConfig(dataset="bench", model=family, width=width, batch_size=batch, lr=0.01)
     xb, yb = _batch(family, batch, seeds, device)
     grouped_net = lambda: Grouped(_built(family, width, seeds), device, channels_last)  # noqa: E731
+
+    def one_at_a_time(layout):
+        return sum(_time(Eager([m], device, layout), cfg, xb[i:i + 1], yb[i:i + 1], steps, device)
+                   for i, m in enumerate(_built(family, width, seeds)))
     _peak_mib(device)
-    eager = sum(_time(Eager([m], device), cfg, xb[i:i + 1], yb[i:i + 1], steps, device)
-                for i, m in enumerate(_built(family, width, seeds)))
+    eager = one_at_a_time(channels_last)
     mem = {"eager": _peak_mib(device)}
+    nchw = one_at_a_time(False) if family == "cnn" and channels_last is not False else math.nan
     grouped = _time(grouped_net(), cfg, xb, yb, steps, device)
     mem["grouped"] = _peak_mib(device)
     graphed = compiled = math.nan
@@ -110,6 +114,7 @@ def bench_case(family, width, batch, seeds, steps, device, compile=False, channe
             mem["compiled"] = _peak_mib(device)
     samples = steps * batch * seeds  # all models together
     return {"case": f"{family} w={width} bs={batch}", "eager": samples / eager, "grouped": samples / grouped,
+            "nchw": samples / nchw, "nchw_ratio": eager / nchw,
             "graphed": samples / graphed, "compiled": samples / compiled, "grouped_ratio": eager / grouped,
             "graphed_ratio": eager / graphed, "compiled_ratio": eager / compiled, "peak_mib": mem}
 
@@ -158,23 +163,26 @@ def wall_seconds(cfgs, seeds, device, timings) -> float:
 
 def main(device="cpu", seeds=5, steps=30, quick=False, compile=False, cudnn_benchmark=False, nchw=False) -> list:
     """`cudnn_benchmark`: let cuDNN time its algorithms (torch.backends.cudnn.benchmark) for every
-    path; `nchw`: the grouped paths without channels-last activations (see train.Grouped)."""
+    path; `nchw`: every path without channels-last activations (see train.has_conv). A CNN case
+    also times the eager path in NCHW (column "nchw", its ratio to the eager path's default
+    layout, channels-last), unless `nchw`."""
     device = torch.device(device)
     if cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
     rows = []
     print(f"device: {device_name(device)}; torch {torch.__version__}; {seeds} seeds; {steps} timed steps per model; "
-          f"cudnn.benchmark {torch.backends.cudnn.benchmark}; grouped activations {'NCHW' if nchw else 'channels-last on CUDA'}; "
-          "training samples/s (all models together); ratios against eager one-at-a-time")
+          f"cudnn.benchmark {torch.backends.cudnn.benchmark}; CNN activations {'NCHW' if nchw else 'channels-last'}; "
+          f"{torch.get_num_threads()} threads; training samples/s (all models together); ratios against eager one-at-a-time")
     extra = f"{'compiled':>10}{'ratio':>8}" if compile else ""
-    print(f"{'case':<22}{'eager':>10}{'grouped':>10}{'ratio':>8}{'graphed':>10}{'ratio':>8}{extra}"
+    print(f"{'case':<22}{'eager':>10}{'nchw':>10}{'ratio':>8}{'grouped':>10}{'ratio':>8}{'graphed':>10}{'ratio':>8}{extra}"
           f"   peak MiB (eager/grouped/graphed{'/compiled' if compile else ''})")
     for family, width, batch in (QUICK if quick else CASES):
         r = bench_case(family, width, batch, seeds, steps, device, compile, False if nchw else None)
         rows.append(r)
         mem = " / ".join(f"{v:.0f}" for v in r["peak_mib"].values())
         extra = f"{r['compiled']:>10.0f}{r['compiled_ratio']:>7.2f}x" if compile else ""
-        print(f"{r['case']:<22}{r['eager']:>10.0f}{r['grouped']:>10.0f}{r['grouped_ratio']:>7.2f}x"
+        print(f"{r['case']:<22}{r['eager']:>10.0f}{r['nchw']:>10.0f}{r['nchw_ratio']:>7.2f}x"
+              f"{r['grouped']:>10.0f}{r['grouped_ratio']:>7.2f}x"
               f"{r['graphed']:>10.0f}{r['graphed_ratio']:>7.2f}x{extra}   {mem}", flush=True)
     if device.type != "cuda":
         print("(graphed = grouped step replayed as a CUDA graph, compiled = torch.compile'd forward in it: "

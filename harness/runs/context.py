@@ -24,7 +24,9 @@ class OutOfBudget(NotCached):
     """A run was not trained because the time budget (--time-budget) would be exceeded."""
 
 
-GROUPED_CPU_FLOPS = 32e6  # see Context.seeds_together
+# The largest forward pass of one mini-batch (FLOPs) at which a CPU trains a family's seeds
+# together: see Context.seeds_together.
+GROUPED_CPU_FLOPS = {"mlp": 32e6, "fc": 32e6, "cnn": 200e6}
 
 
 @dataclass
@@ -52,23 +54,24 @@ class Context:
 
     def seeds_together(self, cfg) -> bool:
         """Whether the seeds of `cfg`'s configuration train as one grouped network: batch_seeds,
-        or, where it is None (--seed-batching auto), on CUDA always, and on a CPU for the MLP
-        families (mlp, fc) where a mini-batch's forward pass is at most GROUPED_CPU_FLOPS, so
-        that a step's cost is mostly per-step overhead, which grouping pays once for all seeds.
-        Measured on a 2-core CPU (README, bench paragraph): grouped/eager 5-6x at MLP width 8 and
-        1.3x at width 256 (12 seeds, batch 32; 0.4 and 21 MFLOP per mini-batch), mixed at width
-        512, batch 32 (2.1x with two threads, 0.85x with one; 60 MFLOP) and 0.74x at width 512,
-        batch 128 (238 MFLOP); the grouped CNN did not win (0.87-1.06x at width 4, batch 32; 0.34x
-        at width 8, batch 128): its grouped convolution is slower than S small ones there."""
+        or, where it is None (--seed-batching auto), on CUDA always, and on a CPU where a
+        mini-batch's forward pass is at most GROUPED_CPU_FLOPS[family], so that a step's cost is
+        largely per-step overhead, which grouping pays once for all seeds. Measured on a 2-core
+        CPU (README, bench paragraph; ratios grouped/eager): MLPs (12 seeds, batch 32) 5-6x at
+        width 8 and 1.3x at width 256 (0.4 and 21 MFLOP per mini-batch), mixed at width 512, batch
+        32 (2.1x with two threads, 0.85x with one; 60 MFLOP), 0.74-0.77x at width 512, batch 128
+        (238 MFLOP); CNNs, both channels-last (5 seeds, one thread): 2.1x at width 4, batch 32 (45
+        MFLOP), 1.4x at width 8, batch 16 (83), 1.2x at width 8, batch 32 (166), 1.3x at width 4,
+        batch 128 (180), 0.73x at width 8, batch 128 (665)."""
         if self.batch_seeds is not None:
             return self.batch_seeds
         if self.device == "cuda":
             return True
-        if cfg.model not in ("mlp", "fc"):
+        if cfg.model not in GROUPED_CPU_FLOPS:
             return False
         from ..paper import models
         rows = cfg.batch_size or (cfg.train_subset or data_mod.DATASETS[cfg.dataset].train_shape[0]) - cfg.val_size
-        return models.config_flops(cfg) * rows <= GROUPED_CPU_FLOPS
+        return models.config_flops(cfg) * rows <= GROUPED_CPU_FLOPS[cfg.model]
 
     def say(self, msg):
         if self.log:
