@@ -317,3 +317,45 @@ def test_under_loadgroup_the_claims_of_one_experiment_run_on_one_worker(pytester
             assert line.rstrip().endswith(("@claims/g.toml:e:smoke", "@claims/g.toml:f:smoke")), line
             workers.setdefault(line.rstrip()[-7], set()).add(line.split("]")[0])
     assert len(workers) == 2 and all(len(w) == 1 for w in workers.values()), workers
+
+
+def test_experiments_that_share_runs_form_one_xdist_group(pytester):
+    """Two experiments (in two files) that share a run are one xdist group, so the run trains in
+    one worker; an experiment sharing nothing keeps its own group. The merged group's cost counts
+    the shared run once."""
+    from harness.claims import plugin
+    d = pytester.path / "claims"
+    d.mkdir()
+    for name, widths in (("a", "[4, 8]"), ("b", "[8]"), ("c", "[16]")):
+        (d / f"{name}.toml").write_text(textwrap.dedent(f"""
+            section = "{name}"
+            title = "t"
+            [experiments.e]
+            procedure = "train"
+            dataset = "mnist"
+            model = "mlp"
+            base = {{train_subset = 64, test_subset = 64, epochs = 1, batch_size = 32}}
+            grid = {{width = {widths}}}
+            smoke = {{seeds = [0]}}
+            [[claims]]
+            id = "c"
+            statement = "s"
+            paper = "-"
+            experiment = "e"
+            check = {{type = "value", metric = "epochs_run", where = {{width = 8}}}}
+            [claims.smoke]
+            expect = {{target = 1, abs_tol = 0, why = "w"}}
+            """).replace("width = 8}}", "width = 16}}" if name == "c" else "width = 8}}"))
+    items = pytester.inline_genitems("claims", "-m", "smoke")[0]
+    groups = plugin._run_groups(items)
+    by_file = {i.nodeid.split("::")[0]: groups[i] for i in items}
+    assert by_file["claims/a.toml"][0] == by_file["claims/b.toml"][0] == "claims/a.toml:e:smoke+claims/b.toml:e:smoke"
+    assert by_file["claims/c.toml"][0] == "claims/c.toml:e:smoke"
+    from harness.runs import expand
+    (a,) = [i for i in items if i.nodeid.startswith("claims/a.toml")]
+    assert by_file["claims/a.toml"][1] == sum(expand.training_cost(c)["flops"]
+                                              for c in expand.training_runs(a.exp, "smoke", "cpu", a.reading))
+    worker = types.SimpleNamespace(workerinput={}, getvalue=lambda name: name == "loadgroup")
+    plugin.pytest_collection_modifyitems(None, worker, items)
+    # c's width-16 run costs more than a's and b's widths 4 and 8 together: its group goes first
+    assert [i.nodeid.split("@")[1] for i in items] == ["claims/c.toml:e:smoke"] + [by_file["claims/a.toml"][0]] * 2
