@@ -322,11 +322,11 @@ def test_under_loadgroup_the_claims_of_one_experiment_run_on_one_worker(pytester
 def test_experiments_that_share_runs_form_one_xdist_group(pytester):
     """Two experiments (in two files) that share a run are one xdist group, so the run trains in
     one worker; an experiment sharing nothing keeps its own group. The merged group's cost counts
-    the shared run once."""
+    the shared run once, and within it the costlier experiment goes first."""
     from harness.claims import plugin
     d = pytester.path / "claims"
     d.mkdir()
-    for name, widths in (("a", "[4, 8]"), ("b", "[8]"), ("c", "[16]")):
+    for name, widths in (("a", "[8]"), ("b", "[8, 32]"), ("c", "[16]")):
         (d / f"{name}.toml").write_text(textwrap.dedent(f"""
             section = "{name}"
             title = "t"
@@ -352,10 +352,12 @@ def test_experiments_that_share_runs_form_one_xdist_group(pytester):
     assert by_file["claims/a.toml"][0] == by_file["claims/b.toml"][0] == "claims/a.toml:e:smoke+claims/b.toml:e:smoke"
     assert by_file["claims/c.toml"][0] == "claims/c.toml:e:smoke"
     from harness.runs import expand
-    (a,) = [i for i in items if i.nodeid.startswith("claims/a.toml")]
-    assert by_file["claims/a.toml"][1] == sum(expand.training_cost(c)["flops"]
-                                              for c in expand.training_runs(a.exp, "smoke", "cpu", a.reading))
+    (b,) = [i for i in items if i.nodeid.startswith("claims/b.toml")]
+    assert by_file["claims/a.toml"][1] == by_file["claims/b.toml"][1] == by_file["claims/b.toml"][2] == sum(
+        expand.training_cost(c)["flops"] for c in expand.training_runs(b.exp, "smoke", "cpu", b.reading))
     worker = types.SimpleNamespace(workerinput={}, getvalue=lambda name: name == "loadgroup")
     plugin.pytest_collection_modifyitems(None, worker, items)
-    # c's width-16 run costs more than a's and b's widths 4 and 8 together: its group goes first
-    assert [i.nodeid.split("@")[1] for i in items] == ["claims/c.toml:e:smoke"] + [by_file["claims/a.toml"][0]] * 2
+    # a and b (widths 8 and 32) cost more than c (width 16): their group first, b (the costlier) first in it
+    assert [i.nodeid for i in items] == [f"claims/{f}.toml::c[smoke]@{g}" for f, g in
+                                         (("b", by_file["claims/a.toml"][0]), ("a", by_file["claims/a.toml"][0]),
+                                          ("c", "claims/c.toml:e:smoke"))]

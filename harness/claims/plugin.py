@@ -343,15 +343,17 @@ def pytest_collection_modifyitems(session, config, items):
     groups = _run_groups(claims)
     if config.getvalue("loadgroup"):
         _group_ids(claims, groups)
-    items[:] = sorted(claims, key=lambda i: -groups[i][1]) + others
+    items[:] = sorted(claims, key=lambda i: (-groups[i][1], -groups[i][2])) + others
 
 
 def _run_groups(claims) -> dict:
-    """Each claim's xdist group and that group's training FLOPs. A claim's group is its
-    experiment's under its tier and reading (its `xdist_group` mark), merged with every other such
-    group that shares a run with it (V-C's flat_sharp measures V-B's bs_sweep runs): a shared run
-    then trains in one worker, and no worker waits on another's run-cache lock. Merged groups are
-    named by their marks joined with "+", and their cost counts each run once."""
+    """Each claim's xdist group, that group's training FLOPs and its own experiment's. A claim's
+    group is its experiment's under its tier and reading (its `xdist_group` mark), merged with
+    every other such group that shares a run with it (V-C's flat_sharp measures V-B's bs_sweep
+    runs): a shared run then trains in one worker, and no worker waits on another's run-cache
+    lock. Merged groups are named by their marks joined with "+", and their cost counts each run
+    once; within one, the costliest experiment's claims go first, so that its seeds train together
+    (flat_sharp's five, not bs_sweep's three and then the other two)."""
     parent, runs, owner = {}, {}, {}
 
     def root(g):
@@ -376,7 +378,7 @@ def _run_groups(claims) -> dict:
     for gs in members.values():
         flops = sum(expand.training_cost(c)["flops"] for c in set().union(*(runs[g] for g in gs)))
         for g in gs:
-            named[g] = ("+".join(sorted(gs)), flops)
+            named[g] = ("+".join(sorted(gs)), flops, sum(expand.training_cost(c)["flops"] for c in runs[g]))
     return {item: named[item.get_closest_marker("xdist_group").args[0]] for item in claims}
 
 
