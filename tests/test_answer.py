@@ -131,10 +131,13 @@ def test_calibration_opens_the_report_apart_from_the_papers_counts(base, tmp_pat
     doc = report.build(_with_calibration(base, tmp_path, "count"), 1.0)
     cal = doc["calibration"]
     assert cal["sentence"].startswith("The harness reproduces 1 of 1 calibration results")
+    assert "; none fails." in cal["sentence"]
+    assert cal["claims"][0]["expected"] == "at least 0"  # the band beside the source's value
     assert doc["n_claims"] == len(base[0])  # the paper's counts exclude calibration claims
     assert all(not c.get("source") for c in doc["claims"])
     html = report.render(doc)
     assert html.index('id="calibration"') < html.index('id="findings"')
+    assert 'data-label="expected">at least 0</td>' in html
     assert "calibration" not in (doc["answer"]["sentence"] or "").lower()
     md = summary_md.markdown(doc)
     assert md.index("## Calibration") < md.index("## Does the paper reproduce?")

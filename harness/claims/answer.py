@@ -203,7 +203,7 @@ def calibration(claims: list) -> dict | None:
         f = [r for r in ev if r["verdict"] in MISS]
         sentence = (f"The harness reproduces {p} of {len(ev)} calibration results measured "
                     f"({len(claims)} declared, from {'; '.join(sources)})"
-                    + (f"; it misses {', '.join(r['id'] for r in f)}" if f else "")
+                    + (f"; it misses {', '.join(r['id'] for r in f)}" if f else "; none fails")
                     + (f"; {', '.join(r['id'] for r in u)} {'is' if len(u) == 1 else 'are'} inconclusive "
                        "(more seeds would decide)" if (u := [r for r in ev if r["verdict"] == "inconclusive"]) else "")
                     + ". These are other papers' results, counted apart from this paper's.")
@@ -211,5 +211,8 @@ def calibration(claims: list) -> dict | None:
             "pass": sum(r["verdict"] == "pass" for r in ev), "sources": sources,
             "claims": [{"id": r["id"], "source": r["source"], "statement": r["statement"],
                         "paper": r.get("paper_text") or r.get("paper") or "—",
+                        "expected": r.get("expected_text") or "—",
                         "measured": (r.get("measured_text") or {}).get("value") or "—",
+                        "ci": (r.get("measured_text") or {}).get("ci") or "",
+                        "n": (r.get("measured_text") or {}).get("n"),
                         "verdict": r["verdict"], "file": r["file"]} for r in claims]}
