@@ -1,3 +1,6 @@
+"""Shared fixtures. pytester runs a pytest session in this process (`pytester.runpytest`): no
+new interpreter, no second import of torch (3-4 CPU s each). A test whose scratch conftest.py
+patches a harness module uses `runpytest_subprocess` instead, so that the patch cannot outlive it."""
 import os
 import textwrap
 from pathlib import Path

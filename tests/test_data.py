@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -29,6 +31,19 @@ def test_wrong_shape_and_dtype_are_named(tmp_path):
     _write(tmp_path, y_train=np.full(60000, 12, np.uint8))
     with pytest.raises(data.DataError, match="label 12"):
         data.load_arrays("mnist", tmp_path, download=False)
+
+
+def test_a_file_is_read_once_per_process_and_again_when_it_changes(tmp_path):
+    _write(tmp_path)
+    a = data.load_arrays("mnist", tmp_path, download=False)
+    assert data.load_arrays("mnist", tmp_path, download=False) is a  # memoised, not read again
+    f = data.fingerprint("mnist", tmp_path)
+    _write(tmp_path, y_test=np.ones(10000, np.uint8))  # same size, new contents and mtime
+    st = (tmp_path / "mnist.npz").stat()
+    os.utime(tmp_path / "mnist.npz", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # coarse clocks
+    b = data.load_arrays("mnist", tmp_path, download=False)
+    assert b is not a and int(b["y_test"].sum()) == 10000
+    assert data.fingerprint("mnist", tmp_path)["sha256"] != f["sha256"]
 
 
 def test_data_dir_precedence(tmp_path, monkeypatch):

@@ -63,9 +63,9 @@ def project(pytester, data_dir, tmp_path, monkeypatch):
     (pytester.path / "claims" / "t.toml").write_text(CLAIMS)
 
     def run(name, *extra):
-        r = pytester.runpytest_subprocess("claims", "--data-dir", str(data_dir), "--run-cache",
-                                          str(tmp_path / name / "cache"), "--report", str(tmp_path / name / "r"),
-                                          *extra)
+        r = pytester.runpytest("claims", "--data-dir", str(data_dir), "--run-cache",
+                               str(tmp_path / name / "cache"), "--report", str(tmp_path / name / "r"),
+                               *extra)
         runs = {p.parent.name: json.loads(p.read_text())
                 for p in (tmp_path / name / "cache" / "runs").glob("*/metrics.json")}
         doc = json.loads((tmp_path / name / "r" / "results.json").read_text())
@@ -105,8 +105,8 @@ def test_submitit_executor_runs_claims_through_submitits_local_executor(project,
 
 
 def test_a_group_that_fails_in_a_worker_leaves_its_claims_not_run(pytester, project, tmp_path):
-    r = pytester.runpytest_subprocess("claims", "--data-dir", str(tmp_path / "nowhere"), "--run-cache",
-                                      str(tmp_path / "c"), "--executor", "local", "--workers", "1", "-k", "learns")
+    r = pytester.runpytest("claims", "--data-dir", str(tmp_path / "nowhere"), "--run-cache",
+                           str(tmp_path / "c"), "--executor", "local", "--workers", "1", "-k", "learns")
     r.assert_outcomes(failed=1)
     out = r.stdout.str()
     assert "FAILED (DataError" in out and "0/2 groups done, 2 failed" in out

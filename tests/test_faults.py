@@ -162,6 +162,7 @@ def test_pytest_heals_a_damaged_entry_and_counts_a_crashing_claim(pytester, data
         "    if check['metric'] == 'steps':\n        raise KeyError('steps')\n"
         "    return real(check, expect, rows)\n"
         "checks.evaluate = boom\n")
+    # in a subprocess: this test's conftest.py patches a harness module (tests/conftest.py)
     r = pytester.runpytest_subprocess("claims", "--data-dir", str(data_dir), "--run-cache", str(tmp_path / "cache"),
                                       "--report", str(tmp_path / "r"))
     r.assert_outcomes(passed=1, failed=1)
@@ -421,12 +422,12 @@ def test_claim_files_outside_the_project_get_distinct_node_ids_and_labels(pytest
         (d / "c.toml").write_text(COUNT)
         outside.append(str(d / "c.toml"))
     pytester.makeini("[pytest]\n")
-    r = pytester.runpytest_subprocess("--rootdir", str(pytester.path), "--collect-only", "-q", *outside,
-                                      "--report", str(tmp_path / "r"), "-p", "no:cacheprovider")
+    r = pytester.runpytest("--rootdir", str(pytester.path), "--collect-only", "-q", *outside,
+                           "--report", str(tmp_path / "r"), "-p", "no:cacheprovider")
     out = r.stdout.str()
     for p in outside:
         assert f"{p}::c[smoke]" in out, out
-    r = pytester.runpytest_subprocess("--rootdir", str(pytester.path), *outside, "--report", str(tmp_path / "r"))
+    r = pytester.runpytest("--rootdir", str(pytester.path), *outside, "--report", str(tmp_path / "r"))
     r.assert_outcomes(passed=2)
     files = sorted(c["file"] for c in json.loads((tmp_path / "r" / "results.json").read_text())["claims"])
     assert files == sorted(outside)
@@ -544,6 +545,7 @@ def test_two_xdist_workers_share_runs_each_trained_once(pytester, data_dir, tmp_
     (tmp_path / "asked").mkdir()
     monkeypatch.setenv("LOCK_ASKED", str(tmp_path / "asked"))
     monkeypatch.setenv("TRAIN_LOG", str(tmp_path / "trained.log"))
+    # in a subprocess: this test's conftest.py patches a harness module (tests/conftest.py)
     r = pytester.runpytest_subprocess("claims", "-n", "2", "--dist", "load", "--data-dir", str(data_dir),
                                       "--run-cache", str(tmp_path / "a cache with spaces"),
                                       "--report", str(tmp_path / "r"))

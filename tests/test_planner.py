@@ -115,7 +115,7 @@ def test_plan_only_lists_pending_groups_and_runs_no_claim(pytester, exps, tmp_pa
     pytester.mkdir("claims")
     (pytester.path / "claims" / "p.toml").write_text(TOML)
     args = ["--data-dir", str(data_dir), "--run-cache", str(tmp_path / "c"), "--report", str(tmp_path / "r")]
-    r = pytester.runpytest_subprocess("claims", "--plan-only", *args)
+    r = pytester.runpytest("claims", "--plan-only", *args)
     assert r.ret == 0
     out = r.stdout.str()
     assert "pending: 3 group(s), 6 run(s)" in out and "[2] p.toml:a, p.toml:b [smoke] seeds, 2 run(s)" in out

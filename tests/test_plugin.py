@@ -61,16 +61,16 @@ def project(pytester, data_dir, tmp_path):
 
 def test_claims_are_collected_with_tier_markers(pytester, project):
     args = project()
-    r = pytester.runpytest_subprocess("claims", "--collect-only", "-q", *args)
+    r = pytester.runpytest("claims", "--collect-only", "-q", *args)
     out = r.stdout.str()
     assert "claims/t.toml::learns[smoke]" in out and "claims/t.toml::count[full]" in out
-    r = pytester.runpytest_subprocess("claims", "--collect-only", "-q", "-m", "full", *args)
+    r = pytester.runpytest("claims", "--collect-only", "-q", "-m", "full", *args)
     assert "count[full]" in r.stdout.str() and "learns[smoke]" not in r.stdout.str()
 
 
 def test_smoke_run_writes_report_and_second_run_hits_the_cache(pytester, project, tmp_path):
     args = project()
-    r = pytester.runpytest_subprocess("claims", "-m", "smoke", *args)
+    r = pytester.runpytest("claims", "-m", "smoke", *args)
     r.assert_outcomes(passed=2)
     doc = json.loads((tmp_path / "report" / "results.json").read_text())
     assert {c["id"] for c in doc["claims"]} == {"learns", "count"}
@@ -83,14 +83,14 @@ def test_smoke_run_writes_report_and_second_run_hits_the_cache(pytester, project
     runs = sorted((tmp_path / "cache" / "runs").glob("*/metrics.json"))
     mtimes = [p.stat().st_mtime_ns for p in runs]
     assert len(runs) == 2
-    r = pytester.runpytest_subprocess("claims", "-m", "smoke", *args)
+    r = pytester.runpytest("claims", "-m", "smoke", *args)
     r.assert_outcomes(passed=2)
     assert [p.stat().st_mtime_ns for p in runs] == mtimes  # nothing retrained
 
 
 def test_failing_claim_shows_paper_measured_expectation_and_why(pytester, project):
     args = project(threshold=101.0)
-    r = pytester.runpytest_subprocess("claims", "-m", "smoke", "-k", "learns", *args)
+    r = pytester.runpytest("claims", "-m", "smoke", "-k", "learns", *args)
     r.assert_outcomes(failed=1)
     out = r.stdout.str()
     for s in ("FAIL", "paper:    more than chance", "train_acc =", ">= 101", "why:      chance is 10%",
@@ -102,7 +102,7 @@ def test_bad_claim_file_is_a_collection_error_naming_file_claim_field(pytester, 
     args = project()
     text = (pytester.path / "claims" / "t.toml").read_text().replace('metric = "params"', 'metric = "flops"')
     (pytester.path / "claims" / "t.toml").write_text(text)
-    r = pytester.runpytest_subprocess("claims", *args)
+    r = pytester.runpytest("claims", *args)
     out = r.stdout.str()
     assert r.ret != 0 and "t.toml" in out and "claim 'count'" in out and "'check.metric'" in out
 
@@ -110,7 +110,7 @@ def test_bad_claim_file_is_a_collection_error_naming_file_claim_field(pytester, 
 def test_missing_dataset_is_a_clear_claim_error(pytester, project, tmp_path):
     args = project()
     args[1] = str(tmp_path / "nowhere")
-    r = pytester.runpytest_subprocess("claims", "-m", "smoke", "-k", "learns", *args)
+    r = pytester.runpytest("claims", "-m", "smoke", "-k", "learns", *args)
     r.assert_outcomes(failed=1)
     assert "nowhere/mnist.npz" in r.stdout.str()
 
@@ -119,7 +119,7 @@ def test_gpu_without_cuda_is_a_usage_error(pytester, project):
     import torch
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
-    r = pytester.runpytest_subprocess("claims", "--gpu", *project())
+    r = pytester.runpytest("claims", "--gpu", *project())
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     assert "--gpu was given but CUDA is not available" in r.stderr.str()
 
@@ -128,7 +128,7 @@ def test_report_rerenders_from_cache_without_training(pytester, project, tmp_pat
     import subprocess
     import sys
     args = project()
-    pytester.runpytest_subprocess("claims", "-m", "smoke", *args).assert_outcomes(passed=2)
+    pytester.runpytest("claims", "-m", "smoke", *args).assert_outcomes(passed=2)
     out = tmp_path / "rerender"
     p = subprocess.run([sys.executable, "-m", "harness", "report", "--claims", str(pytester.path / "claims"),
                         "--run-cache", str(tmp_path / "cache"), "--data-dir", args[1], "--tier", "smoke",
@@ -176,8 +176,8 @@ expect = {max = 100.0, why = "any finite accuracy would pass; a diverged run mus
 def test_a_diverged_run_is_reported_as_diverged_not_passed(pytester, data_dir, tmp_path):
     pytester.mkdir("claims")
     (pytester.path / "claims" / "d.toml").write_text(DIVERGING)
-    r = pytester.runpytest_subprocess("claims", "--data-dir", str(data_dir), "--run-cache", str(tmp_path / "c"),
-                                      "--report", str(tmp_path / "r"))
+    r = pytester.runpytest("claims", "--data-dir", str(data_dir), "--run-cache", str(tmp_path / "c"),
+                           "--report", str(tmp_path / "r"))
     r.assert_outcomes(failed=1)
     assert "DIVERGED" in r.stdout.str()
     doc = json.loads((tmp_path / "r" / "results.json").read_text())
@@ -186,7 +186,7 @@ def test_a_diverged_run_is_reported_as_diverged_not_passed(pytester, data_dir, t
 
 def test_a_spent_time_budget_leaves_claims_not_run_and_trains_nothing(pytester, project, tmp_path):
     args = project()
-    r = pytester.runpytest_subprocess("claims", "-m", "smoke", "-rs", "--time-budget", "0", *args)
+    r = pytester.runpytest("claims", "-m", "smoke", "-rs", "--time-budget", "0", *args)
     r.assert_outcomes(passed=1, skipped=1)  # the parameter count needs no training
     assert "not run (2 of 2 runs missing): not run:" in r.stdout.str() and "time budget" in r.stdout.str()
     assert not list((tmp_path / "cache").glob("runs/*/metrics.json"))
@@ -198,21 +198,21 @@ def test_a_claim_file_outside_a_claims_folder_runs_when_named_and_is_explained_w
     args = project()
     pytester.mkdir("mine")
     (pytester.path / "mine" / "t.toml").write_text((pytester.path / "claims" / "t.toml").read_text())
-    r = pytester.runpytest_subprocess("mine/t.toml", "--collect-only", "-q", *args)
+    r = pytester.runpytest("mine/t.toml", "--collect-only", "-q", *args)
     assert "mine/t.toml::learns[smoke]" in r.stdout.str()
-    r = pytester.runpytest_subprocess("mine", "--collect-only", "-q", *args)
+    r = pytester.runpytest("mine", "--collect-only", "-q", *args)
     assert r.ret == 5 and "are not claim files here: claims are collected from folders named `claims`" in r.stdout.str()
     (pytester.path / "mine" / "other.toml").write_text("[tool]\nx = 1\n")
-    r = pytester.runpytest_subprocess("mine/other.toml", "--collect-only", "-q", *args)
+    r = pytester.runpytest("mine/other.toml", "--collect-only", "-q", *args)
     assert "other.toml: file: field 'tool': unknown key" in r.stdout.str()
 
 
 def test_inline_progress_lines_only_with_verbose_so_that_they_do_not_break_the_dots(pytester, project):
     args = project()
-    r = pytester.runpytest_subprocess("claims", "-m", "smoke", "--refresh", *args)
+    r = pytester.runpytest("claims", "-m", "smoke", "--refresh", *args)
     out = r.stdout.str()
     assert "[harness]" not in out and "claims/t.toml .." in out  # one line of dots for the file
-    r = pytester.runpytest_subprocess("claims", "-m", "smoke", "--refresh", "-v", *args)
+    r = pytester.runpytest("claims", "-m", "smoke", "--refresh", "-v", *args)
     assert "[harness] start group 1/1 t.toml:tiny [smoke] seeds, 2 run(s)" in r.stdout.str()
 
 
@@ -226,6 +226,7 @@ def test_an_inconclusive_claim_has_its_own_word_letter_and_count_and_exit_status
         "        out.update(verdict='inconclusive', seeds_needed=7, detail='inconclusive: straddles 30')\n"
         "    return out\n"
         "checks.evaluate = undecided\n")
+    # in a subprocess: this test's conftest.py patches a harness module (tests/conftest.py)
     r = pytester.runpytest_subprocess("claims", "-m", "smoke", *args)
     out = r.stdout.str()
     summary = out.strip().splitlines()[-1]
@@ -308,8 +309,8 @@ def test_under_loadgroup_the_claims_of_one_experiment_run_on_one_worker(pytester
         grid = {width = [8]}
         smoke = {seeds = [0]}
         """) + textwrap.dedent(claims))
-    r = pytester.runpytest_subprocess("claims", "-m", "smoke", "-n", "2", "--dist", "loadgroup", "-v",
-                                      "-p", "no:cacheprovider")
+    r = pytester.runpytest("claims", "-m", "smoke", "-n", "2", "--dist", "loadgroup", "-v",
+                           "-p", "no:cacheprovider")
     r.assert_outcomes(passed=6)
     workers = {}
     for line in r.outlines:

@@ -350,11 +350,11 @@ def test_pytest_readings_end_to_end(pytester, data_dir, tmp_path, capsys):
     pytester.mkdir("claims")
     (pytester.path / "claims" / "t.toml").write_text(TINY)
     args = ["--data-dir", str(data_dir), "--run-cache", str(tmp_path / "cache"), "--report", str(tmp_path / "rep")]
-    r = pytester.runpytest_subprocess("claims", "--collect-only", "-q", "--readings", "nope=1", *args)
+    r = pytester.runpytest("claims", "--collect-only", "-q", "--readings", "nope=1", *args)
     assert r.ret == pytest.ExitCode.USAGE_ERROR and "--readings nope=1" in r.stderr.str()
-    r = pytester.runpytest_subprocess("claims/t.toml::learns[smoke|epochs=1]", "--collect-only", "-q", *args)
+    r = pytester.runpytest("claims/t.toml::learns[smoke|epochs=1]", "--collect-only", "-q", *args)
     assert "1 test collected" in r.stdout.str()  # a reading's node id is found without --readings
-    r = pytester.runpytest_subprocess("claims", "-v", "--readings", "all", *args)
+    r = pytester.runpytest("claims", "-v", "--readings", "all", *args)
     r.assert_outcomes(passed=6, xfailed=2)  # a reading that does not reproduce a claim is a finding
     assert "t.toml::two-epochs[smoke|epochs=1] XFAIL" in r.stdout.str()
     for node in ("learns[smoke]", "learns[smoke|input_norm=standard]", "learns[smoke|epochs=1]",
@@ -393,8 +393,8 @@ def test_a_session_that_selects_only_readings_reports_them_with_their_primaries(
     pytester.mkdir("claims")
     (pytester.path / "claims" / "t.toml").write_text(TINY)
     args = ["--data-dir", str(data_dir), "--run-cache", str(tmp_path / "cache"), "--report", str(tmp_path / "rep")]
-    r = pytester.runpytest_subprocess("claims/t.toml::learns[smoke|epochs=1]", "claims/t.toml::two-epochs[smoke|epochs=1]",
-                                      *args)
+    r = pytester.runpytest("claims/t.toml::learns[smoke|epochs=1]", "claims/t.toml::two-epochs[smoke|epochs=1]",
+                           *args)
     r.assert_outcomes(passed=1, xfailed=1)
     doc = json.loads((tmp_path / "rep" / "results.json").read_text())
     assert {(c["id"], c["verdict"]) for c in doc["claims"]} == {("learns", "not run"), ("two-epochs", "not run")}
@@ -404,8 +404,8 @@ def test_a_session_that_selects_only_readings_reports_them_with_their_primaries(
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "Under other readings, 2 checks: 1 pass, 1 fail." in html
     # once the primary's runs are cached, the same selection judges it from the cache
-    pytester.runpytest_subprocess("claims/t.toml::learns[smoke]", *args).assert_outcomes(passed=1)
-    pytester.runpytest_subprocess("claims/t.toml::learns[smoke|epochs=1]", *args).assert_outcomes(passed=1)
+    pytester.runpytest("claims/t.toml::learns[smoke]", *args).assert_outcomes(passed=1)
+    pytester.runpytest("claims/t.toml::learns[smoke|epochs=1]", *args).assert_outcomes(passed=1)
     doc = json.loads((tmp_path / "rep" / "results.json").read_text())
     [c] = doc["claims"]
     assert (c["id"], c["verdict"], c["in_session"]) == ("learns", "pass", False)

@@ -319,7 +319,7 @@ def test_pytest_skips_a_claim_whose_runs_are_not_cached(pytester, tmp_path):
     claims, root = _project(tmp_path)
     shutil.copytree(claims, pytester.path / "claims")
     pytester.makeconftest(CONFTEST)
-    r = pytester.runpytest_subprocess("claims", "-rs", "--run-cache", str(root), "--report", str(tmp_path / "r"))
+    r = pytester.runpytest("claims", "-rs", "--run-cache", str(root), "--report", str(tmp_path / "r"))
     r.assert_outcomes(passed=4, failed=2, skipped=1)
     assert "not run (6 of 6 runs missing)" in r.stdout.str()
     doc = json.loads((tmp_path / "r" / "results.json").read_text())
