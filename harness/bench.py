@@ -303,8 +303,13 @@ def smoke(tier="smoke", data_dir=None, claims_dir="claims", device="cpu", seed_b
     from .execute.executors import settings, train_group
     from .runs import cache
     from .runs.context import Context
-    exps = [e for p in sorted(Path(claims_dir).glob("*.toml")) for e in spec.load(p).experiments.values()
-            if tier in e.tiers and (experiment_ids is None or planner.exp_id(e) in experiment_ids)]
+    every = [e for p in sorted(Path(claims_dir).glob("*.toml")) for e in spec.load(p).experiments.values()
+             if tier in e.tiers]
+    unknown = sorted(set(experiment_ids or ()) - {planner.exp_id(e) for e in every})
+    if unknown:
+        raise SystemExit(f"bench: no {tier}-tier experiment {', '.join(unknown)} in {claims_dir}; "
+                         f"known: {', '.join(planner.exp_id(e) for e in every)}")
+    exps = [e for e in every if experiment_ids is None or planner.exp_id(e) in experiment_ids]
     if threads:
         torch.set_num_threads(threads)
     rate = matmul_rate(device)
