@@ -5,6 +5,8 @@ import types
 
 import pytest
 
+from conftest import real_data_dir
+
 CLAIMS = """
 section = "T"
 title = "Plugin test"
@@ -276,6 +278,39 @@ def test_xdist_workers_take_the_costliest_experiments_first(pytester):
     again = items[::-1]
     plugin.pytest_collection_modifyitems(None, types.SimpleNamespace(), again)  # not a worker: unchanged
     assert again == items[::-1]
+
+
+def test_xdist_hands_out_groups_costliest_first_not_by_their_number_of_claims(pytester):
+    """xdist's loadgroup sorts groups by their number of items unless told not to; the costly
+    experiment with one claim must still run before the cheap one with three."""
+    d = pytester.path / "claims"
+    d.mkdir()
+    claim = """
+        [[claims]]
+        id = "c{i}"
+        statement = "s"
+        paper = "-"
+        experiment = "e"
+        check = {{type = "value", metric = "epochs_run"}}
+        [claims.smoke]
+        expect = {{target = 1, abs_tol = 0, why = "w"}}
+        """
+    for name, width, n in (("cheap", 4, 3), ("costly", 64, 1)):
+        (d / f"{name}.toml").write_text(textwrap.dedent(f"""
+            section = "{name}"
+            title = "t"
+            [experiments.e]
+            procedure = "train"
+            dataset = "mnist"
+            model = "mlp"
+            base = {{train_subset = 64, test_subset = 64, width = {width}, epochs = 1, batch_size = 32}}
+            smoke = {{seeds = [0]}}
+            """) + "".join(textwrap.dedent(claim.format(i=i)) for i in range(n)))
+    r = pytester.runpytest("claims", "-m", "smoke", "-n", "1", "--dist", "loadgroup", "-v", "-p", "no:cacheprovider",
+                           "--data-dir", str(real_data_dir()), "--run-cache", str(pytester.path / "cache"))
+    r.assert_outcomes(passed=4)
+    order = [line.split("PASSED ")[1].split("::")[0] for line in r.outlines if "PASSED claims/" in line]
+    assert order == ["claims/costly.toml"] + ["claims/cheap.toml"] * 3, order
 
 
 def test_under_loadgroup_the_claims_of_one_experiment_run_on_one_worker(pytester):

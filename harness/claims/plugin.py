@@ -144,6 +144,12 @@ def pytest_configure(config):
                                 "(the executor's own workers train in parallel)")
     config.stash[STATE] = SessionState(ctx=ctx, readings=selection, start=time.time())
     config.pluginmanager.register(_Collector(config), "harness-collector")
+    if parallel and getattr(config.option, "loadscopereorder", None):
+        # xdist's loadgroup/loadscope re-sort groups by their number of items (its default
+        # --loadscope-reorder), which would undo the costliest-first order the workers collect
+        # in (pytest_collection_modifyitems): an experiment with many cheap claims (the parameter
+        # counts) went before one with a few costly ones, and a costly group came last.
+        config.option.loadscopereorder = False
 
 
 def _share_cores(device: str) -> None:
@@ -334,8 +340,8 @@ def pytest_collection_modifyitems(session, config, items):
     in its tier and reading, see _run_groups), then every other item in its order: workers take
     groups (`--dist loadgroup`) in collection order, so a heavy group collected last runs alone at
     the end while the other workers idle. Every worker sorts alike (a pure function of the claim
-    files). Without xdist the order is the files' own. Under `--dist loadgroup`, each claim's group
-    is also made to take (see _group_ids)."""
+    files; the controller keeps it, see pytest_configure). Without xdist the order is the files'
+    own. Under `--dist loadgroup`, each claim's group is also made to take (see _group_ids)."""
     if not hasattr(config, "workerinput"):
         return
     claims = [i for i in items if isinstance(i, ClaimItem)]
