@@ -37,6 +37,8 @@ def test_a_file_is_read_once_per_process_and_again_when_it_changes(tmp_path):
     _write(tmp_path)
     a = data.load_arrays("mnist", tmp_path, download=False)
     assert data.load_arrays("mnist", tmp_path, download=False) is a  # memoised, not read again
+    with pytest.raises(ValueError, match="read-only"):
+        a["x_train"][0, 0, 0] = 1  # shared between callers: nobody may change them
     f = data.fingerprint("mnist", tmp_path)
     _write(tmp_path, y_test=np.ones(10000, np.uint8))  # same size, new contents and mtime
     st = (tmp_path / "mnist.npz").stat()

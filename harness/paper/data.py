@@ -135,8 +135,8 @@ def _memo_key(path: Path) -> tuple | None:
 
 def _read(path: Path) -> dict:
     """The arrays of an npz file, read once per process (memoised by path, size and modification
-    time, the last two files read; CIFAR-10's takes 1-2 s to decompress). Callers share them: they
-    index them (a copy) and never write to them."""
+    time, the last two files read; CIFAR-10's takes 1-2 s to decompress). Callers share them, so
+    they are read-only: callers index them (a copy)."""
     memo = _memo_key(path)
     if memo not in _ARRAYS:
         try:
@@ -144,6 +144,8 @@ def _read(path: Path) -> dict:
                 arrays = {k: f[k] for k in f.files}
         except Exception as e:
             raise DataError(f"{path}: cannot read as npz: {e}") from e
+        for a in arrays.values():
+            a.flags.writeable = False  # shared: a caller that wrote to them would change every later split
         while len(_ARRAYS) >= 2:  # MNIST and CIFAR-10; older files (tests' scratch ones) let go
             _ARRAYS.pop(next(iter(_ARRAYS)))
         _ARRAYS[memo] = arrays
@@ -222,7 +224,7 @@ def feature_stats(x: np.ndarray, chunk: int = 5000) -> tuple:
     N x C x H x W layout (float64 accumulation, `chunk` rows at a time)."""
     total, sq = 0.0, 0.0
     for i in range(0, len(x), chunk):
-        t = _layout(torch.from_numpy(x[i:i + chunk]).double().div_(255.0))
+        t = _layout(torch.from_numpy(x[i:i + chunk].astype(np.float64)).div_(255.0))
         total = total + t.sum(0)
         sq = sq + t.square().sum(0)
     mean = total / len(x)
@@ -234,6 +236,7 @@ def _to_tensor(name: str, x: np.ndarray, device, dtype=torch.float32, input_norm
     info = _info(name)
     if input_norm not in info.norms:
         raise DataError(f"input_norm {input_norm!r} for {name}: expected one of {sorted(info.norms)}")
+    x = x if x.flags.writeable else x.copy()  # a whole split is a view of the read-only arrays
     t = _layout(torch.from_numpy(x).to(device=device, dtype=dtype).div_(255.0))
     if info.norms[input_norm] is None:  # per feature, from the whole training split (`stats`)
         mean, std = (s.to(device=device, dtype=dtype).unsqueeze(0) for s in stats)
