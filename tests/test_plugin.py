@@ -242,6 +242,33 @@ def test_an_inconclusive_claim_has_its_own_word_letter_and_count_and_exit_status
     assert doc["totals"] == {"pass": 1, "inconclusive": 1}
 
 
+def _one_epoch_experiment(folder, name: str, width: int, claims: tuple = ("c",)) -> None:
+    """claims/NAME.toml: an MLP of `width` trained one epoch on 64 images, and claims (ids given)
+    that it ran one epoch."""
+    text = textwrap.dedent(f"""
+        section = "{name}"
+        title = "t"
+        [experiments.e]
+        procedure = "train"
+        dataset = "mnist"
+        model = "mlp"
+        base = {{train_subset = 64, test_subset = 64, width = {width}, epochs = 1, batch_size = 32}}
+        smoke = {{seeds = [0]}}
+        """)
+    for cid in claims:
+        text += textwrap.dedent(f"""
+            [[claims]]
+            id = "{cid}"
+            statement = "s"
+            paper = "-"
+            experiment = "e"
+            check = {{type = "value", metric = "epochs_run"}}
+            [claims.smoke]
+            expect = {{target = 1, abs_tol = 0, why = "w"}}
+            """)
+    (folder / f"{name}.toml").write_text(text)
+
+
 def test_xdist_workers_take_the_costliest_experiments_first(pytester):
     """In an xdist worker, claims are ordered by their experiment's training FLOPs (longest first),
     the other items after them in their order; outside xdist the files' order stays."""
@@ -249,24 +276,7 @@ def test_xdist_workers_take_the_costliest_experiments_first(pytester):
     d = pytester.path / "claims"
     d.mkdir()
     for name, width in (("a_small", 4), ("b_large", 64)):
-        (d / f"{name}.toml").write_text(textwrap.dedent(f"""
-            section = "{name}"
-            title = "t"
-            [experiments.e]
-            procedure = "train"
-            dataset = "mnist"
-            model = "mlp"
-            base = {{train_subset = 64, test_subset = 64, width = {width}, epochs = 1, batch_size = 32}}
-            smoke = {{seeds = [0]}}
-            [[claims]]
-            id = "c"
-            statement = "s"
-            paper = "-"
-            experiment = "e"
-            check = {{type = "value", metric = "epochs_run"}}
-            [claims.smoke]
-            expect = {{target = 1, abs_tol = 0, why = "w"}}
-            """))
+        _one_epoch_experiment(d, name, width)
     pytester.makepyfile(test_x="def test_x():\n    pass\n")
     items = pytester.inline_genitems("claims", "test_x.py", "-m", "smoke or not full")[0]
     names = [i.nodeid for i in items]
@@ -285,27 +295,8 @@ def test_xdist_hands_out_groups_costliest_first_not_by_their_number_of_claims(py
     experiment with one claim must still run before the cheap one with three."""
     d = pytester.path / "claims"
     d.mkdir()
-    claim = """
-        [[claims]]
-        id = "c{i}"
-        statement = "s"
-        paper = "-"
-        experiment = "e"
-        check = {{type = "value", metric = "epochs_run"}}
-        [claims.smoke]
-        expect = {{target = 1, abs_tol = 0, why = "w"}}
-        """
     for name, width, n in (("cheap", 4, 3), ("costly", 64, 1)):
-        (d / f"{name}.toml").write_text(textwrap.dedent(f"""
-            section = "{name}"
-            title = "t"
-            [experiments.e]
-            procedure = "train"
-            dataset = "mnist"
-            model = "mlp"
-            base = {{train_subset = 64, test_subset = 64, width = {width}, epochs = 1, batch_size = 32}}
-            smoke = {{seeds = [0]}}
-            """) + "".join(textwrap.dedent(claim.format(i=i)) for i in range(n)))
+        _one_epoch_experiment(d, name, width, tuple(f"c{i}" for i in range(n)))
     r = pytester.runpytest("claims", "-m", "smoke", "-n", "1", "--dist", "loadgroup", "-v", "-p", "no:cacheprovider",
                            "--data-dir", str(real_data_dir()), "--run-cache", str(pytester.path / "cache"))
     r.assert_outcomes(passed=4)
