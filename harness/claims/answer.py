@@ -209,10 +209,13 @@ def calibration(claims: list) -> dict | None:
                     + ". These are other papers' results, counted apart from this paper's.")
     return {"sentence": sentence, "n": len(claims), "evaluated": len(ev),
             "pass": sum(r["verdict"] == "pass" for r in ev), "sources": sources,
-            "claims": [{"id": r["id"], "source": r["source"], "statement": r["statement"],
-                        "paper": r.get("paper_text") or r.get("paper") or "—",
-                        "expected": r.get("expected_text") or "—",
-                        "measured": (r.get("measured_text") or {}).get("value") or "—",
-                        "ci": (r.get("measured_text") or {}).get("ci") or "",
-                        "n": (r.get("measured_text") or {}).get("n"),
-                        "verdict": r["verdict"], "file": r["file"]} for r in claims]}
+            "claims": [_calibration_row(r) for r in claims]}
+
+
+def _calibration_row(r: dict) -> dict:
+    """One row of the calibration table: the source's value, the band, the estimate with its CI."""
+    mt = r.get("measured_text") or {}
+    return {"id": r["id"], "source": r["source"], "statement": r["statement"],
+            "paper": r.get("paper_text") or r.get("paper") or "—", "expected": r.get("expected_text") or "—",
+            "measured": mt.get("value") or "—", "ci": mt.get("ci") or "", "n": mt.get("n"),
+            "verdict": r["verdict"], "file": r["file"]}
