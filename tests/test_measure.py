@@ -125,6 +125,30 @@ def test_chunked_loss_and_hvp_equal_unchunked():
                           measure.make_hvp(work, xd, y, chunk=16)(v), rtol=1e-10, atol=1e-13)
 
 
+def test_one_chunk_hvp_reuses_the_gradient_graph_and_gives_the_same_products():
+    """With one chunk, make_hvp builds the gradient's graph once (one forward pass for all the
+    products) and each product equals a freshly built one; with two chunks every product
+    recomputes both chunks' graphs, as memory is bounded by one chunk."""
+    model, x, y = _tiny_convnet()
+    work = copy.deepcopy(model).double().eval()
+    xd = x.double()
+    forwards = []
+    work.register_forward_hook(lambda *_: forwards.append(1))
+    g = torch.Generator().manual_seed(0)
+    vs = [torch.randn(sum(p.numel() for p in work.parameters()), dtype=torch.float64, generator=g) for _ in range(3)]
+    kept = measure.make_hvp(work, xd, y, chunk=len(x))
+    products = [kept(v) for v in vs]
+    assert len(forwards) == 1
+    for v, got in zip(vs, products):
+        fresh = measure.make_hvp(work, xd, y, chunk=len(x))(v)
+        assert torch.allclose(got, fresh, rtol=1e-12, atol=1e-12 * fresh.abs().max().item())
+    forwards.clear()
+    two = measure.make_hvp(work, xd, y, chunk=len(x) // 2 + 1)
+    for v, want in zip(vs, products):
+        assert torch.allclose(two(v), want, rtol=1e-10, atol=1e-10 * want.abs().max().item())
+    assert len(forwards) == 2 * len(vs)
+
+
 def test_hvp_matches_forward_over_reverse_on_paper_cnn():
     """The real CNN(1) (19,530 parameters) is too large for a full Hessian: check one
     Hessian-vector product against torch.func's forward-over-reverse product instead."""

@@ -88,26 +88,37 @@ def mean_loss(model, x, y, chunk: int = 250) -> torch.Tensor:
     return total
 
 
-def make_hvp(model, x, y, chunk: int = 250) -> Callable[[torch.Tensor], torch.Tensor]:
+def make_hvp(model, x, y, chunk: int = 250, loss_fn: Callable | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """The Hessian-vector product of `mean_loss` with respect to all model parameters, as a
-    function of a flat vector (parameters concatenated in model.parameters() order). Each call
-    recomputes the graph chunk by chunk, so memory stays bounded by one chunk."""
+    function of a flat vector (parameters concatenated in model.parameters() order). `loss_fn`
+    (default: the mean cross-entropy) maps a chunk's outputs and labels to its mean loss.
+    Memory stays bounded by one chunk's double-backward graph: with several chunks, each call
+    recomputes the graph chunk by chunk; with one (len(x) <= chunk), the gradient's graph is built
+    on the first call and kept for the later ones, which then only differentiate it again (the
+    same products, without a forward and a backward pass per product: tests/test_measure.py)."""
     params = list(model.parameters())
     n = len(x)
+    loss_fn = loss_fn or F.cross_entropy
+    kept = []  # the one chunk's gradient (with its graph), when there is one chunk
+
+    def grads_of(i):
+        xb, yb = x[i:i + chunk], y[i:i + chunk]
+        loss = loss_fn(model(xb), yb) * (len(xb) / n)
+        return torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
         vs = [t.view_as(p) for t, p in zip(torch.split(v, [p.numel() for p in params]), params)]
         out = [torch.zeros_like(p) for p in params]
         with torch.enable_grad():
             for i in range(0, n, chunk):
-                xb, yb = x[i:i + chunk], y[i:i + chunk]
-                loss = F.cross_entropy(model(xb), yb) * (len(xb) / n)
-                grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+                if n <= chunk and not kept:
+                    kept.append(grads_of(i))
+                grads = kept[0] if kept else grads_of(i)
                 pairs = [(g, u) for g, u in zip(grads, vs) if g is not None]
                 if not pairs:
                     continue
                 dot = sum((g * u).sum() for g, u in pairs)
-                hv = torch.autograd.grad(dot, params, allow_unused=True)
+                hv = torch.autograd.grad(dot, params, allow_unused=True, retain_graph=bool(kept))
                 for o, h in zip(out, hv):
                     if h is not None:
                         o.add_(h)

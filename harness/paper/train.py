@@ -477,8 +477,7 @@ def sharpness(model, x, y, loss: str = "ce", iters: int = 20, chunk: int = 1000,
     by power iteration (at most `iters` products; `tol` as measure.power_iteration's).
     Cold (`start` None): "ce" is measure.hessian_top_eigenvalue itself; "mse" the same power
     iteration (measure.power_iteration, the same seeded start vector) on exact Hessian-vector
-    products of the mean of per_sample_loss(..., "mse"), summed over chunks as measure.make_hvp
-    sums them. Warm: the iteration starts from `start` (e.g. the previous measurement's vector, as
+    products (measure.make_hvp) of the mean of per_sample_loss(..., "mse"). Warm: the iteration starts from `start` (e.g. the previous measurement's vector, as
     the top eigenvector moves little between nearby steps), the same update and stopping rule.
     Returns value, residual, iterations, bn_mode, n_samples and, but for cold "ce", vector."""
     from . import measure  # (measure imports this module)
@@ -489,20 +488,7 @@ def sharpness(model, x, y, loss: str = "ce", iters: int = 20, chunk: int = 1000,
     device = params[0].device
     x, y, n = x.to(device=device, dtype=torch.float32), y.to(device), len(x)
 
-    def hvp(v):
-        vs = [t.view_as(p) for t, p in zip(torch.split(v, [p.numel() for p in params]), params)]
-        out = [torch.zeros_like(p) for p in params]
-        with torch.enable_grad():
-            for i in range(0, n, chunk):
-                xb, yb = x[i:i + chunk], y[i:i + chunk]
-                value = per_sample_loss(work(xb), yb, loss).mean() * (len(xb) / n)
-                grads = torch.autograd.grad(value, params, create_graph=True)
-                dot = sum((g * u).sum() for g, u in zip(grads, vs))
-                for o, h in zip(out, torch.autograd.grad(dot, params, allow_unused=True)):
-                    if h is not None:
-                        o.add_(h)
-        return torch.cat([o.reshape(-1) for o in out])
-
+    hvp = measure.make_hvp(work, x, y, chunk, lambda out, yb: per_sample_loss(out, yb, loss).mean())
     template = torch.empty(sum(p.numel() for p in params), dtype=torch.float32, device=device)
     res = measure.power_iteration(hvp, template, iters=iters, tol=tol, seed=seed, start=start)
     return {"value": float(res["value"]), "residual": float(res["residual"]),
