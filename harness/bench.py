@@ -35,7 +35,8 @@ from .runs.expand import training_cost
 from .runs.provenance import device_name
 
 CASES = [("cnn", 32, 32), ("cnn", 32, 128), ("cnn", 32, 1024), ("mlp", 4096, 128)]
-QUICK = [("cnn", 4, 32), ("cnn", 8, 16), ("cnn", 8, 32), ("cnn", 4, 128), ("cnn", 8, 128), ("mlp", 512, 128)]
+QUICK = [("cnn", 4, 32), ("cnn", 8, 16), ("cnn", 8, 32), ("cnn", 4, 128), ("cnn", 8, 128),
+         ("mlp", 128, 32), ("mlp", 256, 32), ("mlp", 64, 128), ("mlp", 512, 128)]
 SHAPES = {"mlp": (1, 28, 28), "cnn": (3, 32, 32)}
 
 

@@ -10,8 +10,11 @@ def _cfg(model, width=8, **kw):
 def test_auto_groups_small_steps_on_the_cpu_and_everything_on_cuda(tmp_path):
     cpu = Context(cache_root=str(tmp_path), batch_seeds=None)
     assert cpu.seeds_together(_cfg("mlp", batch_size=32))  # the smoke tier's MLPs
-    assert cpu.seeds_together(_cfg("mlp", width=256, batch_size=32))
-    assert cpu.seeds_together(_cfg("fc", width=300, hidden="300,100", batch_size=60))
+    assert cpu.seeds_together(_cfg("mlp", width=128, batch_size=32))
+    assert cpu.seeds_together(_cfg("mlp", width=64, batch_size=128))
+    # many weights at a small batch: the grouped step measured slower (0.5-0.7x, 0.8-0.97x)
+    assert not cpu.seeds_together(_cfg("mlp", width=256, batch_size=32))
+    assert not cpu.seeds_together(_cfg("fc", width=300, hidden="300,100", batch_size=60))
     assert not cpu.seeds_together(_cfg("mlp", width=512, batch_size=128))  # arithmetic-bound: eager
     assert not cpu.seeds_together(_cfg("mlp", width=8, batch_size=0))  # full batch of 60,000 rows
     assert not cpu.seeds_together(_cfg("cnn", batch_size=128))  # 665 MFLOP a mini-batch: eager

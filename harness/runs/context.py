@@ -24,9 +24,11 @@ class OutOfBudget(NotCached):
     """A run was not trained because the time budget (--time-budget) would be exceeded."""
 
 
-# The largest forward pass of one mini-batch (FLOPs) at which a CPU trains a family's seeds
-# together: see Context.seeds_together.
+# The largest forward passes (FLOPs) at which a CPU trains a family's seeds together, of one
+# mini-batch and, for the fully connected families, of one sample (twice the weights): see
+# Context.seeds_together.
 GROUPED_CPU_FLOPS = {"mlp": 32e6, "fc": 32e6, "cnn": 200e6}
+GROUPED_CPU_SAMPLE_FLOPS = {"mlp": 4e5, "fc": 4e5}
 
 
 @dataclass
@@ -55,14 +57,21 @@ class Context:
     def seeds_together(self, cfg) -> bool:
         """Whether the seeds of `cfg`'s configuration train as one grouped network: batch_seeds,
         or, where it is None (--seed-batching auto), on CUDA always, and on a CPU where a
-        mini-batch's forward pass is at most GROUPED_CPU_FLOPS[family], so that a step's cost is
-        largely per-step overhead, which grouping pays once for all seeds. Measured on a 2-core
-        CPU (README, bench paragraph; ratios grouped/eager): MLPs (12 seeds, batch 32) 5-6x at
-        width 8 and 1.3x at width 256 (0.4 and 21 MFLOP per mini-batch), mixed at width 512, batch
-        32 (2.1x with two threads, 0.85x with one; 60 MFLOP), 0.74-0.77x at width 512, batch 128
-        (238 MFLOP); CNNs, both channels-last (5 seeds, one thread): 2.1x at width 4, batch 32 (45
-        MFLOP), 1.4x at width 8, batch 16 (83), 1.2x at width 8, batch 32 (166), 1.3x at width 4,
-        batch 128 (180), 0.73x at width 8, batch 128 (665)."""
+        mini-batch's forward pass is at most GROUPED_CPU_FLOPS[family] and, for an MLP, one
+        sample's at most GROUPED_CPU_SAMPLE_FLOPS[family] (at most about 200,000 weights), so that
+        a step's cost is largely per-step overhead, which grouping pays once for all seeds.
+        Measured with one torch thread per process, as `-n 2` trains (ratios: grouped speed over
+        eager speed per seed-step), on the 2-core EPYC on 2026-12-04. MLPs (`python -m harness
+        bench --quick --threads 1 --seeds 12`, alone, and a script of the same steps run twice at
+        once): batch 32, width 128 (134,794 parameters, 8.6 MFLOP a mini-batch) 0.91-1.36x, width
+        256 (335,114 parameters, 21 MFLOP) 0.54-0.73x; LeNet-300-100 at batch 60 (15 seeds,
+        266,610 parameters, 32 MFLOP) 0.81-0.97x; batch 128, width 64 (15 MFLOP) 1.15-1.45x,
+        width 128 (34 MFLOP) 1.12-1.37x, width 256 (86 MFLOP) 0.92-1.00x, width 512 0.84x; batch
+        32, width 8 5-6x. The grouped batched matmuls lose where the weights are many (their
+        gradients and momenta pass through memory at every step) and the batch is small. CNNs,
+        both channels-last (5 seeds): 2.1x at width 4, batch 32 (45 MFLOP), 1.4x at width 8,
+        batch 16 (83), 1.2x at width 8, batch 32 (166), 1.3x at width 4, batch 128 (180), 0.73x
+        at width 8, batch 128 (665)."""
         if self.batch_seeds is not None:
             return self.batch_seeds
         if self.device == "cuda":
@@ -71,7 +80,8 @@ class Context:
             return False
         from ..paper import models
         rows = cfg.batch_size or (cfg.train_subset or data_mod.DATASETS[cfg.dataset].train_shape[0]) - cfg.val_size
-        return models.config_flops(cfg) * rows <= GROUPED_CPU_FLOPS[cfg.model]
+        sample = models.config_flops(cfg)
+        return sample * rows <= GROUPED_CPU_FLOPS[cfg.model] and sample <= GROUPED_CPU_SAMPLE_FLOPS.get(cfg.model, sample)
 
     def say(self, msg):
         if self.log:
