@@ -24,6 +24,20 @@ def test_welch_matches_scipy():
     w = stats.welch(A, B)
     ref = sps.ttest_ind(A, B, equal_var=False)
     assert w["t"] == pytest.approx(ref.statistic) and w["p"] == pytest.approx(ref.pvalue)
+    rng = np.random.default_rng(0)
+    cases = [(rng.normal(size=na), rng.normal(1.0, 3.0, size=nb)) for na, nb in ((2, 2), (3, 12), (5, 5), (12, 4))]
+    cases += [([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]), ([1.0, 1.0, 1.0], [2.0, 2.0, 2.0]), ([1.0, 1.0], [1.0, 1.0, 1.0])]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for a, b in cases:  # (the last two: no spread at all, a difference or none)
+            w, ref = stats.welch(a, b), sps.ttest_ind(a, b, equal_var=False)
+            for got, want in ((w["t"], ref.statistic), (w["p"], ref.pvalue), (w["df"], ref.df)):
+                assert got == pytest.approx(float(want), rel=1e-9, nan_ok=True), (a, b)
+
+
+def test_t_quantiles_match_scipy():
+    df = np.array([1.0, 2.0, 4.0, 11.3, 1000.0])
+    assert stats._tq(df) == pytest.approx(sps.t.ppf(0.975, df), rel=1e-12)
+    assert np.isnan(stats._tq([0.0, -1.0])).all()
 
 
 def test_difference_is_the_welch_interval():

@@ -21,7 +21,9 @@ Conventions, the same for every statistic:
 
 The interval formulas are vectorised (`t_interval`, `welch_interval`, `fieller_interval` take
 arrays of per-group summaries), so the coverage simulation runs the very code the checks use.
-Quantiles and the Welch test come from scipy.stats.
+Quantiles and the Welch test's p-value come from scipy.special's Student t functions (stdtrit,
+stdtr: what scipy.stats.t.ppf and ttest_ind use, without scipy.stats's second of import time in
+every process; tests/test_stats.py checks them against scipy.stats).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats as sps
+from scipy import special
 
 CONFIDENCE = 0.95
 SEEDS_CAP = 1000  # seeds_needed() gives up beyond this
@@ -73,7 +75,7 @@ def _tq(df, confidence=CONFIDENCE):
     """Two-sided t quantile; nan where df is not positive."""
     df = np.asarray(df, dtype=float)
     with np.errstate(invalid="ignore"):
-        return np.where(df > 0, sps.t.ppf((1 + confidence) / 2, np.where(df > 0, df, 1.0)), np.nan)
+        return np.where(df > 0, special.stdtrit(np.where(df > 0, df, 1.0), (1 + confidence) / 2), np.nan)
 
 
 def t_interval(mean, var, n, confidence=CONFIDENCE):
@@ -178,8 +180,12 @@ def welch(a, b) -> dict:
     a, b = _clean(a), _clean(b)
     if len(a) < 2 or len(b) < 2:
         return {"t": math.nan, "p": math.nan, "df": math.nan}
-    res = sps.ttest_ind(a, b, equal_var=False)
-    return {"t": float(res.statistic), "p": float(res.pvalue), "df": float(getattr(res, "df", math.nan))}
+    va, vb = np.float64(_var(a)) / len(a), np.float64(_var(b)) / len(b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (np.float64(np.mean(a)) - np.mean(b)) / np.sqrt(va + vb)
+        df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    df = 1.0 if math.isnan(df) else float(df)  # (both samples constant: as scipy.stats.ttest_ind)
+    return {"t": float(t), "p": float(2 * special.stdtr(df, -abs(t))), "df": df}
 
 
 def slopes(x, ys_by_seed: list) -> np.ndarray:
@@ -232,5 +238,5 @@ def seeds_needed(std, distance, confidence=CONFIDENCE, cap=SEEDS_CAP):
     if std == 0:
         return 2
     n = np.arange(2, int(cap) + 1)
-    ok = sps.t.ppf((1 + confidence) / 2, n - 1) * std / np.sqrt(n) < distance
+    ok = _tq(n - 1, confidence) * std / np.sqrt(n) < distance
     return int(n[np.argmax(ok)]) if ok.any() else None
