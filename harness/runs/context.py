@@ -61,14 +61,15 @@ class Context:
         sample's at most GROUPED_CPU_SAMPLE_FLOPS[family] (at most about 200,000 weights), so that
         a step's cost is largely per-step overhead, which grouping pays once for all seeds.
         Measured with one torch thread per process, as `-n 2` trains (ratios: grouped speed over
-        eager speed per seed-step), on the 2-core EPYC on 2026-12-04. MLPs (`python -m harness
-        bench --quick --threads 1 --seeds 12`, alone, and a script of the same steps run twice at
-        once): batch 32, width 128 (134,794 parameters, 8.6 MFLOP a mini-batch) 0.91-1.36x, width
-        256 (335,114 parameters, 21 MFLOP) 0.54-0.73x; LeNet-300-100 at batch 60 (15 seeds,
-        266,610 parameters, 32 MFLOP) 0.81-0.97x; batch 128, width 64 (15 MFLOP) 1.15-1.45x,
-        width 128 (34 MFLOP) 1.12-1.37x, width 256 (86 MFLOP) 0.92-1.00x, width 512 0.84x; batch
-        32, width 8 5-6x. The grouped batched matmuls lose where the weights are many (their
-        gradients and momenta pass through memory at every step) and the batch is small. CNNs,
+        eager speed per seed-step), on the 2-core EPYC on 2026-12-04, after the grouped linear
+        layers' weight gradients stopped being transposed at every step (train.Grouped). MLPs, 12
+        seeds (a script of train.step's calls, each path best of two): batch 32, width 8 5-6x,
+        width 32 4.3x, width 128 (134,794 parameters, 8.6 MFLOP a mini-batch) 1.45x, width 256
+        (335,114 parameters, 21 MFLOP) 0.90-0.94x; LeNet-300-100 at batch 60 (15 seeds, 266,610
+        parameters, 32 MFLOP) 1.03x; batch 128 (5 seeds), width 64 (15 MFLOP) 1.35x, width 128
+        (34 MFLOP) 0.97x, width 256 1.07x. (Before that change: width 256 at batch 32
+        0.54-0.73x, LeNet 0.81-0.97x.) The grouped batched matmuls gain nothing where the weights
+        are many (their gradients and momenta pass through memory at every step). CNNs,
         both channels-last (5 seeds): 2.1x at width 4, batch 32 (45 MFLOP), 1.4x at width 8,
         batch 16 (83), 1.2x at width 8, batch 32 (166), 1.3x at width 4, batch 128 (180), 0.73x
         at width 8, batch 128 (665)."""
