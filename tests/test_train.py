@@ -122,3 +122,26 @@ def test_a_killed_seed_batched_cnn_group_resumes_bit_identical(tmp_path):
     for a, b in zip(resumed, full):
         assert a.history == b.history and a.final == b.final
         assert all(torch.equal(a.thetaT[k], b.thetaT[k]) for k in b.thetaT)  # BN buffers included
+
+
+def test_eager_in_place_relu_trains_the_same_weights_as_the_model_as_built():
+    """Eager runs a model's ReLUs in place (less memory traffic): three SGD steps of a CNN and
+    an MLP give the same weights, bit for bit, as the modules as built (ReLU not in place)."""
+    from harness.paper import models
+    for family, shape in (("cnn", (3, 32, 32)), ("mlp", (784,))):
+        cfg = train.RunConfig(model=family, width=4, lr=0.05, batch_size=8, dataset="cifar10" if family == "cnn" else "mnist")
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(1, 8, *shape, generator=g), torch.randint(0, 10, (1, 8), generator=g)
+        weights = []
+        for in_place in (True, False):
+            torch.manual_seed(0)
+            net = train.Eager([models.build(family, 4)], "cpu")
+            relus = [m for m in net.model.modules() if isinstance(m, torch.nn.ReLU)]
+            assert relus and all(m.inplace for m in relus)
+            for m in relus:
+                m.inplace = in_place
+            opt = train._optimizer(cfg, list(net.params.values()))
+            for _ in range(3):
+                train.step(net, opt, x, y, {})
+            weights.append(net.states()[0])
+        assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), family
