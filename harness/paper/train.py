@@ -215,9 +215,11 @@ class Eager:
         self.channels_last = has_conv(self.model) if channels_last is None else channels_last
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        for m in self.model.modules():  # as in Grouped: no layer before a ReLU keeps its output for
-            if isinstance(m, nn.ReLU):  # backward; in place, the same values in 0.8-0.95x the time
-                m.inplace = True        # at the CNN's batch 128-500 (issue 28)
+        # ReLUs in place, as in Grouped: no layer before a ReLU keeps its output for backward, so
+        # the values are the same, in 0.8-0.95x the time at the CNN's batch 128-500 (issue 28)
+        for m in self.model.modules():
+            if isinstance(m, nn.ReLU):
+                m.inplace = True
         self.params = dict(self.model.named_parameters())
 
     @staticmethod
@@ -483,8 +485,9 @@ def sharpness(model, x, y, loss: str = "ce", iters: int = 20, chunk: int = 1000,
     by power iteration (at most `iters` products; `tol` as measure.power_iteration's).
     Cold (`start` None): "ce" is measure.hessian_top_eigenvalue itself; "mse" the same power
     iteration (measure.power_iteration, the same seeded start vector) on exact Hessian-vector
-    products (measure.make_hvp) of the mean of per_sample_loss(..., "mse"). Warm: the iteration starts from `start` (e.g. the previous measurement's vector, as
-    the top eigenvector moves little between nearby steps), the same update and stopping rule.
+    products (measure.make_hvp) of the mean of per_sample_loss(..., "mse"). Warm: the iteration
+    starts from `start` (e.g. the previous measurement's vector, as the top eigenvector moves
+    little between nearby steps), the same update and stopping rule.
     Returns value, residual, iterations, bn_mode, n_samples and, but for cold "ce", vector."""
     from . import measure  # (measure imports this module)
     if loss == "ce" and start is None:
