@@ -149,7 +149,7 @@ def _plot_text(p: dict, first: dict) -> dict:
     if p["paper"]:
         legend += (" Open diamonds: the paper's values" + (", the shaded bar behind one its claim's tolerance band"
                    if any(pp.get("band") for pp in p["paper"]) else "")) + (
-            " (for the paper's full-scale setup; this tier is smaller)." if p["tier"] == "smoke" else ".")
+            " (for the paper's full-scale setup; this tier is smaller)." if p["tier"] != "full" else ".")
     else:
         legend += " No claim of this experiment gives a paper value on these axes."
     shared = Counter((s["metric"], pt["x"]) for s in p["series"] for pt in s["points"])

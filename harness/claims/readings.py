@@ -76,8 +76,9 @@ def expand(exp, tier: str) -> list:
         name = reading_name(changed)
         if name in seen:
             continue
-        if tier != "full" and not all(exp.reading_params[p].entry(v).get("smoke") for p, v in changed):
-            continue
+        if tier != "full" and not (tier == "smoke" and all(exp.reading_params[p].entry(v).get("smoke")
+                                                           for p, v in changed)):
+            continue  # the scaled tier runs the primary reading only
         seen.add(name)
         out.append(Reading(name, changed, tuple(combo.items())))
     return out

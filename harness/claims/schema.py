@@ -15,7 +15,10 @@ from ..procedures import DATASETS, INSTRUMENT_DEFAULTS, INSTRUMENTS, MODELS, PRO
 
 __all__ = ["DATASETS", "INSTRUMENT_DEFAULTS", "INSTRUMENTS", "MODELS", "PROCEDURES", "RunConfig"]  # (from the registry, for spec and readings)
 
-TIERS = ("smoke", "full")
+# smoke: a small version of every experiment for CI; scaled: the paper's GPU experiments at the
+# largest scale a 2-core CPU trains in hours, pre-registered, its verdicts kept apart from the
+# paper's (claims whose statement survives the change of scale only); full: the paper's protocol.
+TIERS = ("smoke", "scaled", "full")
 
 
 HARNESS_SET = {"dataset", "model", "seed", "device"}  # RunConfig fields the harness fills in

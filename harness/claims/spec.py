@@ -29,6 +29,9 @@ validation) are harness/claims/kinds/. Schema (see claims/*.toml for real ones):
     notes = "..."                       # readings taken for lost numbers, shown in the report
     [experiments.NAME.smoke]            # per tier: seeds (required) and overrides of
     seeds = [0, 1]                      #   base/instruments/ticket (merged), grid/configs (replaced)
+    [experiments.NAME.scaled]           # optional: the largest version a 2-core CPU trains in hours,
+    seeds = [0, 1, 2, 3, 4]             #   for claims whose statement survives the change of scale
+    scale = "c=8, 6,250 images"         #   (one line: how it departs from the paper; the report shows it)
     [experiments.NAME.full]
     seeds = [0, 1, 2, 3, 4]
 
@@ -285,8 +288,10 @@ def _parse_experiment(name, t, path) -> Experiment:
     tiers = {}
     for tier in TIERS:
         if tier in t:
-            _keys(t[tier], {"seeds", "base", "grid", "configs", "instruments", "ticket"}, {"seeds"},
+            _keys(t[tier], {"seeds", "base", "grid", "configs", "instruments", "ticket", "scale"}, {"seeds"},
                   path, where, f"{tier}.")
+            if "scale" in t[tier]:  # one line on how the tier departs from the paper's scale (the report shows it)
+                _typed(t[tier]["scale"], str, path, where, f"{tier}.scale")
             seeds = _typed(t[tier]["seeds"], list, path, where, f"{tier}.seeds")
             if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds) \
                     or len(set(seeds)) < len(seeds):
