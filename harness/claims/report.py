@@ -28,7 +28,7 @@ from pathlib import Path
 import jinja2
 
 from ..runs.strict_json import dumps
-from . import readings, summary_md
+from . import prereg, readings, summary_md
 from .answer import answer, calibration
 from .findings import EVALUATED, VERDICTS, findings
 from .figures import _plot_text, forest_left_out, forest_rows, interval_names, paper_points
@@ -82,6 +82,9 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         for p in (r.get("run_provenance") or {}).values():
             devices[(r["experiment"], r["tier"])][readings.reading_id(r)].add((p or {}).get("device") or "not recorded")
     recorded, per_experiment, prov = {}, defaultdict(dict), defaultdict(dict)
+    for r in results + calib:  # was the band set before the runs it judges? (from the git history)
+        r["prereg"] = prereg.status(r["file"], r["id"], r["tier"],
+                                    [(p or {}).get("commit") for p in (r.get("run_provenance") or {}).values()])
     for r in results:
         walls = r.pop("run_wall_s", None) or {}
         recorded.update(walls)
