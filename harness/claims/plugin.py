@@ -18,8 +18,8 @@ keeps two workers from training the same run. A claim file outside the rootdir i
 path (relative to the invocation directory where it can be, else absolute), in node ids and in the
 report. Any exception inside a claim makes its record an "error" verdict, so it is counted.
 
-After collection the controlling process plans the pending training groups of the selected claims
-(harness/execute/planner.py). `--plan-only` lists them and runs no claim; `--executor local|submitit`
+After collection the controlling process plans the pending training groups of the selected claims,
+of the configurations their checks read (harness/execute/planner.py). `--plan-only` lists them and runs no claim; `--executor local|submitit`
 trains them (harness/execute/executors.py) before the first claim runs, so that the claims only read the
 cache; `--executor inline` (the default) leaves the training to the claims, as before. Progress
 (harness/progress.py) is written through pytest's terminal reporter, past its output capture.
