@@ -1,5 +1,7 @@
 """The planning step: groups and keys from claims alone, deduplicated across experiments, in a stable
 order, a ticket chain as one group, pending detection against the cache, and --plan-only."""
+import re
+
 import pytest
 
 from harness.execute import planner
@@ -202,3 +204,17 @@ def test_a_later_selection_trains_only_what_it_adds_and_report_reads_what_is_cac
     assert claim_result(peak, "smoke", exp, cf, judge)["verdict"] in ("pass", "fail")
     r = claim_result(rises, "smoke", exp, cf, judge)
     assert r["verdict"] == "not run" and "8 of 12 runs missing" in r["detail"]
+
+
+def test_plan_costs_what_the_claims_named_read(tmp_path, capsys):
+    from harness.__main__ import main
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "w.toml").write_text(SIX)
+    assert main(["plan", "--tier", "smoke", "--claims", str(tmp_path / "claims"), "--estimate", "off",
+                 "--claim", "peak"]) == 0
+    assert re.search(r"^w\.toml:w\s+4\s", capsys.readouterr().out, re.M)  # widths 4 and 8, two seeds each
+    main(["plan", "--tier", "smoke", "--claims", str(tmp_path / "claims"), "--estimate", "off"])
+    assert re.search(r"^w\.toml:w\s+12\s", capsys.readouterr().out, re.M)  # `rises` reads all six
+    main(["plan", "--pending", "--tier", "smoke", "--claims", str(tmp_path / "claims"), "--claim", "peak",
+          "--run-cache", str(tmp_path / "c")])
+    assert capsys.readouterr().out.startswith("pending: 2 group(s), 4 run(s)")
