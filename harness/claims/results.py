@@ -118,9 +118,9 @@ def _with_data(row):
 def _not_run(exp, tier, ctx, reading, err, reads=None) -> str:
     """'not run (k of N runs missing)': the runs of `exp` in `tier` that the claim reads (`reads`,
     its check's selectors) absent from the cache (for a ticket experiment its dense runs, the start
-    of the chain); all present means a measurement or
-    a later ticket round is missing, and the NotCached message says which. Under a time budget
-    (runs.context.OutOfBudget) the budget's message follows."""
+    of the chain); all present means a measurement or a later ticket round is missing, and the
+    NotCached message says which. Under a time budget (runs.context.OutOfBudget) the budget's
+    message follows."""
     keys = [run_key(c) for c in expand(exp, tier, ctx.device, reading, reads)]
     missing = sum(not ctx.cache.has(k) for k in keys)
     runs = "dense runs" if exp.procedure == "ticket" else "runs"

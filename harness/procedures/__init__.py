@@ -6,9 +6,9 @@
   ticket  lottery tickets: iterative magnitude pruning chains with rewinding, and their controls
 
 `rows(exp, tier, ctx, reading, reads)` dispatches each seed group (the runs of one configuration,
-`reads`: only those a claim reads) to PROCEDURES[exp.procedure](exp, tier, ctx, reading, cfgs) and
-memoises its rows in the context; `train_group` trains one planned group (a seed group, or a whole ticket chain) for the
-executors. The ticket procedure is ticket.py: it walks the chain's plan (runs/expand.py:
+with `reads` only those a claim reads) to PROCEDURES[exp.procedure](exp, tier, ctx, reading, cfgs)
+and memoises its rows in the context; `train_group` trains one planned group (a seed group, or a
+whole ticket chain) for the executors. The ticket procedure is ticket.py: it walks the chain's plan (runs/expand.py:
 ticket_chain), the plan the planner takes the chain's keys from. Every row is made by row.py's
 `make`, the one place a run and its measurements become a row:
 
