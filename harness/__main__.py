@@ -82,7 +82,8 @@ def main(argv=None) -> int:
     b.add_argument("--tier", choices=spec.TIERS, default="smoke", help="with --executors or --smoke")
     b.add_argument("--data-dir", default=None, help="with --executors or --smoke")
     b.add_argument("--claims", default="claims", help="with --executors or --smoke: folder of claim TOML files")
-    pl = sub.add_parser("plan", help="runs, optimiser steps and training FLOPs per experiment of a tier")
+    pl = sub.add_parser("plan", help="runs, optimiser steps and FLOPs (training and evaluation) per experiment of a tier, "
+                                     "for the configurations its claims read")
     pl.add_argument("--claims", default="claims", help="folder of claim TOML files")
     pl.add_argument("--tier", choices=spec.TIERS, default="full")
     pl.add_argument("--estimate", choices=("auto", "on", "off"), default="auto",
@@ -93,6 +94,11 @@ def main(argv=None) -> int:
     pl.add_argument("--run-cache", default=None, help="run cache folder (as for pytest; with --pending)")
     pl.add_argument("--device", choices=("cpu", "cuda"), default=None,
                     help="device the runs train on (default: cuda for full, cpu for smoke)")
+    pl.add_argument("--claim", action="append", default=None, metavar="ID",
+                    help="only what these claims read (repeatable; default: every claim of the tier)")
+    pl.add_argument("--readings", action="append", default=None, metavar="all|NAME=VALUE",
+                    help="the readings listed, as for pytest (default: all); with --pending, the readings planned "
+                         "beside the primary (default: none)")
     e = sub.add_parser("export", help="the cache's results (metrics.json files, no tensors; ticket chains' resume records) as one tar.gz")
     e.add_argument("--run-cache", default=None, help="run cache folder (as for pytest)")
     e.add_argument("--out", default="build/results-cache.tar.gz")
@@ -118,14 +124,15 @@ def main(argv=None) -> int:
         print(f"{n} entries in {len(n.files)} file(s)")
         return 0
     if args.command == "plan" and args.pending:
-        selection = [(exp, args.tier) for path in sorted(Path(args.claims).glob("*.toml"))
-                     for exp in spec.load(path).experiments.values() if args.tier in exp.tiers]
+        exps, reads = _claimed(args.claims, args.tier, args.claim)
+        selection = [(exp, args.tier, reading, reads[planner.exp_id(exp)]) for exp in exps
+                     for reading in readings.select(exp, args.tier, args.readings or [])]
         device = args.device or ("cuda" if args.tier == "full" else "cpu")
         for line in planner.describe(planner.pending(selection, cache.RunCache(cache.default_root(args.run_cache)), device)):
             print(line)
         return 0
     if args.command == "plan":
-        plan(args.claims, args.tier, estimate=args.estimate)
+        plan(args.claims, args.tier, estimate=args.estimate, claims=args.claim, selection=args.readings or ["all"])
         return 0
     if args.command == "fit":
         return _from_exports(args, fit)
@@ -240,14 +247,26 @@ def _has_runs(root: Path) -> bool:
     return False
 
 
-def plan(claims_dir, tier, estimate="off") -> list:
-    """One row per experiment of the tier: training runs (a run shared with an experiment listed
-    earlier counts there only), optimiser steps summed over runs and over seed groups (a seed
-    group steps once for all its seeds), and training PFLOP (conv/linear layers, see
-    models.forward_flops). Instruments are not included. With `estimate` ("on"; "auto": where a CUDA GPU
+def _claimed(claims_dir, tier, ids=None) -> tuple:
+    """([the experiments of `tier` that its claims read, in file order], {experiment id: the
+    configurations they read}: plans.claim_reads) for the claims with an id in `ids` (None: all)."""
+    files = [spec.load(path) for path in sorted(Path(claims_dir).glob("*.toml"))]
+    reads = plans.claim_reads([c for cf in files for c in cf.claims], tier, ids)
+    exps = [exp for cf in files for exp in cf.experiments.values()
+            if tier in exp.tiers and exp.procedure != "count" and planner.exp_id(exp) in reads]
+    return exps, reads
+
+
+def plan(claims_dir, tier, estimate="off", claims=None, selection=("all",)) -> list:
+    """One row per experiment of the tier that its claims (`claims`: those ids only) read, for the
+    configurations they read (harness/runs/expand.py: may_read): training runs (a run shared with
+    an experiment listed earlier counts there only), optimiser steps summed over runs and over
+    seed groups (a seed group steps once for all its seeds), and PFLOP (conv/linear layers, see
+    models.forward_flops: training, and the evaluation passes the runs' settings make,
+    expand.training_cost). Instruments are not included. With `estimate` ("on"; "auto": where a CUDA GPU
     is present), also the estimated training minutes on this machine's GPU (else its CPU), from
     a few measured grouped steps of each distinct (family, width, batch, seeds) shape (see
-    bench.wall_seconds)."""
+    bench.wall_seconds). Then the readings `selection` lists (plan_readings)."""
     import torch
     from . import bench
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -255,22 +274,21 @@ def plan(claims_dir, tier, estimate="off") -> list:
     seen, rows, timings = set(), [], {}
     if estimate:
         print(f"measuring the training step of each shape on {provenance.device_name(device)} ...", flush=True)
-    for path in sorted(Path(claims_dir).glob("*.toml")):
-        for exp in spec.load(path).experiments.values():
-            if tier not in exp.tiers or exp.procedure == "count":
-                continue
-            runs = []
-            for cfg in expand.training_runs(exp, tier):
-                key = keys.run_key(cfg) if exp.procedure == "train" else None  # ticket rounds are unique
-                if key is None or key not in seen:
-                    seen.add(key)
-                    runs.append(cfg)
-            costs = [expand.training_cost(c) for c in runs]
-            steps, seeds = sum(c["steps"] for c in costs), len(exp.resolved(tier)["seeds"])
-            rows.append({"experiment": f"{path.name}:{exp.name}", "runs": len(runs), "steps": steps,
-                         "group_steps": steps / seeds, "pflop": sum(c["flops"] for c in costs) / 1e15,
-                         "minutes": bench.wall_seconds(runs, seeds, device, timings) / 60 if estimate else 0.0})
-    print(f"{tier} tier: training runs, optimiser steps (all runs; per seed group), training PFLOP"
+    exps, reads = _claimed(claims_dir, tier, claims)
+    for exp in exps:
+        runs = []
+        for cfg in expand.training_runs(exp, tier, reads=reads[planner.exp_id(exp)]):
+            key = keys.run_key(cfg) if exp.procedure == "train" else None  # ticket rounds are unique
+            if key is None or key not in seen:
+                seen.add(key)
+                runs.append(cfg)
+        costs = [expand.training_cost(c) for c in runs]
+        steps, seeds = sum(c["steps"] for c in costs), len(exp.resolved(tier)["seeds"])
+        rows.append({"experiment": planner.exp_id(exp), "runs": len(runs), "steps": steps,
+                     "group_steps": steps / seeds, "pflop": sum(c["flops"] for c in costs) / 1e15,
+                     "minutes": bench.wall_seconds(runs, seeds, device, timings) / 60 if estimate else 0.0})
+    print(f"{tier} tier{'' if claims is None else ' (claims ' + ', '.join(claims) + ')'}: training runs of the "
+          "configurations the claims read, optimiser steps (all runs; per seed group), PFLOP (training and evaluation)"
           + (f", ESTIMATED training minutes on {provenance.device_name(device)}" if estimate else ""))
     print(f"{'experiment':<36}{'runs':>6}{'steps':>12}{'group steps':>13}{'PFLOP':>9}"
           + (f"{'est. min':>10}" if estimate else ""))
@@ -284,43 +302,45 @@ def plan(claims_dir, tier, estimate="off") -> list:
     else:
         print(f"(no wall-time estimate: no CUDA GPU here; --estimate on measures on this {device}, where the "
               "large CNN steps take minutes)")
-    plan_readings(claims_dir, tier, seen)
+    plan_readings(claims_dir, tier, seen, claims, selection)
     return rows
 
 
-def plan_readings(claims_dir, tier, seen) -> list:
-    """The cost of the readings (harness/claims/readings.py) beyond the primary tier, printed after plan's table:
-    per experiment and reading, the training runs not already counted (`seen`: the primary's run
-    keys; the rule is harness.claims.plans.reading_runs': a run shared by several readings or
-    experiments counts once, a ticket's pruning rounds are all new), optimiser steps and PFLOP. A
-    reading that only changes an instrument option trains nothing."""
+def plan_readings(claims_dir, tier, seen, claims=None, selection=("all",)) -> list:
+    """The cost of the readings (harness/claims/readings.py) beyond the primary tier that
+    `selection` lists (as --readings), printed after plan's table: per experiment and reading, the
+    training runs of the configurations its claims (`claims`: those ids only) read not already
+    counted (`seen`: the primary's run keys; the rule is harness.claims.plans.reading_runs': a run
+    shared by several readings or experiments counts once, a ticket's pruning rounds are all new),
+    optimiser steps and PFLOP (training and evaluation). A reading that only changes an instrument
+    option trains nothing."""
     rows = []
-    exps = [(path, exp) for path in sorted(Path(claims_dir).glob("*.toml")) for exp in spec.load(path).experiments.values()
-            if tier in exp.tiers and exp.procedure != "count"]
-    for _, exp in exps:  # every primary's runs (a ticket's dense runs are keyed too)
-        seen |= plans.primary_keys(exp, tier)
-    for path, exp in exps:
-        for reading, runs in plans.reading_runs(exp, tier, seen):
+    exps, reads = _claimed(claims_dir, tier, claims)
+    for exp in exps:  # every primary's runs (a ticket's dense runs are keyed too)
+        seen |= plans.primary_keys(exp, tier, reads[planner.exp_id(exp)])
+    for exp in exps:
+        for reading, runs in plans.reading_runs(exp, tier, seen, reads[planner.exp_id(exp)], selection):
             costs = [expand.training_cost(c) for c in runs]
-            rows.append({"experiment": f"{path.name}:{exp.name}", "reading": reading.name, "runs": len(runs),
+            rows.append({"experiment": planner.exp_id(exp), "reading": reading.name, "runs": len(runs),
                          "steps": sum(c["steps"] for c in costs),
                          "pflop": sum(c["flops"] for c in costs) / 1e15})
     if not rows:
         return rows
-    print(f"\nreadings of the {tier} tier (pytest --readings), beyond the runs above: training runs, optimiser steps, PFLOP")
+    print(f"\nreadings of the {tier} tier (pytest --readings), beyond the runs above: training runs, optimiser steps, "
+          "PFLOP (training and evaluation)")
     print(f"{'experiment':<36}{'reading':<52}{'runs':>6}{'steps':>12}{'PFLOP':>9}")
     by_exp = {}
     for r in rows:
-        print(f"{r['experiment']:<36}{r['reading']:<52}{r['runs']:>6}{r['steps']:>12,}{r['pflop']:>9.2f}")
+        print(f"{r['experiment']:<36}{r['reading']:<52}{r['runs']:>6}{r['steps']:>12,}{r['pflop']:>9.3f}")
         e = by_exp.setdefault(r["experiment"], {"readings": 0, "runs": 0, "steps": 0, "pflop": 0.0})
         e["readings"] += 1
         for k in ("runs", "steps", "pflop"):
             e[k] += r[k]
     print(f"{'per experiment':<36}{'(readings)':<52}")
     for name, e in by_exp.items():
-        print(f"{name:<36}{e['readings']:<52}{e['runs']:>6}{e['steps']:>12,}{e['pflop']:>9.2f}")
+        print(f"{name:<36}{e['readings']:<52}{e['runs']:>6}{e['steps']:>12,}{e['pflop']:>9.3f}")
     total = {k: sum(e[k] for e in by_exp.values()) for k in ("readings", "runs", "steps", "pflop")}
-    print(f"{'readings total':<36}{total['readings']:<52}{total['runs']:>6}{total['steps']:>12,}{total['pflop']:>9.2f}")
+    print(f"{'readings total':<36}{total['readings']:<52}{total['runs']:>6}{total['steps']:>12,}{total['pflop']:>9.3f}")
     return rows
 
 

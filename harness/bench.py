@@ -144,21 +144,22 @@ def step_seconds(family, width, batch, seeds, optimizer, device, steps=5) -> dic
 
 def wall_seconds(cfgs, seeds, device, timings) -> float:
     """Estimated seconds to train the runs `cfgs` (in groups of `seeds` seeds) on `device`: each
-    run's share of its group's optimiser steps at its shape's measured step time, plus its
-    per-epoch test and final train+test evaluation at the measured time per sample. `timings`
-    memoises step_seconds per shape. Left out: loading data, instruments, the ragged last batch
-    of an epoch (timed as a full one) and the first steps' warm-up and graph capture."""
+    run's share of its group's optimiser steps at its shape's measured step time, plus the samples
+    of its evaluation passes (test, validation, final: training_cost's "eval_samples") at the
+    measured time per sample. `timings` memoises step_seconds per shape. Left out: loading data,
+    instruments, sharpness measured in training, the ragged last batch of an epoch (timed as a
+    full one) and the first steps' warm-up and graph capture."""
     total = 0.0
     for c in cfgs:
         info = data.DATASETS[c.dataset]
-        n, m = c.train_subset or info.train_shape[0], c.test_subset or info.test_shape[0]
-        shape = (c.model, c.width, c.batch_size or n, seeds, c.optimizer)
+        shape = (c.model, c.width, c.batch_size or c.train_subset or info.train_shape[0], seeds, c.optimizer)
         if shape not in timings:
             timings[shape] = step_seconds(*shape, device)
             print(f"  measured {c.model} w={c.width} bs={shape[2]} x{seeds} {c.optimizer}: "
                   f"{1e3 * timings[shape]['step']:.2f} ms/step", flush=True)
         t = timings[shape]
-        total += (training_cost(c)["steps"] * t["step"] + (c.epochs * m + n + m) * t["eval"]) / seeds
+        cost = training_cost(c)
+        total += (cost["steps"] * t["step"] + cost["eval_samples"] * t["eval"]) / seeds
     return total
 
 

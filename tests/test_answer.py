@@ -169,8 +169,7 @@ def test_markdown_summary_beside_the_report_and_in_the_job_summary(base, tmp_pat
 
 def test_training_time_counts_every_run_on_the_page_once(base):
     results = copy.deepcopy(base[0])
-    primary = sum(sum((r.get("run_wall_s") or {}).values()) for r in
-                  {r["experiment"]: r for r in results}.values())
+    primary = sum({k: s for r in results for k, s in (r.get("run_wall_s") or {}).items()}.values())
     other = {**copy.deepcopy(next(r for r in results if r["id"] == "bs16")), "reading_id": "epochs=2",
              "run_wall_s": {"k-reading-1": 100.0, "k-reading-2": 200.0}}
     doc = report.build(results + [other], 1.0)

@@ -41,9 +41,9 @@ id = "learns"
 statement = "learns"
 paper = "-"
 experiment = "tiny"
-check = {type = "value", metric = "epochs_run", where = {width = 16}}
+check = {type = "all", metric = "epochs_run"}
 [claims.smoke]
-expect = {target = 3.0, abs_tol = 0.0, why = "the plumbing: every run trains its 3 epochs (exact, whatever the seeds)"}
+expect = {min = 3.0, max = 3.0, why = "the plumbing: every run (both widths: it reads every configuration) trains its 3 epochs"}
 
 [[claims]]
 id = "ticket-vs-dense"

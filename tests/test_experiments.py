@@ -113,6 +113,30 @@ def test_training_runs_and_costs_of_a_ticket_chain(tmp_path):
     assert training_cost(dataclasses.replace(runs[0], train_subset=257))["steps"] == 16
 
 
+def test_training_cost_counts_the_evaluation_passes_the_run_makes(monkeypatch, data_dir):
+    """By hand, for a small MNIST run with a validation split and the test set every other epoch;
+    and the evaluated samples counted in the training loop itself agree."""
+    from harness.paper import data, train
+    cfg = train.RunConfig(dataset="mnist", model="mlp", width=8, train_subset=1000, test_subset=500, epochs=3,
+                          batch_size=100, test_every=2, val_size=100, eval_every=4, lr=0.05)
+    f = 2 * (784 * 8 + 8 * 8 + 8 * 8 + 8 * 10)  # one forward pass of one sample
+    n = 1000 - 100  # training rows left beside the validation split: 9 steps an epoch, 27 in all
+    trained = 3 * n * 3  # 3 epochs, forward + backward (3x a forward pass)
+    tests = 1 * 500  # the test set after epoch 2 (test_every 2); not after epochs 1 and 3
+    val = (1 + 6 + 1) * 100  # validation at step 0, steps 4, 8, ..., 24, and the last step, 27
+    final = n + 500 + 500  # final train and test passes, the test set on the early-stopping weights
+    cost = training_cost(cfg)
+    assert cost["steps"] == 27 and cost["eval_samples"] == tests + val + final
+    assert cost["flops"] == pytest.approx(f * (trained + tests + val + final), rel=1e-12)
+    evaluated = []
+    real = train._evaluate
+    monkeypatch.setattr(train, "_evaluate", lambda net, x, y, **k: evaluated.append(len(x)) or real(net, x, y, **k))
+    train.train(cfg, data.split_for(cfg, data_dir))
+    assert sum(evaluated) == cost["eval_samples"]
+    # no validation split, test set at the end only: the final train and test passes alone
+    assert training_cost(dataclasses.replace(cfg, val_size=0, eval_every=0, test_every=0))["eval_samples"] == 1000 + 500
+
+
 def test_a_ticket_chains_plan_from_configurations_alone(tmp_path):
     p = tmp_path / "t.toml"
     p.write_text(textwrap.dedent(TOML))

@@ -1,12 +1,15 @@
 """The planning step: groups and keys from claims alone, deduplicated across experiments, in a stable
 order, a ticket chain as one group, pending detection against the cache, and --plan-only."""
+import re
+
 import pytest
 
 from harness.execute import planner
 from harness.runs import cache
 from harness.runs.keys import run_key
-from harness.claims import spec
+from harness.claims import checks, spec
 from harness import procedures
+from harness.runs.expand import expand
 from harness.runs.context import Context
 
 TOML = """
@@ -118,8 +121,10 @@ def test_plan_only_lists_pending_groups_and_runs_no_claim(pytester, exps, tmp_pa
     r = pytester.runpytest("claims", "--plan-only", *args)
     assert r.ret == 0
     out = r.stdout.str()
-    assert "pending: 3 group(s), 6 run(s)" in out and "[2] p.toml:a, p.toml:b [smoke] seeds, 2 run(s)" in out
-    for g in planner.groups([(exps["a"], "smoke"), (exps["b"], "smoke")], "cpu"):
+    # only what the claims read: a's width 16, b's width 32 (b's width 16 is a's run; width 8 no claim reads)
+    assert "pending: 2 group(s), 4 run(s)" in out and "[1] p.toml:a [smoke] seeds, 2 run(s)" in out
+    for g in planner.groups([(exps["a"], "smoke", None, ({"width": 16},)),
+                             (exps["b"], "smoke", None, ({"width": 32},))], "cpu"):
         assert " ".join(g.keys) in out
     assert "passed" not in out and not (tmp_path / "c" / "runs").exists() and not (tmp_path / "r").exists()
 
@@ -130,5 +135,86 @@ def test_plan_pending_on_the_command_line(exps, tmp_path, capsys):
     assert main(["plan", "--pending", "--tier", "smoke", "--claims", str(tmp_path / "claims"),
                  "--run-cache", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("pending: 4 group(s), 16 run(s)")  # a, b (3 groups) and the ticket chain
-    assert "[4] p.toml:tk [smoke] ticket chain, 10 run(s): mnist/mlp width=8" in out
+    # what the claims read: a's width 16 and b's width 32; no claim reads the ticket chain
+    assert out.startswith("pending: 2 group(s), 4 run(s)")
+    assert "[2] p.toml:b [smoke] seeds, 2 run(s): mnist/mlp width=32" in out
+
+
+SIX = """
+section = "T"
+title = "Six widths"
+
+[experiments.w]
+procedure = "train"
+dataset = "mnist"
+model = "mlp"
+base = {train_subset = 64, test_subset = 32, epochs = 1, batch_size = 32, lr = 0.05}
+grid = {width = [2, 4, 8, 16, 32, 64]}
+smoke = {seeds = [0, 1]}
+
+[[claims]]
+id = "peak"
+statement = "peak"
+paper = "-"
+experiment = "w"
+check = {type = "welch", metric = "test_acc", a = {width = 4}, b = {width = 8}}
+[claims.smoke]
+expect = {significant = true, direction = "greater", why = "any"}
+
+[[claims]]
+id = "rises"
+statement = "rises"
+paper = "-"
+experiment = "w"
+check = {type = "monotonic", metric = "train_acc", over = "width"}
+[claims.smoke]
+expect = {direction = "increasing", why = "any"}
+"""
+
+
+def test_a_claim_reading_two_of_six_widths_plans_two(pytester, tmp_path, data_dir):
+    pytester.mkdir("claims")
+    (pytester.path / "claims" / "w.toml").write_text(SIX)
+    args = ["claims", "--plan-only", "--data-dir", str(data_dir), "--run-cache", str(tmp_path / "c")]
+    out = pytester.runpytest(*args, "-k", "peak").stdout.str()
+    assert "pending: 2 group(s), 4 run(s)" in out  # widths 4 and 8, two seeds each
+    assert "width=4 " in out and "width=8 " in out and "width=16 " not in out
+    # a claim that reads every configuration gets all six
+    assert "pending: 6 group(s), 12 run(s)" in pytester.runpytest(*args).stdout.str()
+
+
+def test_a_later_selection_trains_only_what_it_adds_and_report_reads_what_is_cached(tmp_path, data_dir):
+    from harness.claims.results import claim_result
+    p = tmp_path / "claims" / "w.toml"
+    p.parent.mkdir()
+    p.write_text(SIX)
+    cf = spec.load(p)
+    peak, rises = cf.claims
+    exp = cf.experiments["w"]
+    ctx = Context(data_dir=str(data_dir), cache_root=str(tmp_path / "cache"))
+    claim_result(peak, "smoke", exp, cf, ctx)  # trains what the Welch claim reads: widths 4 and 8
+    every = planner.groups([(exp, "smoke")], "cpu")
+    assert [k for g in every for k in g.keys] == [run_key(c) for c in expand(exp, "smoke", "cpu")]  # keys unchanged
+    trained = {k for g in every for k in g.keys if ctx.cache.has(k)}
+    assert trained == {k for g in every if g.cfgs[0].width in (4, 8) for k in g.keys}
+    later = planner.pending([(exp, "smoke", None, checks.reads(rises.tiers["smoke"]["check"]))], ctx.cache, "cpu")
+    assert [g.cfgs[0].width for g in later] == [2, 16, 32, 64] and not trained & {k for g in later for k in g.keys}
+    # the report (reading the cache only) decides the claim whose runs are cached, and not the other
+    judge = Context(data_dir=str(data_dir), cache_root=str(tmp_path / "cache"), allow_train=False)
+    assert claim_result(peak, "smoke", exp, cf, judge)["verdict"] in ("pass", "fail")
+    r = claim_result(rises, "smoke", exp, cf, judge)
+    assert r["verdict"] == "not run" and "8 of 12 runs missing" in r["detail"]
+
+
+def test_plan_costs_what_the_claims_named_read(tmp_path, capsys):
+    from harness.__main__ import main
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "w.toml").write_text(SIX)
+    assert main(["plan", "--tier", "smoke", "--claims", str(tmp_path / "claims"), "--estimate", "off",
+                 "--claim", "peak"]) == 0
+    assert re.search(r"^w\.toml:w\s+4\s", capsys.readouterr().out, re.M)  # widths 4 and 8, two seeds each
+    main(["plan", "--tier", "smoke", "--claims", str(tmp_path / "claims"), "--estimate", "off"])
+    assert re.search(r"^w\.toml:w\s+12\s", capsys.readouterr().out, re.M)  # `rises` reads all six
+    main(["plan", "--pending", "--tier", "smoke", "--claims", str(tmp_path / "claims"), "--claim", "peak",
+          "--run-cache", str(tmp_path / "c")])
+    assert capsys.readouterr().out.startswith("pending: 2 group(s), 4 run(s)")

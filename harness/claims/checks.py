@@ -13,6 +13,7 @@ registry KINDS); this module selects the rows, tables them and dispatches to the
 """
 from __future__ import annotations
 
+import json
 import math
 
 from . import stats
@@ -21,13 +22,29 @@ from .kinds.common import (SelectionError, _band, _diverged, _in_band, _matches,
                            position, select)
 
 __all__ = ["KINDS", "SelectionError", "_band", "_in_band", "_matches", "describe", "evaluate", "groups", "label",
-           "position", "select"]  # (the row and band helpers are kinds.common's, named here for the engine)
+           "position", "reads", "select", "union"]  # (the row and band helpers are kinds.common's, named here for the engine)
 
 
 def _summary_table(gs, metric, rows) -> list:
     return [{"label": label(g[0]["config"], rows), "n": len(g), "diverged": _diverged(g, metric),
              **stats.summarize([v for v in _values(g, metric) if math.isfinite(v)]).to_dict()}
             for g in gs]
+
+
+def reads(check: dict):
+    """The selectors of the rows a check reads (kinds' `reads`), or None where it reads every row."""
+    sel = kind(check).reads(check)
+    return None if any(not w for w in sel) else tuple(sel)
+
+
+def union(selectors) -> tuple | None:
+    """The selectors of several checks together (each `reads`' value; None: every row)."""
+    out = {}
+    for sel in selectors:
+        if sel is None:
+            return None
+        out.update((json.dumps(w, sort_keys=True), w) for w in sel)
+    return tuple(out.values())
 
 
 def describe(check: dict, expect: dict) -> str:

@@ -4,6 +4,7 @@ point, the forest plot's rows (every numeric claim in tolerance units) and what 
 each figure's caption, legend and description. svg.py draws them."""
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -61,6 +62,23 @@ def experiment_series(exp, rows) -> dict:
             "logx": p.get("logx", False), "logy": p.get("logy", False), "model": exp.model,
             "dataset": exp.dataset, "series": list(series.values()), "apart": apart,
             "interval": interval_names(methods)}
+
+
+def merged(plots: list) -> dict:
+    """One experiment's figure from its claims' (each drawn from the rows its own claim read, see
+    harness/runs/expand.py: may_read): every configuration any of them read, drawn once."""
+    series, apart = {}, {}
+    for p in plots:
+        for s in p["series"]:
+            points = series.setdefault(s["name"], {**s, "points": {}})["points"]
+            for pt in s["points"]:
+                points.setdefault(json.dumps(pt["config"], sort_keys=True, default=str), pt)
+        for a in p["apart"]:
+            apart.setdefault((a["label"], a["metric"], json.dumps(a["config"], sort_keys=True, default=str)), a)
+    return {**plots[0], "series": [{**s, "points": sorted(s["points"].values(), key=lambda pt: pt["x"])}
+                                   for s in series.values()],
+            "apart": list(apart.values()),
+            "interval": next((p["interval"] for p in plots if p["interval"] != "none"), "none")}
 
 
 def interval_names(methods) -> str:

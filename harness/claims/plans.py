@@ -1,12 +1,27 @@
 """What the report says each experiment trains and costs: its plan from its claim file (runs,
 optimiser steps, PFLOP, the readings beyond the primary and what they add), the command that runs
-it, and per experiment[tier] its claims' verdicts and what is missing."""
+it, and per experiment[tier] its claims' verdicts and what is missing. An experiment trains the
+configurations its claims read (`claim_reads`; harness/runs/expand.py: may_read), as the planner
+plans them."""
 from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 
-from . import readings
+from . import checks, readings
+
+
+def claim_reads(claims, tier: str, ids=None) -> dict:
+    """{"file.toml:experiment": the check selectors of its claims in `tier`} (checks.union: None
+    where one reads every configuration), for the claims with an id in `ids` (None: every one): the
+    configurations a tier (or that selection of claims) trains."""
+    out = {}
+    for claim in claims:
+        if tier in claim.tiers and (ids is None or claim.id in ids):
+            exp = claim.experiment
+            out.setdefault(f"{Path(exp.file).name}:{exp.name}", []).append(checks.reads(claim.tiers[tier]["check"]))
+    return {k: checks.union(v) for k, v in out.items()}
 
 
 def _load_claim_files(results: list) -> dict:
@@ -36,29 +51,31 @@ def command(file: str, tier: str, readings_sel: tuple = ()) -> str:
             + "".join(f" --readings {r}" for r in readings_sel))
 
 
-def primary_keys(exp, tier: str) -> set:
-    """The run keys of an experiment's primary (dense) runs in a tier: what its readings may share."""
+def primary_keys(exp, tier: str, reads=None) -> set:
+    """The run keys of an experiment's primary (dense) runs in a tier (`reads`: of the
+    configurations those check selectors read, None: all): what its readings may share."""
     from ..runs import keys as run_keys
     from ..runs import expand as ex
-    return set() if exp.procedure == "count" else {run_keys.run_key(c) for c in ex.expand(exp, tier, "cuda")}
+    return set() if exp.procedure == "count" else {run_keys.run_key(c) for c in ex.expand(exp, tier, "cuda", None, reads)}
 
 
-def reading_runs(exp, tier: str, seen: set) -> list:
+def reading_runs(exp, tier: str, seen: set, reads=None, selection=("all",)) -> list:
     """[(reading, its training runs not yet counted)] for every reading of `exp` in `tier` beyond the
     primary: a run counts once, however many readings or experiments share it (`seen`: the run keys
     counted so far, the primaries' included; the runs counted here are added). A ticket's pruning
     rounds have no key of their own and always count; a reading that only changes an instrument
-    option trains nothing new. The one rule of a reading's cost, for the report and `python -m
-    harness plan`."""
+    option trains nothing new. `reads`: the configurations those check selectors read (None: all);
+    `selection`: the readings listed (as --readings: 'all', or NAME=VALUE pairs). The one rule of a
+    reading's cost, for the report and `python -m harness plan`."""
     from ..runs import keys as run_keys
     from ..runs import expand as ex
     out = []
     if exp.procedure == "count":
         return out
-    for reading in exp.readings(tier)[1:]:
-        dense = len(ex.expand(exp, tier, "cuda", reading))
+    for reading in readings.select(exp, tier, list(selection))[1:]:
+        dense = len(ex.expand(exp, tier, "cuda", reading, reads))
         runs = []
-        for i, cfg in enumerate(ex.training_runs(exp, tier, reading=reading)):
+        for i, cfg in enumerate(ex.training_runs(exp, tier, reading=reading, reads=reads)):
             key = run_keys.run_key(cfg) if exp.procedure == "train" or i < dense else None
             if key is None or key not in seen:
                 seen.add(key)
@@ -67,21 +84,30 @@ def reading_runs(exp, tier: str, seen: set) -> list:
     return out
 
 
-def experiment_plan(exp, file: str, tier: str, seen: set | None = None) -> dict:
+def experiment_plan(exp, file: str, tier: str, seen: set | None = None, reads=None) -> dict:
     """What an experiment trains in a tier, from its claim file: procedure, runs, optimiser steps
-    and PFLOP (harness.runs.expand, as `python -m harness plan`), and per declared reading beyond
-    the primary the runs it adds (`reading_runs`: counted once, with `seen` the run keys counted
-    already, by default this experiment's primary's), their cost and the command that runs it."""
+    and PFLOP (harness.runs.expand, as `python -m harness plan`; `reads`: of the configurations
+    those check selectors read, None: all), and per declared reading beyond the primary the runs
+    it adds (`reading_runs`: counted once, with `seen` the run keys counted already, by default
+    this experiment's primary's), their cost and the command that runs it."""
     from ..runs import expand as ex
     out = {"procedure": exp.procedure, "model": exp.model, "dataset": exp.dataset, "notes": exp.notes,
            "command": command(file, tier), "readings": []}
     if exp.procedure == "count":
         return {**out, "runs": 0, "steps": 0, "pflop": 0.0}
-    out.update(_cost(ex.training_runs(exp, tier)))
-    for reading, new in reading_runs(exp, tier, primary_keys(exp, tier) if seen is None else seen):
+    out.update(_cost(ex.training_runs(exp, tier, reads=reads)))
+    for reading, new in reading_runs(exp, tier, primary_keys(exp, tier, reads) if seen is None else seen, reads):
         pairs = tuple(f"{p}={readings.format_value(v)}" for p, v in reading.changed)
         out["readings"].append({"name": reading.name, **_cost(new), "command": command(file, tier, pairs)})
     return out
+
+
+def _reads(r: dict):
+    """The selectors a result's check reads (None: every configuration, also where it has none)."""
+    try:
+        return checks.reads(r["check"])
+    except Exception:  # results built elsewhere, without a check the kinds know
+        return None
 
 
 _MISSING = re.compile(r"(\d+) of (\d+) (?:dense )?runs missing")
@@ -91,13 +117,16 @@ def experiments(results: list, files: dict, measured_s: dict) -> dict:
     """Per experiment[tier]: its claims' verdicts, training-free or not, what is missing and what
     it costs, the command, its readings (declared, tried or not) and the training time measured
     with its runs (`measured_s`, {experiment[tier]: seconds})."""
-    out, seen = {}, set()
+    out, seen, reads = {}, set(), {}
+    for r in results:  # the configurations each experiment[tier]'s claims read
+        reads.setdefault(f"{r['experiment']}[{r['tier']}]", []).append(_reads(r))
+    reads = {k: checks.union(v) for k, v in reads.items()}
     for r in results:  # every primary's runs first: a reading's run that one of them trains is not new
         cf = files.get(r["file"])
         exp = cf.experiments.get(r["experiment"]) if cf else None
         if exp is not None and r["tier"] in exp.tiers:
             try:
-                seen |= primary_keys(exp, r["tier"])
+                seen |= primary_keys(exp, r["tier"], reads[f"{r['experiment']}[{r['tier']}]"])
             except Exception:  # (experiment_plan below says so)
                 pass
     for r in results:
@@ -109,7 +138,7 @@ def experiments(results: list, files: dict, measured_s: dict) -> dict:
             plan = None
             if exp is not None:
                 try:
-                    plan = experiment_plan(exp, r["file"], r["tier"], seen)
+                    plan = experiment_plan(exp, r["file"], r["tier"], seen, reads[key])
                 except Exception:  # a plan the expansion cannot cost: the report still renders
                     plan = None
             procedure = r.get("procedure") or (plan or {}).get("procedure") or \
@@ -121,12 +150,13 @@ def experiments(results: list, files: dict, measured_s: dict) -> dict:
                             "verdicts": Counter(), "claims": [], "missing": None,
                             "measured_s": measured_s.get(key),
                             "notes": r.get("experiment_notes") or "", "tried": {},
+                            "reads": None if reads[key] is None else list(reads[key]),
                             "declared": r.get("readings_declared") or {}}
         e["verdicts"][r["verdict"]] += 1
         e["claims"].append(r["anchor"])
         if r["verdict"] == "not run":
             m = _MISSING.search(r.get("detail", ""))
-            if m:
+            if m and int(m.group(2)) >= (e["missing"] or {}).get("of", 0):  # the claim reading the most
                 e["missing"] = {"runs": int(m.group(1)), "of": int(m.group(2))}
     for e in out.values():
         e["verdicts"] = dict(e["verdicts"])
@@ -161,8 +191,9 @@ def missing_total(exps: dict, files: dict) -> dict:
         if exp is None or not m.get("all"):
             runs, pflop = runs + m["runs"], pflop + m.get("pflop", 0.0)
             continue
-        dense = len(ex.expand(exp, e["tier"], "cuda"))
-        for i, cfg in enumerate(ex.training_runs(exp, e["tier"])):
+        reads = None if e.get("reads") is None else tuple(e["reads"])
+        dense = len(ex.expand(exp, e["tier"], "cuda", None, reads))
+        for i, cfg in enumerate(ex.training_runs(exp, e["tier"], reads=reads)):
             key = run_keys.run_key(cfg) if exp.procedure == "train" or i < dense else None
             if key is not None and key in seen:
                 continue

@@ -18,8 +18,8 @@ keeps two workers from training the same run. A claim file outside the rootdir i
 path (relative to the invocation directory where it can be, else absolute), in node ids and in the
 report. Any exception inside a claim makes its record an "error" verdict, so it is counted.
 
-After collection the controlling process plans the pending training groups of the selected claims
-(harness/execute/planner.py). `--plan-only` lists them and runs no claim; `--executor local|submitit`
+After collection the controlling process plans the pending training groups of the selected claims,
+of the configurations their checks read (harness/execute/planner.py). `--plan-only` lists them and runs no claim; `--executor local|submitit`
 trains them (harness/execute/executors.py) before the first claim runs, so that the claims only read the
 cache; `--executor inline` (the default) leaves the training to the claims, as before. Progress
 (harness/progress.py) is written through pytest's terminal reporter, past its output capture.
@@ -39,7 +39,7 @@ from ..execute import executors, planner
 from ..procedures import DataError
 from ..runs import expand, progress
 from ..runs.context import Context
-from . import readings, report, spec
+from . import checks, readings, report, spec
 from .results import claim_result, file_label, with_primaries
 
 
@@ -207,6 +207,7 @@ class ClaimItem(pytest.Item):
         super().__init__(**kw)
         self.claim, self.tier, self.exp, self.claim_file = claim, tier, experiment, claim_file
         self.reading = reading
+        self.reads = checks.reads(claim.tiers[tier]["check"])  # the configurations it reads
         self.add_marker(getattr(pytest.mark, tier))
         if not reading.is_primary:
             self.add_marker(pytest.mark.readings)
@@ -312,12 +313,16 @@ def _display(config, plan, live: bool):
 
 
 def _selection(items) -> list:
-    out = {}
+    """The planner's selection: (experiment, tier, reading, reads) per experiment, tier and reading
+    of the claim items, `reads` the selectors of their checks together (checks.union: None where
+    one reads every configuration), so that only the configurations they read are planned."""
+    out, reads = {}, {}
     for item in items:
         if isinstance(item, ClaimItem):
-            out.setdefault((planner.exp_id(item.exp), item.tier, item.reading.name),
-                           (item.exp, item.tier, item.reading))
-    return list(out.values())
+            key = (planner.exp_id(item.exp), item.tier, item.reading.name)
+            out.setdefault(key, (item.exp, item.tier, item.reading))
+            reads.setdefault(key, []).append(item.reads)
+    return [(*v, checks.union(reads[k])) for k, v in out.items()]
 
 
 def _explain_uncollected(config):
@@ -360,19 +365,21 @@ def _run_groups(claims) -> dict:
     lock. Merged groups are named by their marks joined with "+", and their cost counts each run
     once; within one, the costliest experiment's claims go first, so that its seeds train together
     (flat_sharp's five, not bs_sweep's three and then the other two)."""
-    parent, runs, owner = {}, {}, {}
+    parent, runs, owner, reads = {}, {}, {}, {}
 
     def root(g):
         while parent[g] != g:
             g = parent[g]
         return g
 
+    for item in claims:  # the configurations a group's claims read
+        reads.setdefault(item.get_closest_marker("xdist_group").args[0], []).append(item.reads)
     for item in claims:
         g = item.get_closest_marker("xdist_group").args[0]
         if g in parent:
             continue
         parent[g] = g
-        runs[g] = set(expand.training_runs(item.exp, item.tier, "cpu", item.reading))
+        runs[g] = set(expand.training_runs(item.exp, item.tier, "cpu", item.reading, checks.union(reads[g])))
         for cfg in runs[g]:
             if cfg in owner and root(owner[cfg]) != root(g):
                 parent[root(g)] = root(owner[cfg])

@@ -31,7 +31,7 @@ from ..runs.strict_json import dumps
 from . import prereg, readings, summary_md
 from .answer import answer, calibration
 from .findings import EVALUATED, VERDICTS, findings
-from .figures import _plot_text, forest_left_out, forest_rows, interval_names, paper_points
+from .figures import _plot_text, forest_left_out, forest_rows, interval_names, merged, paper_points
 from .fmt import num
 from .kinds import kind
 from .plans import _load_claim_files, experiments, missing_total, pflop_text
@@ -108,7 +108,10 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         e = exps[f"{r['experiment']}[{r['tier']}]"]
         r["training_free"] = e["training_free"]
         annotate(r, (e["plan"] or {}).get("model") or (r.get("plot") or {}).get("model"))
-    sections, plots = [], {}
+    sections, plots, figures = [], {}, defaultdict(list)
+    for r in results:  # an experiment's figure under a reading: every configuration its claims read
+        if r.get("plot"):
+            figures[(f"{r['experiment']}[{r['tier']}]", readings.reading_id(r))].append(r["plot"])
     for r in results:
         name = r["section"]
         if not sections or sections[-1]["name"] != name:
@@ -126,9 +129,10 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
                                                                 devices[(r["experiment"], r["tier"])].items()}}})
         g = sec["groups"][-1]
         g["claims"].append(r)
-        if r.get("plot") and r["plot"]["series"]:
+        figure = merged(figures[(key, readings.reading_id(r))]) if r.get("plot") else None
+        if figure and figure["series"]:
             if key not in plots:
-                plots[key] = {**r["plot"], "tier": r["tier"], "anchor": g["anchor"], "section": sec["name"]}
+                plots[key] = {**figure, "tier": r["tier"], "anchor": g["anchor"], "section": sec["name"]}
                 g["plot"] = key
             elif plots[key]["anchor"] != g["anchor"]:
                 g["plot_at"] = plots[key]["anchor"]

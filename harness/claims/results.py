@@ -46,14 +46,15 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
         base["readings_declared"] = {p.name: {"paper": p.paper, "values": [
             {k: v[k] for k in ("value", "why", "primary") if k in v} for v in p.values]}
             for p in exp.reading_params.values()}
+    reads = checks.reads(t["check"])  # only the configurations the check reads train or are read
     try:
-        rows = procedures.rows(exp, tier, ctx, reading)
+        rows = procedures.rows(exp, tier, ctx, reading, reads)
         out = checks.evaluate(t["check"], t["expect"], rows)
         if kind(t["check"]).family:  # decided on the p adjusted within the tier's family of such claims (Welch)
             out = checks.evaluate(t["check"], t["expect"], rows,
                                   adjusted_p=_adjusted_p(claim, tier, ctx, out["measured"]["p"]))
     except NotCached as e:
-        return {**base, "verdict": "not run", "measured": None, "detail": _not_run(exp, tier, ctx, reading, e),
+        return {**base, "verdict": "not run", "measured": None, "detail": _not_run(exp, tier, ctx, reading, e, reads),
                 "table": []}
     except (DataError, checks.SelectionError) as e:
         return {**base, "verdict": "error", "measured": None, "detail": str(e), "table": []}
@@ -97,7 +98,8 @@ def _adjusted_p(claim, tier, ctx, p) -> float:
                 ps.append(p)
                 continue
             try:
-                other = checks.evaluate(t["check"], t["expect"], procedures.rows(c.experiment, tier, judge))
+                other = checks.evaluate(t["check"], t["expect"],
+                                        procedures.rows(c.experiment, tier, judge, reads=checks.reads(t["check"])))
                 ps.append(None if other["verdict"] == "diverged" else other["measured"]["p"])
             except (NotCached, DataError, checks.SelectionError, DamagedEntry):
                 ps.append(None)
@@ -113,12 +115,13 @@ def _with_data(row):
     return {**(prov or {}), "data": f"{data.get('file')} sha256 {data['sha256'][:16]}"}
 
 
-def _not_run(exp, tier, ctx, reading, err) -> str:
-    """'not run (k of N runs missing)': the runs of `exp` in `tier` absent from the cache (for a
-    ticket experiment its dense runs, the start of the chain); all present means a measurement or
-    a later ticket round is missing, and the NotCached message says which. Under a time budget
-    (runs.context.OutOfBudget) the budget's message follows."""
-    keys = [run_key(c) for c in expand(exp, tier, ctx.device, reading)]
+def _not_run(exp, tier, ctx, reading, err, reads=None) -> str:
+    """'not run (k of N runs missing)': the runs of `exp` in `tier` that the claim reads (`reads`,
+    its check's selectors) absent from the cache (for a ticket experiment its dense runs, the start
+    of the chain); all present means a measurement or a later ticket round is missing, and the
+    NotCached message says which. Under a time budget (runs.context.OutOfBudget) the budget's
+    message follows."""
+    keys = [run_key(c) for c in expand(exp, tier, ctx.device, reading, reads)]
     missing = sum(not ctx.cache.has(k) for k in keys)
     runs = "dense runs" if exp.procedure == "ticket" else "runs"
     if missing:

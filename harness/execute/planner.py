@@ -1,14 +1,19 @@
 """Planning: which training work the selected claims still need, before any of it runs.
 
 This is the first of three stages:
-  planner      expands the selected (experiment, tier, reading) items into run groups with their
-               cache keys and estimated cost (harness/runs/expand.py), and keeps those with a run
-               missing from the cache (pure, cheap: no training, no tensors loaded);
+  planner      expands the selected (experiment, tier, reading, reads) items into run groups with
+               their cache keys and estimated cost (harness/runs/expand.py), and keeps those with a
+               run missing from the cache (pure, cheap: no training, no tensors loaded);
   executors    train the pending groups into the run cache (harness/execute/executors.py: local worker
                processes, or a SLURM job array through submitit), each group through the
                procedures' registry (harness/procedures: train_group);
   claims       read their rows (procedures.rows), training lazily only what is still missing: the
                `inline` executor (harness/runs/inline.py) is exactly that.
+
+Only the configurations the selected claims read are planned: an item's `reads` are its claims'
+check selectors (None: every configuration; harness/runs/expand.py: may_read), and a configuration
+is kept or left out with all its seeds. A later selection that reads more plans only the runs
+still missing from the cache (the run keys do not depend on the selection).
 
 A group is the unit of training work: the seeds of one configuration of a "train" experiment, or
 one seed group's whole lottery-ticket chain (dense runs, every pruning round, the controls), which
@@ -19,7 +24,8 @@ experiment's configurations, so a plan is stable. A group is pending when any of
 cached; a pending seed group carries only its missing runs. Instrument measurements are not
 planned: they are taken where the claims read the rows.
 
-Cost: expand.training_cost (optimiser steps and FLOPs) of the runs still to train; a partly
+Cost: expand.training_cost (optimiser steps, and FLOPs of training and of the evaluation passes
+the runs' settings make) of the runs still to train; a partly
 cached ticket chain is costed as the whole chain times the fraction of its runs missing.
 """
 from __future__ import annotations
@@ -67,21 +73,22 @@ def _cost(cfgs) -> tuple:
 
 
 def groups(selection, device: str) -> list[Group]:
-    """Every training group of the selected (spec.Experiment, tier[, spec.Reading]) items (no
-    reading, or None: the primary), deduplicated by run key, whether cached or not."""
+    """Every training group of the selected (spec.Experiment, tier[, spec.Reading[, reads]])
+    items (no reading, or None: the primary; no reads, or None: every configuration, else the
+    check selectors of the claims that read it), deduplicated by run key, whether cached or not."""
     out, owner = [], {}  # owner: run key -> index of the group that trains it
-    seen = set()
     for exp, tier, *rest in selection:
         reading = rest[0] if rest else None
-        name = None if reading is None or reading.is_primary else reading.name
-        if (exp_id(exp), tier, name) in seen or exp.procedure == "count":
+        reads = rest[1] if len(rest) > 1 else None
+        if exp.procedure == "count":
             continue
-        seen.add((exp_id(exp), tier, name))
-        for cfgs in seed_groups(expand(exp, tier, device, reading)):
+        for cfgs in seed_groups(expand(exp, tier, device, reading, reads)):
             if exp.procedure == "ticket":
                 t = exp.resolved(tier, reading)["ticket"]
                 chain = ticket_chain(t, cfgs)  # the plan the ticket procedure walks to train it
                 keys = list(dict.fromkeys(k for rd in chain for k in rd.keys))
+                if all(k in owner for k in keys):  # the same chain, selected twice
+                    continue
                 (s0, f0), (s1, f1) = _cost(cfgs), _cost(retrained(t, cfgs))
                 rounds = len(chain) - 1
                 new = Group((exp_id(exp),), tier, tuple(cfgs), tuple(keys), s0 + rounds * s1, f0 + rounds * f1, exp,

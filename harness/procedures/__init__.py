@@ -5,9 +5,10 @@
           experiment's instruments
   ticket  lottery tickets: iterative magnitude pruning chains with rewinding, and their controls
 
-`rows(exp, tier, ctx, reading)` dispatches to PROCEDURES[exp.procedure] and memoises the table in
-the context; `train_group` trains one planned group (a seed group, or a whole ticket chain) for the
-executors. The ticket procedure is ticket.py: it walks the chain's plan (runs/expand.py:
+`rows(exp, tier, ctx, reading, reads)` dispatches each seed group (the runs of one configuration,
+with `reads` only those a claim reads) to PROCEDURES[exp.procedure](exp, tier, ctx, reading, cfgs)
+and memoises its rows in the context; `train_group` trains one planned group (a seed group, or a
+whole ticket chain) for the executors. The ticket procedure is ticket.py: it walks the chain's plan (runs/expand.py:
 ticket_chain), the plan the planner takes the chain's keys from. Every row is made by row.py's
 `make`, the one place a run and its measurements become a row:
 
@@ -52,39 +53,42 @@ __all__ = ["PROCEDURES", "rows", "train_group",  # the procedures
            "measurement_options", "perturb_metric"]  # the vocabulary
 
 
-def rows(exp, tier: str, ctx: Context, reading=None) -> list[dict]:
-    """All rows of an experiment in a tier, under a reading (default the primary); memoised per
-    context. ctx.run_seconds is keyed by the experiment's name, plus [reading] if not primary.
-    A damaged tensors.pt met on the way has had its entry set aside: the experiment is walked
-    once more, to train it again."""
+def rows(exp, tier: str, ctx: Context, reading=None, reads=None) -> list[dict]:
+    """The rows of an experiment in a tier, under a reading (default the primary): with `reads`
+    (a claim's check selectors, see runs.expand.may_read), of the configurations they may read
+    only, the others neither trained nor read; None: every configuration. Memoised per seed
+    group and context, so a later claim that reads more configurations makes only those.
+    ctx.run_seconds (keyed by the experiment's name, plus [reading] if not primary) adds the
+    seconds spent making rows. A damaged tensors.pt met on the way has had its entry set aside:
+    the group is walked once more, to train it again."""
     name = exp.name if reading is None or reading.is_primary else f"{exp.name}[{reading.name}]"
-    memo = (exp.file, name, tier)
-    if memo in ctx._tables:
-        return ctx._tables[memo]
-    start = time.perf_counter()
-    try:
-        table = PROCEDURES[exp.procedure](exp, tier, ctx, reading)
-    except cache_mod.DamagedEntry:
-        table = PROCEDURES[exp.procedure](exp, tier, ctx, reading)
-    ctx.run_seconds[name] = time.perf_counter() - start
-    ctx._tables[memo] = table
-    return table
+    out, start, made = [], time.perf_counter(), False
+    for cfgs in seed_groups(expand(exp, tier, ctx.device, reading, reads)):
+        memo = (exp.file, name, tier, tuple(cfgs))
+        if memo not in ctx._tables:
+            made = True
+            try:
+                ctx._tables[memo] = PROCEDURES[exp.procedure](exp, tier, ctx, reading, cfgs)
+            except cache_mod.DamagedEntry:
+                ctx._tables[memo] = PROCEDURES[exp.procedure](exp, tier, ctx, reading, cfgs)
+        out.extend(ctx._tables[memo])
+    if made:
+        ctx.run_seconds[name] = ctx.run_seconds.get(name, 0.0) + time.perf_counter() - start
+    return out
 
 
-def _count(exp, tier: str, ctx: Context, reading) -> list:
-    """Parameter counts, one row per configuration and seed; nothing trains."""
+def _count(exp, tier: str, ctx: Context, reading, cfgs) -> list:
+    """Parameter counts, one row per seed of one configuration; nothing trains."""
     return [{"config": varying(cfg), "seed": cfg.seed, "key": None, "diverged": False,
              "metrics": {"params": models.count_params(models.for_config(cfg))}}
-            for cfg in expand(exp, tier, ctx.device, reading)]
+            for cfg in cfgs]
 
 
-def _train(exp, tier: str, ctx: Context, reading) -> list:
-    """Each seed group trained (or taken from the cache), then measured."""
-    r, out = exp.resolved(tier, reading), []
-    for cfgs in seed_groups(expand(exp, tier, ctx.device, reading)):
-        for cfg, (key, metrics) in zip(cfgs, train_seed_group(ctx, [Job(c) for c in cfgs])):
-            out.append(row.make(ctx, exp, r, cfg, key, metrics))
-    return out
+def _train(exp, tier: str, ctx: Context, reading, cfgs) -> list:
+    """A seed group trained (or taken from the cache), then measured."""
+    r = exp.resolved(tier, reading)
+    return [row.make(ctx, exp, r, cfg, key, metrics)
+            for cfg, (key, metrics) in zip(cfgs, train_seed_group(ctx, [Job(c) for c in cfgs]))]
 
 
 PROCEDURES = {"count": _count, "train": _train, "ticket": ticket.procedure}

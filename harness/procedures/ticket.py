@@ -22,18 +22,16 @@ import hashlib
 from ..paper import models, prune
 from ..paper.train import cpu_state, init_model
 from ..runs.context import NotCached
-from ..runs.expand import expand, seed_groups, ticket_chain
+from ..runs.expand import ticket_chain
 from ..runs.inline import RUN_FIELDS, Job, cached, train_group
 from . import row
 
 RESUME_FORMAT = 1
 
 
-def procedure(exp, tier: str, ctx, reading) -> list:
-    """Each seed group's ticket chain (see chain_rows)."""
-    r = exp.resolved(tier, reading)
-    return [x for cfgs in seed_groups(expand(exp, tier, ctx.device, reading))
-            for x in chain_rows(ctx, exp, r, cfgs)]
+def procedure(exp, tier: str, ctx, reading, cfgs) -> list:
+    """The rows of the ticket chain of one seed group, its dense runs `cfgs` (see chain_rows)."""
+    return chain_rows(ctx, exp, exp.resolved(tier, reading), cfgs)
 
 
 def chain_rows(ctx, exp, r, cfgs) -> list:

@@ -22,16 +22,50 @@ from ..paper.train import RunConfig, steps_per_epoch
 from .keys import run_key
 
 
-def expand(exp, tier: str, device: str, reading=None) -> list[RunConfig]:
+def expand(exp, tier: str, device: str, reading=None, reads=None) -> list[RunConfig]:
     """Every run of an experiment in a tier (under a reading, default the primary): (configs x
-    grid) points, each for every seed; the run settings a reading fixes override every point."""
+    grid) points, each for every seed; the run settings a reading fixes override every point.
+    `reads` (None: every run): only the runs one of these check selectors may read (`may_read`);
+    a point is kept or left out with all its seeds."""
     r = exp.resolved(tier, reading)
     names = list(r["grid"])
     points = [{**r["base"], **c, **dict(zip(names, values)), **r["fixed"]}
               for c in (r["configs"] or [{}])
               for values in itertools.product(*(r["grid"][n] for n in names))]
-    return [RunConfig(dataset=exp.dataset, model=exp.model, seed=s, device=device, **p)
+    runs = [RunConfig(dataset=exp.dataset, model=exp.model, seed=s, device=device, **p)
             for p in points for s in r["seeds"]]
+    return runs if reads is None else [c for c in runs if any(may_read(w, c, exp.procedure) for w in reads)]
+
+
+def matches(config: dict, where: dict) -> bool:
+    """Whether a row's configuration `config` agrees with a check selector `where` ({setting:
+    value, or [values] for any of them}; numbers compared with a relative tolerance of 1e-9)."""
+    for k, v in where.items():
+        c = config.get(k)
+        if isinstance(v, list):  # membership: where = {width = [32, 64]}
+            if not any(matches({k: c}, {k: x}) for x in v):
+                return False
+        elif isinstance(v, (int, float)) and isinstance(c, (int, float)) and not isinstance(v, bool):
+            if not math.isclose(c, v, rel_tol=1e-9, abs_tol=1e-12):
+                return False
+        elif c != v:
+            return False
+    return True
+
+
+# The settings a ticket chain's later rounds change from its dense runs (retrain_epochs, a control's
+# fresh initialisation): a selector naming them may read a round of any chain.
+ROUND_SETTINGS = ("epochs", "init_seed")
+
+
+def may_read(where: dict, cfg: RunConfig, procedure: str = "train") -> bool:
+    """Whether a check selector `where` may read the rows of the run `cfg` (of a ticket
+    experiment: of the chain it starts): it `matches` the run on every setting it names that the
+    run has. A name that is no run setting (a ticket round's `remaining` or `variant`) picks among
+    the rows one run leads to, so it is not decided here; a ticket chain is kept whole."""
+    row = varying(cfg)
+    skip = ROUND_SETTINGS if procedure == "ticket" else ()
+    return matches(row, {k: v for k, v in where.items() if k in row and k not in skip})
 
 
 def varying(cfg: RunConfig) -> dict:
@@ -49,13 +83,14 @@ def seed_groups(cfgs: list) -> list:
     return list(groups.values())
 
 
-def training_runs(exp, tier: str, device: str = "cuda", reading=None) -> list[RunConfig]:
-    """Every training run an experiment needs in a tier (under a reading, default the primary),
-    ticket rounds and controls included (a ticket round has its parent's settings but
-    `retrain_epochs`; the dense runs come first): for cost estimates."""
+def training_runs(exp, tier: str, device: str = "cuda", reading=None, reads=None) -> list[RunConfig]:
+    """Every training run an experiment needs in a tier (under a reading, default the primary;
+    `reads`: for those check selectors, see `expand`), ticket rounds and controls included (a
+    ticket round has its parent's settings but `retrain_epochs`; the dense runs come first): for
+    cost estimates."""
     if exp.procedure == "count":
         return []
-    cfgs = expand(exp, tier, device, reading)
+    cfgs = expand(exp, tier, device, reading, reads)
     if exp.procedure == "train":
         return cfgs
     return chain_runs(exp.resolved(tier, reading)["ticket"], cfgs)
@@ -132,25 +167,36 @@ def ticket_chain(t: dict, cfgs: list) -> list[Round]:
     return rounds
 
 
+def measurements(steps: int, every: int) -> int:
+    """How often a measurement made at step 0, every `every` steps and at the last step (once, where
+    that is one of the `every`) is made over `steps` steps (the validation split, sharpness)."""
+    return 1 + steps // every + (steps % every != 0)
+
+
 def training_cost(cfg: RunConfig) -> dict:
-    """Optimiser steps and conv/linear FLOPs of one run: 3x the forward cost per training sample
-    (forward + backward), the evaluations (the test set every `test_every` epochs, or the validation split every
-    `eval_every` steps under `steps`), the final train+test evaluation, and the Hessian-vector
-    products of sharpness measured during training (each about twice a gradient: 6x the forward
-    cost per sample, `sharpness_iters` of them per measurement)."""
+    """Optimiser steps, FLOPs and evaluated samples of one run, in the conv and linear layers
+    (models.forward_flops): 3x the forward cost per training sample (forward + backward), and 1x
+    per sample of every evaluation pass the run's settings make (paper/train.py's loop): the test
+    set every `test_every` epochs (none under `steps`), the validation split at step 0, every
+    `eval_every` steps and at the end, the final train and test evaluation, and with a
+    validation split the test set once more on the early-stopping weights. Sharpness measured
+    during training adds its Hessian-vector products (each about twice a gradient: 6x the forward
+    cost per sample, `sharpness_iters` of them per measurement). "eval_samples": the samples the
+    evaluation passes take, for a wall-time estimate (bench.wall_seconds)."""
     info = data_mod.DATASETS[cfg.dataset]
     n = (cfg.train_subset or info.train_shape[0]) - cfg.val_size
     m = cfg.test_subset or info.test_shape[0]
-    bs = cfg.batch_size or n
     f = models.config_flops(cfg)
     if cfg.steps:
-        steps, flops = cfg.steps, cfg.steps * bs * 3 * f
+        steps, trained, tests = cfg.steps, cfg.steps * (cfg.batch_size or n), 0
     else:
+        steps, trained = cfg.epochs * steps_per_epoch(n, cfg.batch_size), cfg.epochs * n
         tests = cfg.epochs // cfg.test_every if cfg.test_every else 0  # per-epoch test evaluations
-        steps, flops = cfg.epochs * steps_per_epoch(n, cfg.batch_size), cfg.epochs * 3 * f * n + tests * f * m
+    evaluated = tests * m + n + m
     if cfg.val_size:
-        flops += (steps // cfg.eval_every + 2) * f * cfg.val_size
+        evaluated += measurements(steps, cfg.eval_every) * cfg.val_size + m
+    flops = 3 * f * trained + f * evaluated
     if cfg.sharpness_every:
         rows = min(cfg.sharpness_samples or n, n)
-        flops += (steps // cfg.sharpness_every + 2) * cfg.sharpness_iters * 6 * f * rows
-    return {"steps": steps, "flops": flops + f * (n + m)}
+        flops += measurements(steps, cfg.sharpness_every) * cfg.sharpness_iters * 6 * f * rows
+    return {"steps": steps, "flops": flops, "eval_samples": evaluated}

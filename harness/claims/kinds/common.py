@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+from ...runs.expand import matches
 from .. import stats
 from ..fmt import num, with_unit
 
@@ -19,17 +20,9 @@ class SelectionError(ValueError):
 
 
 def _matches(config: dict, where: dict) -> bool:
-    for k, v in where.items():
-        c = config.get(k)
-        if isinstance(v, list):  # membership: where = {width = [32, 64]}
-            if not any(_matches({k: c}, {k: x}) for x in v):
-                return False
-        elif isinstance(v, (int, float)) and isinstance(c, (int, float)) and not isinstance(v, bool):
-            if not math.isclose(c, v, rel_tol=1e-9, abs_tol=1e-12):
-                return False
-        elif c != v:
-            return False
-    return True
+    """Whether a row's configuration agrees with a selector: runs.expand.matches, the one rule the
+    planner also restricts the runs a claim reads by."""
+    return matches(config, where)
 
 
 def select(rows, where: dict | None) -> list:
@@ -258,6 +251,14 @@ class Kind:
                 fail(".abs_tol", "a target needs abs_tol or rel_tol")
 
     # ---- evaluation
+    def reads(self, check: dict) -> list:
+        """The selectors of the rows the check reads (`where`, or `a` and `b`; {}: every row): the
+        configurations the planner trains for it (harness/runs/expand.py: may_read). A kind that
+        selects rows otherwise says so here."""
+        if "a" in self.fields:
+            return [check["a"], check["b"]]
+        return [check.get("where") or {}]
+
     def selection(self, check: dict, rows: list) -> list:
         """The groups of rows (one per configuration) the check reads."""
         if "a" in self.fields:
