@@ -10,8 +10,8 @@ An instrument's record says
 
 The measuring itself is the paper's ML (harness/paper/measure.py). A measurement is cached under
 a key naming the run, the instrument and `measurement_options` (harness/runs/inline.py: measured),
-so an instrument added later does not retrain. Adding an instrument: one record here, and its line
-in INSTRUMENTS.
+so an instrument added later does not retrain. Adding an instrument: one record here, its line in
+INSTRUMENTS, and an example measurement in tests/test_instruments.py (CONTRIBUTING.md).
 """
 from __future__ import annotations
 
