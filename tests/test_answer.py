@@ -113,7 +113,8 @@ def test_depends_on_is_validated(tmp_path):
             spec.load(p)
 
 
-CAL = OTHERS.replace('title = "{title}"', 'title = "{title}"\nsource = "Other et al. (2020), Table 1"')
+CAL = OTHERS.replace('title = "{title}"', 'title = "{title}"\nsource = "Other et al. (2020), Table 1"\n'
+                     'validates = "the parameter count"')
 
 
 def _with_calibration(base, tmp_path, procedure):
@@ -138,6 +139,7 @@ def test_calibration_opens_the_report_apart_from_the_papers_counts(base, tmp_pat
     html = report.render(doc)
     assert html.index('id="calibration"') < html.index('id="findings"')
     assert 'data-label="expected">at least 0</td>' in html
+    assert 'Other et al. (2020), Table 1<span class="validates">: validates the parameter count</span>' in html
     assert "calibration" not in (doc["answer"]["sentence"] or "").lower()
     md = summary_md.markdown(doc)
     assert md.index("## Calibration") < md.index("## Does the paper reproduce?")

@@ -223,6 +223,21 @@ def test_grouped_run_equals_one_at_a_time(model, width, shape, optimizer):
     assert not torch.equal(grouped[0].thetaT[k], grouped[1].thetaT[k])
 
 
+def test_grouped_batchnorm1d_run_equals_one_at_a_time():
+    """A fully connected model with BatchNorm1d (scale, shift, running statistics; Keskar et al.'s
+    F1 at toy width) trains grouped as it trains alone. SGD, as the CNN's run above: a Linear bias
+    feeding a BatchNorm has an exact gradient of zero, whose rounding noise Adam would scale up to
+    full steps (as it would a CNN's convolution bias), differing between summation orders."""
+    split = synthetic_split(n=96, shape=(1, 28, 28), n_test=32)
+    cfg = train.RunConfig(dataset="mnist", model="fc", width=8, hidden="8,8", batchnorm=True, batch_size=16,
+                          epochs=2, optimizer="sgd", lr=0.01)
+    cfgs = [dataclasses.replace(cfg, seed=s) for s in range(3)]
+    grouped = train.train_seeds(cfgs, split)
+    single = [train.train(c, split) for c in cfgs]
+    assert any(k.endswith("running_var") for k in single[0].thetaT)
+    _compare(grouped, single)
+
+
 def test_grouped_run_with_masks_and_rewound_inits():
     # 3 epochs of 6 full batches and a ragged one of 4.
     # lr 0.001: a 30%-remaining CNN of width 2 has channels pruned to zero, whose BatchNorm divides

@@ -31,6 +31,7 @@ MEASUREMENTS = {  # as the instruments' measurements are cached (null: a non-fin
     "perturbation": {"base_loss": 0.1, "sigmas": {repr(float(s)): {"mean": 0.5 * i}
                                                   for i, s in enumerate(INSTRUMENT_DEFAULTS["perturbation"]["sigmas"])}},
     "movement": {"total": 0.25, "per_layer": {}},
+    "keskar": {"keskar_0.001": {"value": 205.14, "f0": 0.01}, "keskar_0.0005": {"value": 42.9, "f0": 0.01}},
 }
 
 
@@ -44,3 +45,7 @@ def test_a_measurement_is_tabulated_into_the_metrics_declared(name):
         assert row["hessian_top"] == 3.5 and math.isnan(row["hessian_residual"])
     if name == "perturbation":
         assert row["perturb_0.0001"] == 0.0 and row["perturb_0.02"] == 3.0
+    if name == "keskar":  # the full space at each default epsilon; subspaces add "_subP" metrics
+        assert row == {"keskar_0.001": 205.14, "keskar_0.0005": 42.9}
+        assert INSTRUMENTS[name].metrics({**opts, "subspaces": [0, 100]})[2:] == ["keskar_0.001_sub100",
+                                                                                   "keskar_0.0005_sub100"]

@@ -244,3 +244,77 @@ def test_param_names_select_parameters_not_buffers():
     res = measure.relative_movement(state, moved, names=names)
     assert res["total"] == pytest.approx(1.0) and set(res["per_layer"]) == set(names)
     assert measure.relative_movement(state, moved) == res
+
+
+# ---------------------------------------------------------------- Keskar et al.'s box sharpness
+
+def _phi(fmax, f0):
+    return (fmax - f0) / (1 + f0) * 100
+
+
+def test_box_sharpness_reaches_the_vertex_of_a_convex_quadratic():
+    """f(t) = 0.5 sum h_i t_i^2 is convex and separable: its maximum over the box |z_i| <= eps (|x_i|
+    + 1) around x is the vertex z_i = sign(x_i) eps (|x_i| + 1), f = 0.5 sum h_i (|x_i| + eps (|x_i|
+    + 1))^2, in closed form. L-BFGS-B projects its iterates onto the box, so it lands on that vertex
+    exactly: float64 rounding only (rel 1e-12 of phi, a quantity of order 1-100)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, generator=gen, dtype=torch.float64)
+    h = torch.rand(50, generator=gen, dtype=torch.float64) * 10 + 0.1
+    eps = 1e-3
+    out = measure.box_sharpness(lambda t: (0.5 * (h * t * t).sum().item(), h * t), x, eps)
+    f0 = 0.5 * (h * x * x).sum().item()
+    fmax = 0.5 * (h * (x.abs() + eps * (x.abs() + 1)) ** 2).sum().item()
+    assert out["f0"] == pytest.approx(f0, rel=1e-12)
+    assert out["value"] == pytest.approx(_phi(fmax, f0), rel=1e-12)
+    assert out["dim"] == 50 and out["iterations"] <= 10
+
+
+def test_box_sharpness_in_a_random_subspace_of_a_linear_function():
+    """f(t) = g.t + c: on the subspace x + A y its maximum over the box |y_i| <= eps (|(A+ x)_i| + 1)
+    is g.x + c + sum_i |(A^T g)_i| eps (|(A+ x)_i| + 1), in closed form (a vertex, reached by the
+    first projected step). A is float32, so A y and A^T g carry float32 rounding: rel 1e-5 of phi."""
+    n, p, eps = 400, 7, 5e-4
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(n, generator=gen, dtype=torch.float64)
+    g = torch.randn(n, generator=gen, dtype=torch.float64)
+    A = measure.random_subspace(n, p, seed=3)
+    assert A.shape == (n, p) and torch.equal(A, measure.random_subspace(n, p, seed=3))
+    out = measure.box_sharpness(lambda t: ((g * t).sum().item() + 2.0, g), x, eps, A=A)
+    Ad = A.double()
+    centre = torch.linalg.lstsq(Ad, x.unsqueeze(1)).solution.squeeze(1)  # A+ x
+    f0 = (g * x).sum().item() + 2.0
+    fmax = f0 + ((Ad.T @ g).abs() * eps * (centre.abs() + 1)).sum().item()
+    assert out["dim"] == p
+    assert out["value"] == pytest.approx(_phi(fmax, f0), rel=1e-5)
+
+
+def test_keskar_sharpness_of_a_model_agrees_with_a_float64_reference():
+    """The model's measurement (float32, eval-mode BatchNorm, chunked sums) against box_sharpness on
+    the same loss in float64 by autograd (_flat_loss): f(x) within float32 rounding (rel 1e-5), phi
+    within 1% (the two L-BFGS-B runs see f to different precision, so their line searches may
+    take slightly different steps; phi is of order 0.1-10 here). The caller's model is untouched,
+    and phi >= 0 (the box holds x itself)."""
+    torch.manual_seed(0)
+    model = models.FC((16, 16), 20, batchnorm=True)
+    x, y = torch.randn(64, 20), torch.randint(0, 10, (64,))
+    model.train()
+    with torch.no_grad():
+        model(x)  # running statistics that differ from the defaults
+    model.eval()
+    before = copy.deepcopy(model.state_dict())
+    got = measure.keskar_sharpness(model, x, y, epsilon=1e-2, chunk=24)
+    loss, flat0 = _flat_loss(model, x, y)
+
+    def f_and_grad(t):
+        t = t.clone().requires_grad_(True)
+        f = loss(t)
+        return f.item(), torch.autograd.grad(f, t)[0]
+
+    ref = measure.box_sharpness(f_and_grad, flat0, 1e-2)
+    assert got["f0"] == pytest.approx(ref["f0"], rel=1e-5)
+    assert got["value"] >= 0 and got["value"] == pytest.approx(ref["value"], rel=1e-2)
+    assert got["dim"] == sum(p.numel() for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    sub = measure.keskar_sharpness(model, x, y, epsilon=1e-2, subspace=5, seed=1)
+    assert sub["dim"] == 5 and sub["value"] >= 0

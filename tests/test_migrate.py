@@ -53,7 +53,7 @@ def test_measurement_candidates_cover_every_tier_and_reading():
     cands = cli.measurement_candidates(CLAIMS)
     assert ("movement", {}) in cands and ("movement", {"definition": "layer_mean"}) in cands
     assert len({json.dumps(c, sort_keys=True) for c in cands}) == len(cands)  # no duplicates
-    assert {i for i, _ in cands} == {"movement", "hessian", "perturbation"}
+    assert {i for i, _ in cands} == {"movement", "hessian", "perturbation", "keskar"}
 
 
 GPU = RunConfig(dataset="mnist", model="mlp", width=8, epochs=2, device="cuda")

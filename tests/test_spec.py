@@ -111,3 +111,9 @@ def test_every_claim_file_in_the_repo_is_valid():
     assert files
     for f in files:
         assert spec.load(f).claims
+
+
+def test_validates_says_what_a_calibration_checks(tmp_path):
+    cf, _ = load(tmp_path, GOOD.replace('title = ', 'source = "A, B 2020"\nvalidates = "the counting"\ntitle = ', 1))
+    assert (cf.source, cf.validates) == ("A, B 2020", "the counting")
+    bad(tmp_path, 'title = ', 'validates = "the counting"\ntitle = ', "validates", "set `source` too")

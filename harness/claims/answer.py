@@ -209,6 +209,7 @@ def calibration(claims: list) -> dict | None:
                     + ". These are other papers' results, counted apart from this paper's.")
     return {"sentence": sentence, "n": len(claims), "evaluated": len(ev),
             "pass": sum(r["verdict"] == "pass" for r in ev), "sources": sources,
+            "validates": {r["source"]: r["validates"] for r in claims if r.get("validates")},
             "claims": [_calibration_row(r) for r in claims]}
 
 

@@ -34,7 +34,8 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
     reading = reading or exp.readings(tier)[0]
     t = claim.tiers[tier]
     base = {"id": claim.id, "file": file_label(claim.file), "order": cf.claims.index(claim),
-            "section": claim.section, "title": cf.title, "source": cf.source, "headline": claim.headline,
+            "section": claim.section, "title": cf.title, "source": cf.source, "validates": cf.validates,
+            "headline": claim.headline,
             "depends_on": claim.depends_on,
             "tier": tier, "statement": claim.statement, "paper": claim.paper,
             "paper_value": claim.paper_value, "experiment": exp.name, "procedure": exp.procedure, "check": t["check"],

@@ -12,6 +12,8 @@ validation) are harness/claims/kinds/. Schema (see claims/*.toml for real ones):
     title = "Double descent"
     source = "..."                      # optional: another paper whose results this file reproduces
                                         #   to calibrate the harness (the report shows them first)
+    validates = "..."                   # with source: what in the harness this calibration checks
+                                        #   (one sentence, shown in the report's calibration table)
 
     [experiments.NAME]
     procedure = "train"                 # count | train | ticket
@@ -192,6 +194,7 @@ class ClaimFile:
     experiments: dict
     claims: list
     source: str = ""  # another paper's results, reproduced to calibrate the harness (empty: this paper)
+    validates: str = ""  # with source: what in the harness the calibration checks
 
 
 def _run_ranges(dataset) -> dict:
@@ -415,8 +418,10 @@ def load(path, with_claims: bool = True) -> ClaimFile:
         raise SpecError(f"{path}: not a UTF-8 text file ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: malformed TOML: {e}") from e
-    _keys(doc, {"section", "title", "source", "experiments", "claims"}, {"section", "title"}, path, "file")
+    _keys(doc, {"section", "title", "source", "validates", "experiments", "claims"}, {"section", "title"}, path, "file")
     _typed(doc.get("source", ""), str, path, "file", "source")
+    if _typed(doc.get("validates", ""), str, path, "file", "validates") and not doc.get("source"):
+        raise _err(path, "file", "validates", "says what a calibration checks: set `source` too")
     experiments = {name: _parse_experiment(name, t, path)
                    for name, t in _typed(doc.get("experiments", {}), dict, path, "file", "experiments").items()}
     claims, seen = [], set()
@@ -437,4 +442,5 @@ def load(path, with_claims: bool = True) -> ClaimFile:
         if not head.headline or head.depends_on:
             raise _err(path, f"claim {c.id!r}", "depends_on", f"{c.depends_on!r} is not a headline claim "
                                                                 f"(mark it headline = true; it may not depend on another)")
-    return ClaimFile(str(path), doc["section"], doc["title"], experiments, claims, doc.get("source", ""))
+    return ClaimFile(str(path), doc["section"], doc["title"], experiments, claims, doc.get("source", ""),
+                     doc.get("validates", ""))

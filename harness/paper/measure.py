@@ -27,6 +27,20 @@ perturbation_sharpness
     a CPU generator, so results do not depend on the device): the curve over sigma then shows
     the loss along fixed directions, and two models are probed along the same directions. Works on a deep copy: the caller's model stays bit-for-bit identical.
 
+box_sharpness, keskar_sharpness
+    Keskar et al. (ICLR 2017, section 2.2.2, Metric 2.1): the largest training loss in the box
+    C_eps = {z: |z_i| <= eps (|(A+ x)_i| + 1)} around the minimiser x, relative to 1 + f(x), times
+    100: phi = (max_{y in C_eps} f(x + A y) - f(x)) / (1 + f(x)) x 100, with A the identity (the
+    full space) or an n x p matrix of random columns (A+ its pseudo-inverse; the source: p = 100).
+    The maximum is sought as the source does, by `iters` (10) iterations of L-BFGS-B (scipy's,
+    Byrd et al. 1995) from y = 0, with scipy's tolerances set to 0 so that the iteration limit
+    stops it: a lower bound on the box maximum (exact for a function whose maximum is a vertex
+    the iterates reach, tests/test_measure.py). keskar_sharpness takes it on a model's mean
+    cross-entropy (BatchNorm in eval mode: the loss a deterministic function of the weights, as
+    for the Hessian) over all parameters, in float32 with float64 accumulation over chunks; the
+    random A has standard normal entries from a CPU generator seeded with `seed` (the source says
+    only "randomly generated"), the same for every model measured with that seed.
+
 relative_movement
     ||theta_T - theta_0|| / ||theta_0|| over parameters (buffers excluded by default), in total
     (all named tensors concatenated) and per tensor, accumulated in float64.
@@ -37,6 +51,7 @@ import copy
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -262,3 +277,79 @@ def movement(theta0: dict, thetaT: dict, names: list, definition: str = "all") -
     elif definition not in ("all", "weights"):
         raise ValueError(f"movement definition {definition!r}: expected all, weights or layer_mean")
     return out
+
+
+def random_subspace(n: int, p: int, seed: int = 0) -> torch.Tensor:
+    """An n x p float32 matrix of standard normal entries from a CPU generator seeded with `seed`
+    (column by column: the same seed and shape give the same matrix on any device)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randn(p, n, generator=gen, dtype=torch.float32).T
+
+
+def _pinv_times(A: torch.Tensor, x: torch.Tensor, rows: int = 100_000) -> torch.Tensor:
+    """A+ x = (A^T A)^-1 A^T x for a tall A of full column rank, accumulated in float64 over
+    blocks of rows (A may be too large to copy in float64)."""
+    p = A.shape[1]
+    gram = torch.zeros(p, p, dtype=torch.float64)
+    atx = torch.zeros(p, dtype=torch.float64)
+    for i in range(0, A.shape[0], rows):
+        a = A[i:i + rows].double()
+        gram += a.T @ a
+        atx += a.T @ x[i:i + rows].double()
+    return torch.linalg.solve(gram, atx)
+
+
+def box_sharpness(f_and_grad: Callable, x: torch.Tensor, epsilon: float, iters: int = 10,
+                  A: torch.Tensor | None = None) -> dict:
+    """Keskar et al.'s (C_eps, A)-sharpness of f at x (see the module docstring). `f_and_grad` maps
+    a float64 point (a 1-D tensor like x) to (f, gradient); `A` is None (the full space) or an
+    n x p matrix. Returns value (phi), f0, fmax, dim (n or p), iterations, evaluations, message."""
+    from scipy.optimize import Bounds, minimize  # (scipy imported only where this is measured)
+    x = x.detach().double().cpu()
+    f0 = float(f_and_grad(x)[0])
+    centre = x if A is None else _pinv_times(A, x)
+    half = (epsilon * (centre.abs() + 1)).numpy()
+    best = [f0]
+
+    def negated(z):
+        step = torch.from_numpy(z)
+        point = x + (step if A is None else (A @ step.float()).double())
+        f, g = f_and_grad(point)
+        best[0] = max(best[0], float(f))
+        g = g.double() if A is None else (A.T @ g.float()).double()
+        return -float(f), -g.numpy()
+
+    res = minimize(negated, np.zeros_like(half), jac=True, method="L-BFGS-B", bounds=Bounds(-half, half),
+                   options={"maxiter": iters, "ftol": 0.0, "gtol": 0.0})
+    fmax = max(best[0], -float(res.fun))
+    return {"value": (fmax - f0) / (1 + f0) * 100, "f0": f0, "fmax": fmax, "dim": len(half),
+            "iterations": int(res.nit), "evaluations": int(res.nfev), "message": str(res.message)}
+
+
+def keskar_sharpness(model, x, y, epsilon: float, iters: int = 10, subspace: int = 0, seed: int = 0,
+                     chunk: int = 1000) -> dict:
+    """box_sharpness of the mean cross-entropy on (x, y) over all of a model's parameters, in the
+    full space (subspace 0) or a random `subspace`-dimensional one; on an eval-mode copy, so the
+    caller's model is untouched. See the module docstring."""
+    work = _eval_copy(model)
+    params = list(work.parameters())
+    device = params[0].device
+    x, y = _inputs(work, x, device=device), y.to(device)
+    n = len(x)
+
+    def f_and_grad(point):
+        torch.nn.utils.vector_to_parameters(point.to(device=device, dtype=params[0].dtype), params)
+        for p in params:
+            p.grad = None
+        total = 0.0
+        for i in range(0, n, chunk):
+            loss = F.cross_entropy(work(x[i:i + chunk]).float(), y[i:i + chunk], reduction="sum") / n
+            loss.backward()
+            total += loss.item()
+        grad = torch.cat([p.grad.reshape(-1) for p in params]).detach().cpu().double()
+        return total, grad
+
+    theta = torch.nn.utils.parameters_to_vector(params).detach().cpu().double()
+    A = random_subspace(len(theta), subspace, seed) if subspace else None
+    out = box_sharpness(f_and_grad, theta, epsilon, iters, A)
+    return {**out, "epsilon": float(epsilon), "subspace": int(subspace), "bn_mode": "eval", "n_samples": n}

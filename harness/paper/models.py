@@ -13,7 +13,9 @@ FC (any dataset): in -> h1 -> ... -> hk -> 10, Linear layers with one activation
 between them; `in` is the dataset's flattened image size (MNIST 784, CIFAR-10 3072). Its hidden
 sizes are RunConfig.hidden ("300,100": LeNet-300-100 of Frankle & Carbin 2019, 266,610
 parameters; "200,200" with tanh: the fc-tanh of Cohen et al. 2021), and its `width` is the first
-hidden size. It is built from a run's configuration (`for_config`), since build(family, width)
+hidden size. With `batchnorm` (RunConfig.batchnorm) every hidden Linear is followed by a
+BatchNorm1d with its learnable scale and shift (Ioffe & Szegedy's layer, Keras's default) before
+the activation: "512,512,512,512,512" so is Keskar et al. (2017)'s F1, 1,462,794 parameters. It is built from a run's configuration (`for_config`), since build(family, width)
 alone does not know the hidden sizes or the input size.
 
 Initialisation (`initialise`): "default" (PyTorch's, as built) or "glorot_normal": every Linear
@@ -73,9 +75,11 @@ INITS = ("default", "glorot_normal")
 
 class FC(nn.Module):
     """Fully connected: Flatten, then Linear layers of the given hidden sizes with `activation`
-    between them, then Linear(hidden[-1], classes). Parameter names as in MLP (net.1, net.3, ...)."""
+    between them, then Linear(hidden[-1], classes). Parameter names as in MLP (net.1, net.3, ...);
+    with `batchnorm`, a BatchNorm1d (affine) after each hidden Linear, before its activation."""
 
-    def __init__(self, hidden, in_features: int, activation: str = "relu", classes: int = 10):
+    def __init__(self, hidden, in_features: int, activation: str = "relu", classes: int = 10,
+                 batchnorm: bool = False):
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
         if not hidden or min(hidden) < 1:
@@ -84,7 +88,7 @@ class FC(nn.Module):
             raise ValueError(f"FC: activation {activation!r}: expected one of {sorted(ACTIVATIONS)}")
         layers, cin = [nn.Flatten()], int(in_features)
         for h in hidden:
-            layers += [nn.Linear(cin, h), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(cin, h)] + ([nn.BatchNorm1d(h)] if batchnorm else []) + [ACTIVATIONS[activation]()]
             cin = h
         layers.append(nn.Linear(cin, classes))
         self.net = nn.Sequential(*layers)
@@ -111,7 +115,7 @@ def parse_hidden(hidden: str) -> tuple:
 
 
 def build(family: str, width: int, hidden=(), activation: str = "relu", in_features: int | None = None,
-          init: str = "default") -> nn.Module:
+          init: str = "default", batchnorm: bool = False) -> nn.Module:
     """A freshly initialised model; the caller seeds torch's global generator beforehand.
     "fc" needs `hidden` (a tuple or "300,100") and `in_features`; see `for_config` for a run's."""
     if family not in MODELS:
@@ -121,8 +125,10 @@ def build(family: str, width: int, hidden=(), activation: str = "relu", in_featu
         if not hidden or in_features is None:
             raise ValueError("model 'fc' needs its hidden sizes and input size: build it from the run's "
                              "configuration with models.for_config(cfg)")
-        model = FC(hidden, in_features, activation)
+        model = FC(hidden, in_features, activation, batchnorm=batchnorm)
     else:
+        if batchnorm:
+            raise ValueError(f"model {family!r}: batchnorm is an option of model 'fc' only")
         if activation != "relu" and family == "cnn" or activation not in ACTIVATIONS:
             raise ValueError(f"model {family!r}: activation {activation!r} not available")
         model = MODELS[family](int(width))
@@ -141,6 +147,8 @@ def architecture(cfg) -> dict:
     arch = {"activation": cfg.activation, "init": cfg.init}
     if cfg.model == "fc":
         arch.update(hidden=parse_hidden(cfg.hidden), in_features=input_size(cfg.dataset))
+        if cfg.batchnorm:
+            arch["batchnorm"] = True
     return arch
 
 

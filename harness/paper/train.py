@@ -13,7 +13,8 @@ Options for other papers' calibration experiments (RunConfig; every default keep
 protocol above, and leaves every existing run key unchanged):
 - model "fc" with `hidden` ("300,100"), `activation` (relu | tanh), `init` (default | glorot_normal):
   see models.py. LeNet-300-100 (Frankle & Carbin 2019): fc, hidden "300,100", glorot_normal;
-  Cohen et al. (2021)'s fc-tanh: fc, hidden "200,200", tanh, default init.
+  Cohen et al. (2021)'s fc-tanh: fc, hidden "200,200", tanh, default init. `batchnorm` (fc only):
+  a BatchNorm1d after each hidden layer; Keskar et al. (2017)'s F1: fc, hidden 5 x "512", batchnorm.
 - `loss` "mse": 0.5 * sum over classes of (f(x) - onehot(y))^2, averaged over samples (Cohen et
   al.'s SquaredLoss / n), in the training step, the reported losses and the sharpness; accuracy is
   the argmax either way.
@@ -103,6 +104,7 @@ class RunConfig:
     sharpness_warm: bool = False  # start each measurement from the model's previous top eigenvector
     subset: str = "stratified"  # how train_subset / test_subset rows are chosen: stratified | first (data.load_split)
     test_every: int = 1  # epochs between test-set evaluations in the epoch records (0: none); see the docstring
+    batchnorm: bool = False  # model "fc": BatchNorm1d (affine) after each hidden Linear (models.FC)
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adam"):
@@ -134,6 +136,8 @@ class RunConfig:
                                  f"is not one of {sorted(DATASETS)}")
         elif hidden:
             raise ValueError(f"hidden {self.hidden!r}: only model 'fc' has hidden sizes to set")
+        if self.batchnorm and self.model != "fc":
+            raise ValueError("batchnorm: an option of model 'fc' only (the CNN has its own BatchNorm)")
         for name in ("steps", "val_size", "eval_every", "sharpness_every", "sharpness_samples", "test_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} {getattr(self, name)}: expected >= 0")
@@ -250,7 +254,8 @@ class Grouped:
     the forward reads them as one layer: a convolution is a grouped convolution (groups=S) over
     the models' concatenated channels (model s owns channels s*c..(s+1)*c), BatchNorm (no affine
     parameters, as in the paper) normalises those S*c channels, so each channel's batch and
-    running statistics are exactly its own model's; pooling and ReLU act per channel; Flatten
+    running statistics are exactly its own model's (a fully connected model's BatchNorm1d, with
+    its scale and shift, likewise over the S*c features); pooling and ReLU act per channel; Flatten
     gives each model its own (c, h, w) vector; a linear layer is one batched matmul (baddbmm),
     computed as W @ x^T so that each weight's gradient comes out in the weight's own layout (as x @ W^T
     it came out transposed and was copied back at every step: a grouped MLP of width 256 ran a
@@ -278,8 +283,10 @@ class Grouped:
         self.buffers = {k: v.detach().to(device) for k, v in packed.items() if k not in names}
         self.layers = [(name, m) for name, m in base.named_modules() if not list(m.children())]
         for name, m in self.layers:
-            if not isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Tanh, nn.MaxPool2d, nn.Flatten, nn.Linear)) \
+            if not isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.Tanh, nn.MaxPool2d, nn.Flatten,
+                                  nn.Linear)) \
                     or isinstance(m, nn.BatchNorm2d) and (m.affine or m.momentum is None) \
+                    or isinstance(m, nn.BatchNorm1d) and m.momentum is None \
                     or isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) != (1, -1):
                 raise TypeError(f"Grouped: layer {name!r} ({m}) has no grouped form")
         self.training = True
@@ -313,6 +320,14 @@ class Grouped:
             elif isinstance(m, nn.BatchNorm2d):  # running statistics updated in place, per channel
                 x = F.batch_norm(x, buf[f"{name}.running_mean"].view(-1), buf[f"{name}.running_var"].view(-1),
                                  training=self.training, momentum=m.momentum, eps=m.eps)
+                if self.training:
+                    buf[f"{name}.num_batches_tracked"].add_(1)
+            elif isinstance(m, nn.BatchNorm1d):  # [S, b, c] as [b, S*c]: each model's c features its own
+                s_, b_, c_ = x.shape
+                x = F.batch_norm(x.transpose(0, 1).reshape(b_, s_ * c_), buf[f"{name}.running_mean"].view(-1),
+                                 buf[f"{name}.running_var"].view(-1), p[f"{name}.weight"].view(-1),
+                                 p[f"{name}.bias"].view(-1), training=self.training, momentum=m.momentum,
+                                 eps=m.eps).view(b_, s_, c_).transpose(0, 1)
                 if self.training:
                     buf[f"{name}.num_batches_tracked"].add_(1)
             elif isinstance(m, nn.ReLU):

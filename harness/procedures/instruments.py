@@ -10,8 +10,8 @@ An instrument's record says
 
 The measuring itself is the paper's ML (harness/paper/measure.py). A measurement is cached under
 a key naming the run, the instrument and `measurement_options` (harness/runs/inline.py: measured),
-so an instrument added later does not retrain. Adding an instrument: one record here, and its line
-in INSTRUMENTS.
+so an instrument added later does not retrain. Adding an instrument: one record here, its line in
+INSTRUMENTS, and an example measurement in tests/test_instruments.py (CONTRIBUTING.md).
 """
 from __future__ import annotations
 
@@ -128,7 +128,33 @@ MOVEMENT = Instrument(
     keyless={"definition": "all"})  # (added after the full tier's movement measurements existed)
 
 
-INSTRUMENTS = {i.name: i for i in (HESSIAN, PERTURBATION, MOVEMENT)}
+def keskar_metric(epsilon, subspace=0) -> str:
+    """Metric name of Keskar et al.'s sharpness at box half-width `epsilon` in the full space
+    (subspace 0) or a random `subspace`-dimensional one."""
+    return f"keskar_{float(epsilon):g}" + (f"_sub{int(subspace)}" if subspace else "")
+
+
+def _keskar(ctx, cfg, opts, tensors) -> dict:
+    x, y = _training_sample(ctx, cfg, opts)
+    model = model_from_state(cfg, tensors["thetaT"])
+    return {keskar_metric(e, s): _timed(measure.keskar_sharpness, model, x, y, epsilon=e, iters=opts["iters"],
+                                        subspace=s, seed=opts["seed"])
+            for s in opts["subspaces"] for e in opts["epsilons"]}
+
+
+KESKAR = Instrument(
+    "keskar",
+    options={"samples": SAMPLES,
+             "epsilons": Option([1e-3, 5e-4], list, lambda v: v > 0, "a number > 0"),
+             "subspaces": Option([0], list, lambda v: v >= 0 and v == int(v), "an integer >= 0 (0: the full space)"),
+             "iters": Option(10, int, lambda v: v >= 1, ">= 1"),
+             "seed": SEED},
+    metrics=lambda opts: [keskar_metric(e, s) for s in opts["subspaces"] for e in opts["epsilons"]],
+    take=_keskar,
+    read=lambda m, opts: [m[keskar_metric(e, s)]["value"] for s in opts["subspaces"] for e in opts["epsilons"]])
+
+
+INSTRUMENTS = {i.name: i for i in (HESSIAN, PERTURBATION, MOVEMENT, KESKAR)}
 
 # The defaults of every instrument's options, as claim files and readings start from them.
 INSTRUMENT_DEFAULTS = {name: i.defaults for name, i in INSTRUMENTS.items()}
