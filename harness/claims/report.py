@@ -148,7 +148,10 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         plan = e["plan"] or {}
         for x in plan.get("readings", []):
             x["tried"] = e["tried"].get(x["name"])
-    readings_doc = readings.table(results + reading_results)
+    readings_doc = readings.table(results + reading_results, {
+        (r["file"], r["id"], r["tier"]): readings.repeated(r["check"], files[r["file"]].experiments[r["experiment"]],
+                                                           r["tier"])
+        for r in results if files.get(r["file"]) and r["experiment"] in files[r["file"]].experiments})
     forest = forest_rows(results)
     anchors = {}
     for sec in sections:
