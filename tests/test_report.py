@@ -488,7 +488,7 @@ def test_not_run_per_experiment_with_command_and_cost(rendered):
     assert e["command"].endswith("missing.toml -m smoke") and e["command"].startswith("pytest ")
     assert e["missing"]["pflop"] > 0 and "PFLOP" in e["missing"]["pflop_text"]
     block = html[html.index('id="not-run"'):html.index('id="glance"')]
-    assert "not measured yet" in block and e["command"] in block
+    assert "no rate measured for this model" in block and e["command"] in block  # a CPU fixture: no GPU rate
     # the forest says what it leaves out
     left = {x["reason"]: x["ids"] for x in doc["forest_left_out"]}
     assert left["not run (nothing measured)"] == ["missing-claim"]

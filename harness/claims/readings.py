@@ -163,8 +163,9 @@ def parse(t, exp, path) -> None:
         seen = []
         for i, v in enumerate(p.values):
             vf = f"{fld}values[{i}]"
-            _keys(v, {"value", "why", "primary", "smoke", "set"}, {"value", "why"}, path, where, vf + ".")
+            _keys(v, {"value", "why", "primary", "smoke", "set", "outside"}, {"value", "why"}, path, where, vf + ".")
             _typed(v["why"], str, path, where, vf + ".why")
+            _typed(v.get("outside", ""), str, path, where, vf + ".outside")
             for flag in ("primary", "smoke"):
                 _typed(v.get(flag, False), bool, path, where, f"{vf}.{flag}")
             _check_reading_value(p, exp, v["value"], path, where, vf + ".value")
@@ -319,7 +320,8 @@ def fit(results: list, repeats: dict | None = None) -> list:
     paper values in tolerance units (`tolerance_units`). Readings missing a claim that others
     have rank after the complete ones; a claim `select` left out under a reading because it would
     repeat another (`repeats`: {(file, id): {reading: the reading it repeats}}) counts as under that
-    one. Rows: reading, n, sum_sq, rms, passes, missing, primary."""
+    one. Rows: reading, n, sum_sq, rms, passes, missing, primary, largest (its two largest terms,
+    (claim id, z))."""
     by = defaultdict(dict)
     for r in results:
         z = tolerance_units(r)
@@ -335,7 +337,9 @@ def fit(results: list, repeats: dict | None = None) -> list:
         sum_sq = sum(z * z for z, _ in zs.values())
         rows.append({"reading": reading, "n": len(zs), "sum_sq": sum_sq, "rms": math.sqrt(sum_sq / len(zs)),
                      "passes": sum(v == "pass" for _, v in zs.values()), "missing": len(claims - set(zs)),
-                     "primary": reading == PRIMARY})
+                     "primary": reading == PRIMARY,
+                     # its largest terms: (claim id, z), the claims that weigh most in the sum
+                     "largest": [(c[1], z) for c, (z, _) in sorted(zs.items(), key=lambda kv: -kv[1][0] ** 2)[:2]]})
     return sorted(rows, key=lambda r: (r["missing"], r["sum_sq"], r["reading"]))
 
 

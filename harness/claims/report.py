@@ -34,7 +34,7 @@ from .findings import EVALUATED, VERDICTS, findings
 from .figures import _plot_text, forest_left_out, forest_rows, interval_names, paper_points
 from .fmt import num
 from .kinds import kind
-from .plans import _load_claim_files, experiments, missing_total, pflop_text
+from .plans import _load_claim_files, duration, experiments, gpu_estimates, missing_total, pflop_text
 from .svg import COLOURS, MARKER_WORDS, forest_svg, plot_svg
 from .trained import TRAINED_FIELDS, environment, provenance, trained_where
 from .words import annotate
@@ -162,6 +162,16 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         if e["missing"] and "pflop" in e["missing"]:
             e["missing"]["pflop_text"] = pflop_text(e["missing"]["pflop"])
     waiting = [e for e in exps.values() if e["verdicts"].get("not run")]
+    missing = missing_total(exps, files)
+    estimates = gpu_estimates(exps, {f"{k[0]}[{k[1]}]": v.get(readings.PRIMARY, ())
+                                     for k, v in devices.items()})
+    for k, est in estimates.items():
+        exps[k]["gpu_estimate"] = est
+    if waiting and all(e.get("gpu_estimate") for e in waiting) and \
+            len({e["gpu_estimate"]["rate"] for e in waiting}) == 1:  # one measured rate: the total at it
+        e0 = waiting[0]
+        missing["estimate"] = {**e0["gpu_estimate"],
+                               "s": missing["pflop"] / e0["missing"]["pflop"] * e0["gpu_estimate"]["s"]}
     # training time: every run on the page once, the other readings' runs included
     walls = dict(recorded)
     for r in reading_results:
@@ -177,12 +187,12 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
             "training_seconds": {k: sum(v.values()) for k, v in per_experiment.items() if v},
             "training_seconds_total": sum(walls.values()),
             "training_seconds_primary": sum(recorded.values()),
-            "missing_total": missing_total(exps, files),
+            "missing_total": missing,
             "claims": results, "plots": plots, "forest": forest,
             "forest_left_out": forest_left_out(results, forest),
             "forest_interval": interval_names([row["interval"] for row in forest if row["interval"]]),
-            "experiments": exps, "findings": findings(sections, exps, readings_doc, missing_total(exps, files)),
-            "answer": answer(sections, readings_doc), "calibration": calibration(calib),
+            "experiments": exps, "findings": findings(sections, exps, readings_doc, missing),
+            "answer": answer(sections, readings_doc, exps, cal := calibration(calib)), "calibration": cal,
             "waiting": waiting, "markers": MARKER_WORDS,
             "trained_where": trained_where(sections), "provenance_fields": list(TRAINED_FIELDS),
             "data_provenance": "shared/data/PROVENANCE.md",
@@ -212,6 +222,8 @@ def render(doc: dict) -> str:
                              undefined=jinja2.StrictUndefined)
     env.filters["num"] = num
     env.filters["slug"] = lambda s: slug(s)
+    env.filters["duration"] = duration
+    env.filters["pflop"] = pflop_text
     env.globals["kind"] = kind
     svgs = {k: plot_svg(p, slug("fig", k)) for k, p in doc["plots"].items()}
     svgs_narrow = {k: plot_svg(p, slug("fig", k) + "-phone", narrow=True) for k, p in doc["plots"].items()}
