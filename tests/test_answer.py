@@ -305,3 +305,9 @@ def test_what_has_not_run_counts_a_tickets_rounds_and_estimates_gpu_time_from_a_
     assert est["todo[full]"]["s"] == pytest.approx(200.0, rel=1e-9) and "mlp[full]" not in est
     assert "done's measured rate: 4.00 PFLOP in 100 s on NVIDIA H100" == est["todo[full]"]["rate"]
     assert plans.gpu_estimates(exps, {"done[full]": {"cpu (x86_64)"}}) == {}  # a CPU's rate is no GPU's
+
+
+def test_a_commit_keeps_its_dirty_mark_in_the_provenance_table():
+    from harness.claims.trained import short_commit
+    assert short_commit("a033352564a9f2ff90218096bc936125bc80d9dd-dirty") == "a033352564-dirty"
+    assert short_commit("73d27aaa6169ae1ce74f7750440fba6aaf0aa82d") == "73d27aaa61"

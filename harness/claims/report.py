@@ -36,7 +36,7 @@ from .fmt import num
 from .kinds import kind
 from .plans import _load_claim_files, duration, experiments, gpu_estimates, missing_total, pflop_text
 from .svg import COLOURS, MARKER_WORDS, forest_svg, plot_svg
-from .trained import TRAINED_FIELDS, environment, provenance, trained_where
+from .trained import TRAINED_FIELDS, environment, provenance, short_commit, trained_where
 from .words import annotate
 
 
@@ -223,6 +223,7 @@ def render(doc: dict) -> str:
     env.filters["num"] = num
     env.filters["slug"] = lambda s: slug(s)
     env.filters["duration"] = duration
+    env.filters["commit"] = short_commit
     env.filters["pflop"] = pflop_text
     env.globals["kind"] = kind
     svgs = {k: plot_svg(p, slug("fig", k)) for k, p in doc["plots"].items()}
