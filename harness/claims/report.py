@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import jinja2
+import markupsafe
 
 from ..runs.strict_json import dumps
 from . import readings, summary_md
@@ -224,6 +225,8 @@ def render(doc: dict) -> str:
     env.filters["slug"] = lambda s: slug(s)
     env.filters["duration"] = duration
     env.filters["commit"] = short_commit
+    # a reading's name ("epochs=30,input_norm=standard") may break after its commas, never mid-token
+    env.filters["wbr"] = lambda s: markupsafe.Markup(str(markupsafe.escape(s)).replace(",", ",<wbr>"))
     env.filters["pflop"] = pflop_text
     env.globals["kind"] = kind
     svgs = {k: plot_svg(p, slug("fig", k)) for k, p in doc["plots"].items()}
