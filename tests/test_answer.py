@@ -146,7 +146,7 @@ def test_calibration_opens_the_report_apart_from_the_papers_counts(base, tmp_pat
     assert html.index('id="findings"') < html.index('class="answer-line"') < html.index('href="#calibration"')
     assert 'href="#calibration">Calibration: ' in html[html.index('id="contents"'):]  # in Contents
     assert doc["answer"]["lines"][0]["text"].startswith("Before these verdicts, the harness reproduced 1 of 1 results")
-    assert 'data-label="expected">at least 0</td>' in html
+    assert '>at least 0 <span class="muted">' in html  # the band, and whose it is
     assert "calibration" not in (doc["answer"]["sentence"] or "").lower()
     md = summary_md.markdown(doc)
     assert md.index("## Does the paper reproduce?") < md.index("See [Calibration](#calibration)") < md.index("## Calibration")
@@ -311,3 +311,17 @@ def test_a_commit_keeps_its_dirty_mark_in_the_provenance_table():
     from harness.claims.trained import short_commit
     assert short_commit("a033352564a9f2ff90218096bc936125bc80d9dd-dirty") == "a033352564-dirty"
     assert short_commit("73d27aaa6169ae1ce74f7750440fba6aaf0aa82d") == "73d27aaa61"
+
+
+def test_calibration_tells_stated_values_from_our_readings_and_our_bands_from_the_sources():
+    from harness.claims.answer import calibration, stated
+    assert stated({"paper_value": 2.51, "paper": "'reaches minimum validation loss 2.51x faster'"})
+    assert not stated({"paper_value": 0.62, "paper": "'early-stopping occurs 38% earlier'"})  # derived
+    assert not stated({"paper_value": 1.0, "paper": "'returning to the early-stopping performance'"})  # words
+    assert not stated({"paper_value": 1.1, "paper": "'21.1%'"}) and stated({"paper_value": 21.1, "paper": "Pm = 21.1%"})
+    r = {"id": "c", "source": "S", "statement": "s", "verdict": "pass", "file": "claims/cal.toml",
+         "paper_value": 21.1, "paper": "Pm = 21.1%", "why": "Exact arithmetic: the source's rounding"}
+    cal = calibration([r, {**r, "id": "d", "why": "Ours: a reading"}],
+                      {"claims/cal.toml": {"runs": 85, "seconds": 16624.0, "provenance": {}}})
+    assert [c["band_ours"] for c in cal["claims"]] == [False, True] and cal["claims"][0]["stated"]
+    assert cal["runs"] == 85 and cal["files"][0]["file"] == "claims/cal.toml" and cal["seconds"] == 16624.0

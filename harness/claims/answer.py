@@ -7,6 +7,7 @@ are named. Calibration claims (another paper's results, r["source"] set) are ans
 Generated from the verdicts; nothing here is written for one run's numbers."""
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from .misses import miss_text
@@ -228,9 +229,10 @@ def calibration_line(cal: dict) -> dict:
                      + (f", {u} inconclusive" if u else "") + ").")}
 
 
-def calibration(claims: list) -> dict | None:
+def calibration(claims: list, runs: dict | None = None) -> dict | None:
     """The calibration block: claims that reproduce another paper's results (r["source"] set),
-    counted apart from this paper's; None when there are none."""
+    counted apart from this paper's, and per claim file its runs (`runs`: {file: {'runs',
+    'seconds', 'provenance'}}); None when there are none."""
     if not claims:
         return None
     ev = [r for r in claims if r["verdict"] in EVALUATED]
@@ -251,13 +253,30 @@ def calibration(claims: list) -> dict | None:
             "pass": sum(r["verdict"] == "pass" for r in ev), "sources": sources,
             "misses": [r["id"] for r in ev if r["verdict"] in MISS],
             "inconclusive": sum(r["verdict"] == "inconclusive" for r in ev),
-            "claims": [_calibration_row(r) for r in claims]}
+            "claims": [_calibration_row(r) for r in claims],
+            "files": [{"file": f, "source": next(r["source"] for r in claims if r["file"] == f),
+                       **((runs or {}).get(f) or {"runs": 0, "seconds": 0.0, "provenance": {}})}
+                      for f in dict.fromkeys(r["file"] for r in claims)],
+            "runs": sum(c["runs"] for c in (runs or {}).values()),
+            "seconds": sum(c["seconds"] for c in (runs or {}).values())}
+
+
+def stated(r: dict) -> bool | None:
+    """Whether the source states the claim's paper value as a number (it is in the source's quoted
+    words, e.g. 21.1, 2.51) rather than our reading of its words or a value derived from them (0.62
+    for '38% earlier', 1.126 the ratio of our step sizes); None where there is no paper value."""
+    v = r.get("paper_value")
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    return re.search(rf"(?<![\d.]){re.escape(f'{v:g}')}(?![\d])", r.get("paper") or "") is not None
 
 
 def _calibration_row(r: dict) -> dict:
-    """One row of the calibration table: the source's value, the band, the estimate with its CI."""
+    """One row of the calibration table: the source's value (stated by it or our reading of its
+    words), the band (ours, where its `why` says so), the estimate with its CI."""
     mt = r.get("measured_text") or {}
-    return {"id": r["id"], "source": r["source"], "statement": r["statement"],
+    return {"id": r["id"], "source": r["source"], "statement": r["statement"], "stated": stated(r),
+            "band_ours": (r.get("why") or "").startswith("Ours"), "why": r.get("why") or "",
             "paper": r.get("paper_text") or r.get("paper") or "—", "expected": r.get("expected_text") or "—",
             "measured": mt.get("value") or "—", "ci": mt.get("ci") or "", "n": mt.get("n"),
             "verdict": r["verdict"], "file": r["file"]}

@@ -20,6 +20,7 @@ and units formatted in harness/claims/fmt.py, and readings judged in harness/cla
 from __future__ import annotations
 
 import copy
+import os
 import datetime
 import re
 from collections import Counter, defaultdict
@@ -97,9 +98,11 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         runs.update({k: v for k, v in (r.get("run_provenance") or {}).items() if v or k not in runs})
     files = _load_claim_files(results)
     exps = experiments(results, files, {k: sum(v.values()) for k, v in per_experiment.items() if v})
+    cal_runs = defaultdict(lambda: {"walls": {}, "prov": {}})  # per calibration file: its runs, once each
     for r in calib:
         r["anchor"] = slug("cal", Path(r["file"]).stem, r["id"], r["tier"])
-        r.pop("run_wall_s", None), r.pop("run_provenance", None)
+        cal_runs[r["file"]]["walls"].update(r.pop("run_wall_s", None) or {})
+        cal_runs[r["file"]]["prov"].update({k: v for k, v in (r.pop("run_provenance", None) or {}).items() if v})
         r["training_free"] = False
         annotate(r, (r.get("plot") or {}).get("model"))
     for r in results:
@@ -193,7 +196,8 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
             "forest_left_out": forest_left_out(results, forest),
             "forest_interval": interval_names([row["interval"] for row in forest if row["interval"]]),
             "experiments": exps, "findings": findings(sections, exps, readings_doc, missing),
-            "answer": answer(sections, readings_doc, exps, cal := calibration(calib)), "calibration": cal,
+            "answer": answer(sections, readings_doc, exps, cal := calibration(calib, {f: {"runs": len(c["walls"]), "seconds": sum(c["walls"].values()),
+                                       "provenance": provenance(c["prov"])} for f, c in cal_runs.items()})), "calibration": cal,
             "waiting": waiting, "markers": MARKER_WORDS,
             "trained_where": trained_where(sections), "provenance_fields": list(TRAINED_FIELDS),
             "data_provenance": "shared/data/PROVENANCE.md",
@@ -217,7 +221,9 @@ def headline(doc: dict) -> str:
     return out
 
 
-def render(doc: dict) -> str:
+def render(doc: dict, base: str = "") -> str:
+    """The page; `base`: the path from the page's folder to the project root, for links to claim
+    files and parts ("" where the page is not written inside the project)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              undefined=jinja2.StrictUndefined)
@@ -236,7 +242,7 @@ def render(doc: dict) -> str:
     narrow = forest_svg(doc["forest"], "fig-forest-phone", title, narrow=True) if doc["forest"] else None
     return env.get_template("report.html.j2").render(doc=doc, svgs=svgs, svgs_narrow=svgs_narrow, forest=forest,
                                                      forest_narrow=narrow,
-                                                     headline=headline(doc))
+                                                     headline=headline(doc), base=base)
 
 
 def write(results: list, out_dir, wall_s: float, device: str = "cpu") -> tuple:
@@ -248,7 +254,9 @@ def write(results: list, out_dir, wall_s: float, device: str = "cpu") -> tuple:
     slim = {**doc, "sections": [{**sec, "groups": [{**g, "claims": [r["anchor"] for r in g["claims"]]}
                                                    for g in sec["groups"]]} for sec in doc["sections"]]}
     json_path.write_text(dumps(slim, indent=1))
-    html_path.write_text(render(doc))
+    root = Path.cwd().resolve()
+    base = Path(os.path.relpath(root, out.resolve())).as_posix() + "/" if root in out.resolve().parents else ""
+    html_path.write_text(render(doc, base))
     summary_md.write(doc, out)  # SUMMARY.md beside it (and the CI job summary where there is one)
     return json_path, html_path
 
