@@ -325,3 +325,21 @@ def test_calibration_tells_stated_values_from_our_readings_and_our_bands_from_th
                       {"claims/cal.toml": {"runs": 85, "seconds": 16624.0, "provenance": {}}})
     assert [c["band_ours"] for c in cal["claims"]] == [False, True] and cal["claims"][0]["stated"]
     assert cal["runs"] == 85 and cal["files"][0]["file"] == "claims/cal.toml" and cal["seconds"] == 16624.0
+
+
+def test_a_bound_over_several_configurations_is_drawn_as_a_line_and_train_and_test_differ_in_style():
+    from harness.claims.figures import bounds
+    plot = {"y": ["train_acc", "test_acc"], "series": [{"name": "train accuracy", "metric": "train_acc", "points": [
+        {"x": w, "config": {"width": w}} for w in (8, 32, 64)]}]}
+    r = {"id": "interp", "verdict": "fail", "check": {"type": "all", "metric": "train_acc",
+                                                      "where": {"width": [32, 64]}}, "expect": {"min": 99.95}}
+    assert bounds(plot, [r]) == [{"metric": "train_acc", "x": [32, 64], "value": 99.95, "side": "≥",
+                                  "claim": "interp", "verdict": "fail"}]
+    from harness.claims.figures import _plot_text
+    p = {**plot, "x": "width", "model": "mlp", "dataset": "mnist", "tier": "full", "interval": "Student t",
+         "apart": [], "paper": [{"band": [1, 2], "metric": "train_acc", "x": 8, "value": 1.5, "apart": None}], "bounds": bounds(plot, [r])}
+    p["series"][0]["points"] = [{**pt, "n": 5, "mean": 1.0} for pt in p["series"][0]["points"]]
+    legend = _plot_text(p, {"section": "V-A", "title": "T"})["legend"]
+    assert "train accuracy: circles, solid, test accuracy: squares, dashed" in legend
+    assert "Dotted line: interp's bound, train accuracy ≥ 99.95 at every width from 32 to 64 (fail)" in legend
+    assert "the shaded bar behind one: its claim's tolerance band" in legend

@@ -33,7 +33,7 @@ from ..runs.strict_json import dumps
 from . import readings, summary_md
 from .answer import answer, calibration
 from .findings import EVALUATED, VERDICTS, findings
-from .figures import _plot_text, forest_left_out, forest_rows, interval_names, paper_points
+from .figures import _plot_text, bounds, forest_left_out, forest_rows, interval_names, paper_points
 from .fmt import num
 from .kinds import kind
 from .plans import _load_claim_files, duration, experiments, gpu_estimates, missing_total, pflop_text
@@ -136,6 +136,9 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
     for key, p in plots.items():
         mine = [r for r in results if f"{r['experiment']}[{r['tier']}]" == key]
         p["paper"] = paper_points(p, mine)
+        p["bounds"] = bounds(p, mine)
+        p["runs"] = sum(pt["n"] for s in p["series"] if s["metric"] == p["y"][0] for pt in s["points"]) + \
+            sum(a["n"] for a in p["apart"] if a["metric"] == p["y"][0])  # the runs the figure plots
         p.update(_plot_text(p, mine[0]))
     for sec in sections:
         sec["counts"] = dict(sec["counts"])
