@@ -46,7 +46,7 @@ def test_answer_sentence_section_verdicts_and_headlines_first(base):
     assert a["sentence"] == "Partly: 1 of the paper's 2 headline claims reproduce and 1 does not."
     # what was measured, not the claim's words
     assert a["misses"] == [{"id": "bs64", "anchor": "sweep-bs64-smoke", "section": "V-E",
-                            "text": "test accuracy at batch size 64: 85.20 %, not the paper's 80 % (+5.2 pp)"}]
+                            "text": "test accuracy at batch size 64: 85.20 %, not the paper's 80 % (+5.20 pp)"}]
     v = {line["name"]: line for line in a["sections"]}
     assert v["V-E"]["word"] == "partly reproduces" and v["IV-C"]["word"] == "reproduces"
     assert v["Review controls"]["word"] == "not run yet"
