@@ -5,6 +5,7 @@ run, the paper's own numbers at the same configurations beside ours."""
 from __future__ import annotations
 
 from .fmt import AXES, decimals_for, metric_label, num, with_unit
+from .readings import format_value
 
 
 def _configs(where: dict) -> str:
@@ -66,7 +67,11 @@ def held_under(r: dict, readings_doc: dict, e: dict) -> tuple:
     declared = sorted((e or {}).get("declared") or {})
     if not declared:
         return "", False
-    opened = f"the paper leaves {' and '.join(declared)} open"
+    outside = (e or {}).get("outside") or {}
+    primary = [f"{k}={format_value(v['value'])}" for k, p in ((e or {}).get("declared") or {}).items()
+               for v in p.get("values", []) if v.get("primary")]
+    beyond = [f"{pair}, the primary, lies outside {outside[pair]}" for pair in primary if pair in outside]
+    opened = f"the paper leaves {' and '.join(declared)} open" + "".join(f"; {b}" for b in beyond)
     c = (readings_doc.get("claims") or {}).get(f"{r['file']}::{r['id']}[{r['tier']}]")
     other = [row for row in (c or {}).get("rows", []) if row["reading"] != "primary"
              and row["verdict"] in ("pass", "fail", "inconclusive", "diverged")]
