@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from .claims import plans, readings, report, spec
-from .claims.results import claim_result
+from .claims.results import claim_result, file_label
 from .procedures.instruments import measurement_options
 from .execute import planner
 from .runs import cache, expand, exports, keys, provenance
@@ -183,7 +183,7 @@ def main_report(args, start) -> int:
         return 2
     todo = [(claim, tier, cf, reading) for cf in files for claim in cf.claims for tier in claim.tiers
             if args.tier is None or tier in args.tier
-            for reading in readings.select(claim.experiment, tier, args.readings)]
+            for reading in readings.select(claim.experiment, tier, args.readings, claim=claim)]
     if not todo:
         print(f"error: no claims found in {args.claims}/*.toml (tiers: {args.tier or 'all'}); "
               "name the folder with --claims", file=sys.stderr)
@@ -348,7 +348,7 @@ def fit(args) -> int:
     """Print the readings of one experiment ranked by readings.fit, from the cache (no training)."""
     ctx = Context(device=args.device, data_dir=args.data_dir, cache_root=args.run_cache,
                               allow_train=False)
-    results, declared = [], None
+    results, declared, repeats = [], None, {}
     for path in sorted(Path(args.claims).glob("*.toml")):
         cf = spec.load(path)
         for claim in cf.claims:
@@ -356,12 +356,13 @@ def fit(args) -> int:
             if exp.name != args.experiment or args.tier not in claim.tiers:
                 continue
             declared = exp.readings(args.tier)
-            for reading in declared:
+            repeats[(file_label(claim.file), claim.id)] = readings.repeated(claim.tiers[args.tier]["check"], exp, args.tier)
+            for reading in readings.select(exp, args.tier, ["all"], claim=claim):
                 results.append(claim_result(claim, args.tier, exp, cf, ctx, reading))
     if declared is None:
         print(f"no claim of the {args.tier} tier uses an experiment named {args.experiment!r}", file=sys.stderr)
         return 2
-    rows = readings.fit(results)
+    rows = readings.fit(results, repeats)
     errors = sum(r["verdict"] == "error" for r in results)
     print(f"{args.experiment} [{args.tier}]: {len(declared)} readings; ranked by the sum of squared misses "
           f"(measured - paper) / tolerance over the claims with a numeric paper value"

@@ -14,6 +14,8 @@ from harness.runs.context import Context
 
 from test_report import OTHERS, _project, _results, _provenance
 
+CLAIMS = Path(__file__).resolve().parents[1] / "claims"
+
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
@@ -41,7 +43,10 @@ def _headlined(results):
 def test_answer_sentence_section_verdicts_and_headlines_first(base):
     doc = report.build(_headlined(base[0]), 1.0)
     a = doc["answer"]
-    assert a["sentence"].startswith("Partly: 1 of the paper's 2 headline claims reproduce and 1 does not (batch 64 reaches")
+    assert a["sentence"] == "Partly: 1 of the paper's 2 headline claims reproduce and 1 does not."
+    # what was measured, not the claim's words
+    assert a["misses"] == [{"id": "bs64", "anchor": "sweep-bs64-smoke", "section": "V-E",
+                            "text": "test accuracy at batch size 64: 85.20 %, not the paper's 80 % (+5.20 pp)"}]
     v = {line["name"]: line for line in a["sections"]}
     assert v["V-E"]["word"] == "partly reproduces" and v["IV-C"]["word"] == "reproduces"
     assert v["Review controls"]["word"] == "not run yet"
@@ -137,12 +142,16 @@ def test_calibration_opens_the_report_apart_from_the_papers_counts(base, tmp_pat
     assert doc["n_claims"] == len(base[0])  # the paper's counts exclude calibration claims
     assert all(not c.get("source") for c in doc["claims"])
     html = report.render(doc)
-    assert html.index('id="calibration"') < html.index('id="findings"')
-    assert 'data-label="expected">at least 0</td>' in html
+    # the paper's answer first; the calibration one line of it, linked to its section further down
+    assert html.index('id="findings"') < html.index('id="calibration"')
+    assert html.index('id="findings"') < html.index('class="answer-line"') < html.index('href="#calibration"')
+    assert 'href="#calibration">Calibration: ' in html[html.index('id="contents"'):]  # in Contents
+    assert doc["answer"]["lines"][0]["text"].startswith("Before these verdicts, the harness reproduced 1 of 1 results")
+    assert '>at least 0 <span class="muted">' in html  # the band, and whose it is
     assert 'Other et al. (2020), Table 1<span class="validates">: validates the parameter count</span>' in html
     assert "calibration" not in (doc["answer"]["sentence"] or "").lower()
     md = summary_md.markdown(doc)
-    assert md.index("## Calibration") < md.index("## Does the paper reproduce?")
+    assert md.index("## Does the paper reproduce?") < md.index("See [Calibration](#calibration)") < md.index("## Calibration")
 
 
 def test_calibration_declared_but_not_run_is_one_line(base, tmp_path):
@@ -159,10 +168,15 @@ def test_markdown_summary_beside_the_report_and_in_the_job_summary(base, tmp_pat
     report.write(_headlined(base[0]), tmp_path / "out", 1.0)
     md = (tmp_path / "out" / "SUMMARY.md").read_text()
     assert md.startswith("# Reproduction summary") and "**Partly: 1 of the paper's 2 headline claims" in md
-    assert "- [V-E · Sweep](report.html#sec-V-E): **" in md
-    # each failing headline with the paper's value against the measured one, linked into the page
-    row = next(l for l in md.splitlines() if l.startswith("| [Batch 64 reaches"))
-    assert "(report.html#sweep-bs64-smoke)" in row and "| 80 % |" in row and "85.20 %" in row and row.endswith("| fail |")
+    # a repository page shows report.html as source: sections link to their claim files, relative
+    # to the summary's folder
+    line = next(l for l in md.splitlines() if l.startswith("- [V-E · Sweep]("))
+    target = line.split("](")[1].split(")")[0]
+    assert target.endswith(".toml") and (tmp_path / "out" / target).resolve().exists(), target
+    assert "report.html#" not in md
+    # each failing headline with the paper's value against the measured one
+    row = next(l for l in md.splitlines() if l.startswith("| Batch 64 reaches"))
+    assert "(`bs64`)" in row and "| 80 % |" in row and "85.20 %" in row and row.endswith("| fail |")
     assert step.read_text().strip() == md.strip()
 
 
@@ -225,3 +239,108 @@ def test_tried_means_run(base):
     assert readings.classify({"primary": "not run", "epochs=2": "not run"})["sentence"] == "no reading run"
     html = report.render(doc)
     assert "only one reading tried" not in html and "NOT RUN</td>\n<td class=\"num\">—" not in html
+
+
+# ---------------------------------------------------------------- report v5 (issue 45)
+def _claim(id, metric, where, verdict, value, paper=None, unit="%", **kw):
+    from harness.claims.fmt import estimate_text
+    r = {"id": id, "file": "claims/d.toml", "tier": "full", "experiment": "e", "section": "V-A",
+         "check": {"type": "value", "metric": metric, "where": where}, "verdict": verdict, "unit": unit,
+         "paper_value": paper, "paper_text": f"{paper} {unit}" if paper is not None else "—",
+         "measured": {"value": value, "ci": [value - 1, value + 1], "n": 5},
+         "measured_text": estimate_text({"value": value, "ci": [value - 1, value + 1], "n": 5}, unit)}
+    if paper is not None:
+        r["vs_paper"] = {"d": value - paper, "text": f"{value - paper:+.2f} pp"}
+    return {**r, **kw}
+
+
+def test_a_failing_headline_says_what_was_measured_where_it_holds_and_the_papers_own_numbers():
+    from harness.claims import misses
+    head = _claim("h", "train_acc", {"width": [32, 64, 128]}, "fail", 99.31, 100.0, explanation="worst of ...")
+    e = {"declared": {"epochs": {}, "input_norm": {}}, "plan": {"readings": [{}, {}, {}]}}
+    doc = {"claims": {"claims/d.toml::h[full]": {"rows": [
+        {"reading": "primary", "verdict": "fail"}, {"reading": "epochs=80", "verdict": "fail"},
+        {"reading": "input_norm=standard", "verdict": "pass", "value": 99.98, "ci": [99.97, 100.0]}]}}}
+    text = misses.miss_text(head, [head], doc, e)
+    assert text.startswith("train accuracy at width 32-128: 99.31 % at worst, not the paper's 100.0 % (-0.69 pp)")
+    assert "the paper leaves epochs and input_norm open" in text
+    assert "it holds under 1 of the 2 other readings run (input_norm=standard: 99.98 % [99.97, 100.00])" in text
+    # no other reading run: the trend measured, and the paper's own numbers at the configurations compared
+    cnn = _claim("p", "test_acc", {}, "fail", -5.57, None, unit="pp")
+    cnn["check"] = {"type": "welch", "metric": "test_acc", "a": {"width": 4}, "b": {"width": 8}}
+    cnn["plot"] = {"x": "width", "series": [{"metric": "test_acc", "points": [
+        {"x": 4, "mean": 58.2}, {"x": 8, "mean": 63.8}, {"x": 96, "mean": 76.6}]}]}
+    train8 = _claim("t8", "train_acc", {"width": 8}, "fail", 93.9, 45.8)
+    e = {"declared": {"epochs": {}}, "plan": {"readings": [{}] * 29}}
+    text = misses.miss_text(cnn, [cnn, train8], {"claims": {}}, e)
+    assert text.startswith("test accuracy rises with width, 58.2 % at 4 to 76.6 % at 96, with no peak "
+                           "(the paper leaves epochs open; of 29 other readings declared, none has run)")
+    assert "the paper's own numbers at width 8: train accuracy 45.8 % (measured 93.90 %): its models fit less" in text
+
+
+def test_a_fit_names_its_largest_term_and_readings_beyond_the_papers_range():
+    from harness.claims.answer import fit_words, outside_words
+    row = {"reading": "epochs=20,input_norm=standard", "sum_sq": 240.0, "largest": [("mlp-w32", -13.84), ("b", 1.0)]}
+    head = _claim("mlp-w32", "train_acc", {"width": 32}, "fail", 99.308, 100.0)
+    assert fit_words(row, [head]) == "240 (80% of it mlp-w32, at −13.84 units of 0.05 pp)"
+    assert outside_words(row["reading"], {"epochs=20": "the stated 60-80 epochs (IV-D)"}) == \
+        "; epochs=20 lies outside the stated 60-80 epochs (IV-D)"
+    text = (CLAIMS / "ntk.toml").read_text()
+    assert 'value = 20, outside = "the stated 60-80 epochs (IV-D)"' in text
+
+
+def test_what_has_not_run_counts_a_tickets_rounds_and_estimates_gpu_time_from_a_measured_rate():
+    cf = spec.load(CLAIMS / "lottery.toml", with_claims=False)
+    e = {"file": str(CLAIMS / "lottery.toml"), "experiment": "ticket", "tier": "full", "verdicts": {"not run": 3},
+         "missing": {"runs": 5, "of": 5, "all": True, "pflop": 37.8}}
+    total = plans.missing_total({"ticket[full]": e}, {e["file"]: cf})
+    assert e["missing"]["trains"] == total["runs"] > 5  # the pruning rounds are runs, as their PFLOP count
+    assert total["pflop"] == pytest.approx(37.8, rel=0.01)
+    exps = {"done[full]": {"experiment": "done", "measured_s": 100.0, "missing": None,
+                           "plan": {"model": "cnn", "dataset": "cifar10", "pflop": 4.0}},
+            "todo[full]": {"experiment": "todo", "measured_s": None, "missing": {"pflop": 8.0},
+                           "plan": {"model": "cnn", "dataset": "cifar10", "pflop": 8.0}},
+            "mlp[full]": {"experiment": "mlp", "measured_s": None, "missing": {"pflop": 1.0},
+                          "plan": {"model": "mlp", "dataset": "mnist", "pflop": 1.0}}}
+    est = plans.gpu_estimates(exps, {"done[full]": {"NVIDIA H100"}})
+    assert est["todo[full]"]["s"] == pytest.approx(200.0, rel=1e-9) and "mlp[full]" not in est
+    assert "done's measured rate: 4.00 PFLOP in 100 s on NVIDIA H100" == est["todo[full]"]["rate"]
+    assert plans.gpu_estimates(exps, {"done[full]": {"cpu (x86_64)"}}) == {}  # a CPU's rate is no GPU's
+
+
+def test_a_commit_keeps_its_dirty_mark_in_the_provenance_table():
+    from harness.claims.trained import short_commit
+    assert short_commit("a033352564a9f2ff90218096bc936125bc80d9dd-dirty") == "a033352564-dirty"
+    assert short_commit("73d27aaa6169ae1ce74f7750440fba6aaf0aa82d") == "73d27aaa61"
+
+
+def test_calibration_tells_stated_values_from_our_readings_and_our_bands_from_the_sources():
+    from harness.claims.answer import calibration, stated
+    assert stated({"paper_value": 2.51, "paper": "'reaches minimum validation loss 2.51x faster'"})
+    assert not stated({"paper_value": 0.62, "paper": "'early-stopping occurs 38% earlier'"})  # derived
+    assert not stated({"paper_value": 1.0, "paper": "'returning to the early-stopping performance'"})  # words
+    assert not stated({"paper_value": 1.1, "paper": "'21.1%'"}) and stated({"paper_value": 21.1, "paper": "Pm = 21.1%"})
+    r = {"id": "c", "source": "S", "statement": "s", "verdict": "pass", "file": "claims/cal.toml",
+         "paper_value": 21.1, "paper": "Pm = 21.1%", "why": "Exact arithmetic: the source's rounding"}
+    cal = calibration([r, {**r, "id": "d", "why": "Ours: a reading"}],
+                      {"claims/cal.toml": {"runs": 85, "seconds": 16624.0, "provenance": {}}})
+    assert [c["band_ours"] for c in cal["claims"]] == [False, True] and cal["claims"][0]["stated"]
+    assert cal["runs"] == 85 and cal["files"][0]["file"] == "claims/cal.toml" and cal["seconds"] == 16624.0
+
+
+def test_a_bound_over_several_configurations_is_drawn_as_a_line_and_train_and_test_differ_in_style():
+    from harness.claims.figures import bounds
+    plot = {"y": ["train_acc", "test_acc"], "series": [{"name": "train accuracy", "metric": "train_acc", "points": [
+        {"x": w, "config": {"width": w}} for w in (8, 32, 64)]}]}
+    r = {"id": "interp", "verdict": "fail", "check": {"type": "all", "metric": "train_acc",
+                                                      "where": {"width": [32, 64]}}, "expect": {"min": 99.95}}
+    assert bounds(plot, [r]) == [{"metric": "train_acc", "x": [32, 64], "value": 99.95, "side": "≥",
+                                  "claim": "interp", "verdict": "fail"}]
+    from harness.claims.figures import _plot_text
+    p = {**plot, "x": "width", "model": "mlp", "dataset": "mnist", "tier": "full", "interval": "Student t",
+         "apart": [], "paper": [{"band": [1, 2], "metric": "train_acc", "x": 8, "value": 1.5, "apart": None}], "bounds": bounds(plot, [r])}
+    p["series"][0]["points"] = [{**pt, "n": 5, "mean": 1.0} for pt in p["series"][0]["points"]]
+    legend = _plot_text(p, {"section": "V-A", "title": "T"})["legend"]
+    assert "train accuracy: circles, solid, test accuracy: squares, dashed" in legend
+    assert "Dotted line: interp's bound, train accuracy ≥ 99.95 at every width from 32 to 64 (fail)" in legend
+    assert "the shaded bar behind one: its claim's tolerance band" in legend

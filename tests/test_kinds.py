@@ -96,7 +96,7 @@ def test_a_kind_registered_from_a_test_gets_a_verdict_and_a_card(spread_kind, tm
     card = html[html.index('id="toy-very-tight-smoke"'):]
     card = card[:card.index("</article>")]
     assert "<code>spread</code> of <code>test_acc</code>" in card
-    assert "largest minus smallest seed: 0.5" in card and "at most 0.1000 %" in card  # its explanation, its band
+    assert "largest minus smallest seed: 0.5" in card and "at most 0.1 %" in card  # its explanation, its band
 
 
 def test_an_unregistered_kind_is_a_spec_error(tmp_path):

@@ -296,6 +296,28 @@ def test_fit_ranks_by_squared_misses_in_tolerance_units():
     assert readings.tolerance_units(r) == pytest.approx(-20.0)
 
 
+def test_an_instrument_reading_is_checked_only_for_claims_that_read_the_instrument():
+    cf = spec.load(CLAIMS / "ntk.toml")
+    by = {c.id: c for c in cf.claims}
+    exp = by["movement-w32"].experiment
+    every = [r.name for r in readings.select(exp, "full", ["all"])]
+    mine = [r.name for r in readings.select(exp, "full", ["all"], claim=by["movement-w32"])]
+    acc = [r.name for r in readings.select(exp, "full", ["all"], claim=by["test-acc-w32"])]
+    assert mine == every and "epochs=30,movement=weights" in every
+    assert acc == [n for n in every if "movement=" not in n]  # they would repeat the readings without them
+    rep = readings.repeated(by["test-acc-w32"].tiers["full"]["check"], exp, "full")
+    assert rep["epochs=30,movement=weights"] == "epochs=30" and rep["movement=layer_mean"] == "primary"
+    # the fit counts a left-out claim as under the reading it repeats
+    exp_ = {"target": 10.0, "rel_tol": 0.1, "why": "w"}
+    results = [result("a", "primary", "fail", 12.0, 10.0, exp_), result("a", "r1", "pass", 10.0, 10.0, exp_),
+               result("b", "primary", "pass", 1.0, 1.0), result("b", "r1", "pass", 1.0, 1.0),
+               result("b", "r1,mv", "pass", 1.5, 1.0)]
+    rows = {r["reading"]: r for r in readings.fit(results, {("claims/x.toml", "a"): {"r1,mv": "r1"}})}
+    assert rows["r1,mv"]["n"] == 2 and rows["r1,mv"]["missing"] == 0
+    assert rows["r1,mv"]["sum_sq"] == pytest.approx(0.25, rel=1e-9)
+    assert readings.fit(results)[-1]["reading"] == "r1,mv"  # without it: a claim missing
+
+
 def test_plan_lists_readings_beyond_the_primary_runs(capsys):
     seen = keys(experiment("ntk.toml", "ntk_mlp"), "full") | keys(experiment("batch_size.toml", "bs_sweep"), "full")
     rows = plan_readings(CLAIMS, "full", seen)
@@ -416,6 +438,8 @@ def test_an_inconclusive_reading_neither_holds_nor_fails():
     c = readings.classify({"primary": "pass", "epochs=20": "inconclusive"})
     assert c["class"] == "undecided" and c["undecided"] == ["epochs=20"]
     assert c["sentence"] == "undecided: holds under 1, fails under 0 of 2 readings tried; inconclusive under 1: epochs=20"
+    c = readings.classify({"primary": "inconclusive", "epochs=20": "fail"})
+    assert c["class"] == "undecided" and c["sentence"].startswith("holds under none of 2 readings tried")
     c = readings.classify({"primary": "pass", "epochs=20": "fail", "epochs=80": "inconclusive"})
     assert c["class"] == "some" and c["sentence"].endswith("; inconclusive under 1: epochs=80")
     assert readings.classify({"primary": "pass", "epochs=20": "pass"})["class"] == "every"

@@ -6,7 +6,8 @@ validation, evaluation, words, unit), checks (checks.py, which dispatches to the
 statistics over seeds (stats.py), a claim's result record (results.py), the pytest plugin
 (plugin.py, the `pytest11` entry point) and the report (report.py assembles it from words.py, a
 claim's words; figures.py, the figures' data; plans.py, what experiments train and cost;
-findings.py, the answer in words; trained.py, where the runs were made; svg.py draws the figures;
+findings.py, the answer in words; answer.py, the sentence and the verdict per section; misses.py,
+what a failing headline measured; trained.py, where the runs were made; svg.py draws the figures;
 fmt.py writes numbers and units).
 
 May import: harness.execute (to plan and train), harness.runs (to read cached runs) and

@@ -7,7 +7,10 @@ are named. Calibration claims (another paper's results, r["source"] set) are ans
 Generated from the verdicts; nothing here is written for one run's numbers."""
 from __future__ import annotations
 
+import re
 from collections import defaultdict
+
+from .misses import miss_text
 
 MISS = ("fail", "diverged")
 DECIDED = ("pass", "fail", "diverged")
@@ -108,7 +111,26 @@ def section_line(sec: dict, claims: list, heads: dict, changes: list) -> dict:
                            "paper": r.get("paper_text") or r.get("paper"), "measured": evidence(r)} for r in hs]}
 
 
-def reading_changes(claims: list, readings_doc: dict) -> dict:
+def fit_words(row: dict, claims: list = ()) -> str:
+    """A fit's sum with its largest term's share (a sum one claim dominates says little of the
+    others), and that claim's tolerance unit where its result is among `claims`."""
+    text = f"{row['sum_sq']:.3g}"
+    if row.get("largest") and row["sum_sq"] > 0:
+        cid, z = row["largest"][0]
+        r = next((r for r in claims if r["id"] == cid and r.get("vs_paper") and z), None)
+        unit = (f" units of {abs(r['vs_paper']['d'] / z):.2g} {'pp' if r.get('unit') == '%' else r.get('unit', '')}"
+                .rstrip() if r else "")
+        text += f" ({100 * z * z / row['sum_sq']:.0f}% of it {cid}, at {z:+.2f}{unit})".replace("at -", "at −")
+    return text
+
+
+def outside_words(reading: str, outside: dict) -> str:
+    """'; epochs=20 lies outside the stated 60-80 epochs (IV-D)' for a reading's values beyond
+    what the paper states ('' where none is)."""
+    return "".join(f"; {pair} lies outside {outside[pair]}" for pair in reading.split(",") if pair in outside)
+
+
+def reading_changes(claims: list, readings_doc: dict, exp_docs: dict | None = None) -> dict:
     """Per experiment[tier], the sentences on readings that were run and change a verdict: the
     readings under which claims failing under the primary pass, and the best fit to the paper."""
     out = defaultdict(list)
@@ -144,18 +166,22 @@ def reading_changes(claims: list, readings_doc: dict) -> dict:
         text = (f"readings run for {exp.split('[')[0]} ({len(ran[exp])}): " + "; ".join(parts)
                 + f", against {p['pass']} of {sum(p[v] for v in EVALUATED)} under the primary")
         if fit and prim and not fit[0]["primary"]:
-            text += (f"; best fit to the paper's numbers: {fit[0]['reading']} (sum of squared misses "
-                     f"{fit[0]['sum_sq']:.3g} tolerance units against {prim['sum_sq']:.3g} for the primary)")
+            outside = ((exp_docs or {}).get(exp) or {}).get("outside") or {}
+            text += (f"; best fit to the paper's numbers: {fit[0]['reading']}, sum of squared misses in tolerance "
+                     f"units {fit_words(fit[0])}, against {fit_words(prim, failing[exp])} for the primary"
+                     + outside_words(fit[0]["reading"], outside))
         out[exp].append(text)
     return dict(out)
 
 
-def answer(sections: list, readings_doc: dict) -> dict:
-    """{'sentence', 'sections': [section lines], 'headlines': [...]} for the paper's claims (the
-    sections given exclude calibration claims)."""
+def answer(sections: list, readings_doc: dict, exp_docs: dict | None = None, calib: dict | None = None) -> dict:
+    """{'sentence', 'misses': [what each failing headline measured, misses.miss_text], 'lines':
+    [the context lines after it, each {'text', 'anchor'}: the calibration's; a further tier's
+    verdicts join here], 'sections': [section lines], 'headlines': [...]} for the paper's claims
+    (the sections given exclude calibration claims; `calib` is `calibration`'s block)."""
     claims = [r for sec in sections for g in sec["groups"] for r in g["claims"]]
     heads = heads_of(claims)
-    changes = reading_changes(claims, readings_doc)
+    changes = reading_changes(claims, readings_doc, exp_docs)
     lines = []
     for sec in sections:
         mine = [r for g in sec["groups"] for r in g["claims"]]
@@ -174,23 +200,39 @@ def answer(sections: list, readings_doc: dict) -> dict:
         lead = "Yes" if not hf and not hw and not hi else "No" if not hp else "Partly"
         parts = [f"{len(hp)} of the paper's {len(hs)} headline claims reproduce"]
         if hf:
-            parts.append(f"{len(hf)} do{'es' if len(hf) == 1 else ''} not ("
-                         + "; ".join(_short(r["statement"]) for r in hf) + ")")
+            parts.append(f"{len(hf)} do{'es' if len(hf) == 1 else ''} not")
         if hi:
             parts.append(f"{len(hi)} {'is' if len(hi) == 1 else 'are'} inconclusive")
         if hw:
             parts.append(f"{len(hw)} {'has' if len(hw) == 1 else 'have'} not run yet")
         sentence = f"{lead}: " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] + "."
-    return {"sentence": sentence, "sections": lines,
+    exp_docs = exp_docs or {}
+    misses = [{"id": r["id"], "anchor": r["anchor"], "section": r["section"],
+               "text": miss_text(r, claims, readings_doc, exp_docs.get(f"{r['experiment']}[{r['tier']}]"))} for r in hf]
+    return {"sentence": sentence, "misses": misses, "lines": [calibration_line(calib)] if calib else [],
+            "sections": lines,
             "headlines": [{"id": r["id"], "anchor": r["anchor"], "section": r["section"], "statement": r["statement"],
                            "verdict": r["verdict"], "paper": r.get("paper_text") or "—", "evidence": evidence(r),
                            "measured": (r.get("measured_text") or {}).get("value") or "—"}
                           for r in sorted(hs, key=lambda r: r["verdict"] == "pass")]}
 
 
-def calibration(claims: list) -> dict | None:
+def calibration_line(cal: dict) -> dict:
+    """The calibration as one line of the answer, linked to its section."""
+    if not cal["evaluated"]:
+        return {"text": cal["sentence"], "anchor": "calibration", "link": "Calibration"}
+    u = cal["inconclusive"]
+    return {"anchor": "calibration", "link": "Calibration",
+            "text": (f"Before these verdicts, the harness reproduced {cal['pass']} of {cal['evaluated']} results of "
+                     f"{len(cal['sources'])} other papers through the same code ("
+                     + (f"{len(cal['misses'])} missed" if cal["misses"] else "none missed")
+                     + (f", {u} inconclusive" if u else "") + ").")}
+
+
+def calibration(claims: list, runs: dict | None = None) -> dict | None:
     """The calibration block: claims that reproduce another paper's results (r["source"] set),
-    counted apart from this paper's; None when there are none."""
+    counted apart from this paper's, and per claim file its runs (`runs`: {file: {'runs',
+    'seconds', 'provenance'}}); None when there are none."""
     if not claims:
         return None
     ev = [r for r in claims if r["verdict"] in EVALUATED]
@@ -210,13 +252,32 @@ def calibration(claims: list) -> dict | None:
     return {"sentence": sentence, "n": len(claims), "evaluated": len(ev),
             "pass": sum(r["verdict"] == "pass" for r in ev), "sources": sources,
             "validates": {r["source"]: r["validates"] for r in claims if r.get("validates")},
-            "claims": [_calibration_row(r) for r in claims]}
+            "misses": [r["id"] for r in ev if r["verdict"] in MISS],
+            "inconclusive": sum(r["verdict"] == "inconclusive" for r in ev),
+            "claims": [_calibration_row(r) for r in claims],
+            "files": [{"file": f, "source": next(r["source"] for r in claims if r["file"] == f),
+                       **((runs or {}).get(f) or {"runs": 0, "seconds": 0.0, "provenance": {}})}
+                      for f in dict.fromkeys(r["file"] for r in claims)],
+            "runs": sum(c["runs"] for c in (runs or {}).values()),
+            "seconds": sum(c["seconds"] for c in (runs or {}).values())}
+
+
+def stated(r: dict) -> bool | None:
+    """Whether the source states the claim's paper value as a number (it is in the source's quoted
+    words, e.g. 21.1, 2.51) rather than our reading of its words or a value derived from them (0.62
+    for '38% earlier', 1.126 the ratio of our step sizes); None where there is no paper value."""
+    v = r.get("paper_value")
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    return re.search(rf"(?<![\d.]){re.escape(f'{v:g}')}(?![\d])", r.get("paper") or "") is not None
 
 
 def _calibration_row(r: dict) -> dict:
-    """One row of the calibration table: the source's value, the band, the estimate with its CI."""
+    """One row of the calibration table: the source's value (stated by it or our reading of its
+    words), the band (ours, where its `why` says so), the estimate with its CI."""
     mt = r.get("measured_text") or {}
-    return {"id": r["id"], "source": r["source"], "statement": r["statement"],
+    return {"id": r["id"], "source": r["source"], "statement": r["statement"], "stated": stated(r),
+            "band_ours": (r.get("why") or "").startswith("Ours"), "why": r.get("why") or "",
             "paper": r.get("paper_text") or r.get("paper") or "—", "expected": r.get("expected_text") or "—",
             "measured": mt.get("value") or "—", "ci": mt.get("ci") or "", "n": mt.get("n"),
             "verdict": r["verdict"], "file": r["file"]}

@@ -13,7 +13,7 @@ from . import stats
 from .fmt import AXES, metric_label, num
 from .kinds import kind, tolerance_position
 from .kinds.common import _matches, groups
-from .svg import axis_label
+from .svg import LINE_WORDS, axis_label
 
 
 def _apart_label(cfg: dict, plot: dict, optimizer: str) -> str | None:
@@ -109,6 +109,23 @@ def paper_points(plot: dict, claims: list) -> list:
     return out
 
 
+def bounds(plot: dict, claims: list) -> list:
+    """The one-sided bounds of claims over several plotted configurations (a claim of type `all`:
+    "every MLP from width 32 reaches 100%", checked as >= 99.95 at each width): drawn as a line
+    at the bound across those configurations, since no one point carries the paper's value."""
+    out = []
+    for r in claims:
+        c, e = r["check"], r.get("expect") or {}
+        if kind(c).paper_points != "each" or c["metric"] not in plot["y"] or ("min" in e) == ("max" in e):
+            continue
+        xs = sorted(pt["x"] for s in plot["series"] if s["metric"] == c["metric"] for pt in s["points"]
+                    if _matches(pt["config"], c.get("where") or {}))
+        if len(xs) > 1:
+            out.append({"metric": c["metric"], "x": [xs[0], xs[-1]], "value": e.get("min", e.get("max")),
+                        "side": "≥" if "min" in e else "≤", "claim": r["id"], "verdict": r["verdict"]})
+    return out
+
+
 def _band(e: dict) -> list | None:
     """The claim's expected band [lo, hi] where it is two-sided (target ± tolerance, or min and
     max), drawn behind the paper's value; None for a one-sided bound."""
@@ -165,11 +182,17 @@ def _plot_text(p: dict, first: dict) -> dict:
     caption = f"{first['section']} · {first['title']}: {yl} against {xl}, {setup} ({p['tier']} tier)"
     legend = f"Points: mean over {n} seeds (small dots: each seed), bars: 95% {p['interval']} CI."
     if p["paper"]:
-        legend += (" Open diamonds: the paper's values" + (", the shaded bar behind one its claim's tolerance band"
+        legend += (" Open diamonds: the paper's values" + (", the shaded bar behind one: its claim's tolerance band"
                    if any(pp.get("band") for pp in p["paper"]) else "")) + (
             " (for the paper's full-scale setup; this tier is smaller)." if p["tier"] != "full" else ".")
     else:
         legend += " No claim of this experiment gives a paper value on these axes."
+    for b in p.get("bounds", []):
+        legend += (f" Dotted line: {b['claim']}'s bound, {metric_label(b['metric'])[0]} {b['side']} {b['value']:g} "
+                   f"at every {xl} from {b['x'][0]:g} to {b['x'][1]:g} ({b['verdict']}).")
+    if len(p["y"]) > 1:
+        legend += " Each metric has its own marker and line style (" + ", ".join(
+            f"{metric_label(m)[0]}: {w}" for m, w in zip(p["y"], LINE_WORDS)) + ")."
     shared = Counter((s["metric"], pt["x"]) for s in p["series"] for pt in s["points"])
     if any(n > 1 for n in shared.values()):
         legend += f" Series that share a {xl} are drawn slightly side by side."

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 
 from .fmt import metric_label
 from .kinds import kind
-from .plans import pflop_text
+from .plans import duration, pflop_text
 from .answer import heads_of, moot
 from .words import type_words
 
@@ -126,12 +126,19 @@ def findings(sections: list, exps: dict, readings_doc: dict, total: dict | None 
         runs = sum((e["missing"] or {}).get("runs", 0) for e in waiting)
         if total is not None:  # a run two experiments share counts once
             pf, runs = total["pflop"], total["runs"]
-        overall.append(f"{_plural(sum(e['verdicts']['not run'] for e in waiting), 'claim')} in "
-                       f"{_plural(len(waiting), 'experiment')} have not run: {_plural(runs, 'run')} to train"
-                       + (f", {pflop_text(pf)}" if pf else "") + " (commands below).")
+        est = (total or {}).get("estimate")
+        n_waiting = sum(e['verdicts']['not run'] for e in waiting)
+        not_run = (f"{_plural(n_waiting, 'claim')} in {_plural(len(waiting), 'experiment')} "
+                   f"ha{'s' if n_waiting == 1 else 've'} not run: {_plural(runs, 'run')} to train"
+                   + (" (a ticket chain's pruning rounds counted as runs, a run two experiments share once)"
+                      if total is not None else "")
+                   + (f", {pflop_text(pf)}" if pf else "")
+                   + (f"; about {duration(est['s'])} of GPU training, estimated at {est['rate']}" if est else "") + ".")
+        overall.append(not_run)
+        out_not_run = not_run
     if tv["error"] + fv["error"]:
         overall.append(f"{_plural(tv['error'] + fv['error'], 'claim')} could not be evaluated (error).")
-    out = {"overall": overall, "sections": []}
+    out = {"overall": overall, "sections": [], "not_run": out_not_run if waiting else ""}
     described = set()  # experiments whose readings are already told (a control section reuses them)
     for sec in sections:
         mine = [r for g in sec["groups"] for r in g["claims"]]

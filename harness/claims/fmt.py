@@ -11,7 +11,9 @@ METRICS = {"train_acc": ("train accuracy", "%"), "test_acc": ("test accuracy", "
            "test_loss": ("test loss", ""), "movement": ("relative parameter movement", ""),
            "hessian_top": ("top Hessian eigenvalue", ""), "hessian_residual": ("Hessian residual", ""),
            "params": ("parameters", ""), "steps": ("optimiser steps", ""), "wall_s": ("training time", "s"),
-           "epochs_run": ("epochs", "")}
+           "epochs_run": ("epochs", ""), "pm": ("weights remaining (Pm)", "%"),
+           "early_stop_test_acc": ("test accuracy at early stopping", "%"),
+           "early_stop_step": ("early-stopping iteration", ""), "sharpness_final": ("final sharpness", "")}
 
 
 AXES = {"width": "width", "batch_size": "batch size", "remaining": "fraction of weights remaining"}
@@ -19,6 +21,8 @@ AXES = {"width": "width", "batch_size": "batch size", "remaining": "fraction of 
 
 def metric_label(metric: str) -> tuple:
     """(readable name, unit) of a metric."""
+    if metric.startswith("sharpness_ratio_"):  # the sharpness in units of the threshold 2/eta
+        return f"sharpness / (2/η), {metric[len('sharpness_ratio_'):].replace('_', ' ')}", "× 2/η"
     if metric.startswith("perturb_"):
         return f"relative train-loss rise at σ = {metric[len('perturb_'):]}", ""
     return METRICS.get(metric, (metric.replace("_", " "), ""))
@@ -43,6 +47,14 @@ def num(v, decimals=None, digits: int = 4) -> str:
             return f"{m}×10{str(int(e)).translate(str.maketrans('-0123456789', '⁻⁰¹²³⁴⁵⁶⁷⁸⁹'))}"
         decimals = decimals_for(v, digits)
     return f"{v:,.{decimals}f}"
+
+
+def given(v) -> str:
+    """A number as a claim file gives it (a band's edge, a target, a tolerance): its own digits,
+    no trailing zeros added (0.05, not 0.05000), thousands separated."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return f"{int(v):,}"
+    return f"{v:,.10g}" if isinstance(v, (int, float)) else str(v)
 
 
 def with_unit(s: str, unit: str) -> str:

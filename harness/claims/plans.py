@@ -151,7 +151,11 @@ def experiments(results: list, files: dict, measured_s: dict) -> dict:
                             "measured_s": measured_s.get(key),
                             "notes": r.get("experiment_notes") or "", "tried": {},
                             "reads": None if reads[key] is None else list(reads[key]),
-                            "declared": r.get("readings_declared") or {}}
+                            "declared": r.get("readings_declared") or {},
+                            # reading values beyond what the paper states: {"epochs=20": what it states}
+                            "outside": {f"{p.name}={readings.format_value(v['value'])}": v["outside"]
+                                        for p in (exp.reading_params.values() if exp is not None else ())
+                                        for v in p.values if v.get("outside")}}
         e["verdicts"][r["verdict"]] += 1
         e["claims"].append(r["anchor"])
         if r["verdict"] == "not run":
@@ -175,29 +179,63 @@ def pflop_text(pflop: float) -> str:
 
 def missing_total(exps: dict, files: dict) -> dict:
     """What the experiments with claims not run still train, every run counted once however many
-    experiments share it (a control that reuses a sweep's runs adds none): {'runs', 'pflop',
-    'shared'} (shared: the runs two waiting experiments both count). An experiment missing only some
-    of its runs adds its own estimate (which of them are missing is not known here)."""
+    experiments share it (a control that reuses a sweep's runs adds none), a ticket chain's pruning
+    rounds counted as runs as their PFLOP are: {'runs', 'pflop', 'shared'} (shared: the runs two
+    waiting experiments both list). Each experiment's `missing` gains 'trains' (its runs to train,
+    pruning rounds included), 'new' (those no earlier row lists) and 'shared_with'. An experiment
+    missing only some of its runs adds its own estimate (which of them are missing is not known)."""
     from ..runs import keys as run_keys
     from ..runs import expand as ex
-    seen, runs, pflop, listed = set(), 0, 0.0, 0
+    seen, runs, pflop, listed = {}, 0, 0.0, 0
     for e in exps.values():
         m = e.get("missing")
         if not m or not e["verdicts"].get("not run"):
             continue
-        listed += m["runs"]
         cf = files.get(e["file"])
         exp = cf.experiments.get(e["experiment"]) if cf else None
         if exp is None or not m.get("all"):
-            runs, pflop = runs + m["runs"], pflop + m.get("pflop", 0.0)
+            m.update(trains=m["runs"], new=m["runs"], shared_with=[])
+            listed, runs, pflop = listed + m["runs"], runs + m["runs"], pflop + m.get("pflop", 0.0)
             continue
         reads = None if e.get("reads") is None else tuple(e["reads"])
-        dense = len(ex.expand(exp, e["tier"], "cuda", None, reads))
+        dense, trains, new, shared = len(ex.expand(exp, e["tier"], "cuda", None, reads)), 0, 0, set()
         for i, cfg in enumerate(ex.training_runs(exp, e["tier"], reads=reads)):
             key = run_keys.run_key(cfg) if exp.procedure == "train" or i < dense else None
+            trains += 1
             if key is not None and key in seen:
+                shared.add(seen[key])
                 continue
-            seen.add(key)
-            runs += i < dense or exp.procedure == "train"
+            if key is not None:
+                seen[key] = e["experiment"]
+            new += 1
             pflop += ex.training_cost(cfg)["flops"] / 1e15
+        m.update(trains=trains, new=new, shared_with=sorted(shared))
+        listed, runs = listed + trains, runs + new
     return {"runs": runs, "pflop": pflop, "shared": listed - runs}
+
+
+def gpu_estimates(exps: dict, devices: dict) -> dict:
+    """{experiment[tier]: {'s', 'rate'}}: the training time of each experiment's missing runs,
+    estimated from the throughput measured on a GPU (PFLOP per second of recorded training time)
+    by an experiment of the same model and dataset whose primary runs were all trained on one GPU
+    (`devices`: {experiment[tier]: its primary runs' devices}); labelled as an estimate."""
+    rates = {}
+    for k, e in exps.items():
+        plan, dev = e.get("plan") or {}, sorted(devices.get(k) or [])
+        if e.get("measured_s") and plan.get("pflop") and len(dev) == 1 and not dev[0].startswith("cpu") \
+                and not e.get("missing"):
+            rates.setdefault((plan["model"], plan["dataset"]), {
+                "pflop_s": plan["pflop"] / e["measured_s"], "experiment": e["experiment"], "device": dev[0],
+                "text": f"{e['experiment']}'s measured rate: {pflop_text(plan['pflop'])} in {e['measured_s']:,.0f} s "
+                        f"on {dev[0]}"})
+    out = {}
+    for k, e in exps.items():
+        plan, m = e.get("plan") or {}, e.get("missing") or {}
+        rate = rates.get((plan.get("model"), plan.get("dataset")))
+        if rate and m.get("pflop"):
+            out[k] = {"s": m["pflop"] / rate["pflop_s"], "rate": rate["text"], "device": rate["device"]}
+    return out
+
+
+def duration(s: float) -> str:
+    return f"{s / 3600:.1f} h" if s >= 5400 else f"{s / 60:.0f} min" if s >= 90 else f"{s:.0f} s"

@@ -187,7 +187,7 @@ class ClaimsFile(pytest.File):
         for claim in cf.claims:
             exp = claim.experiment
             for tier in claim.tiers:
-                for reading in readings.select(exp, tier, st.readings, st.readings_matched):
+                for reading in readings.select(exp, tier, st.readings, st.readings_matched, claim):
                     yield ClaimItem.from_parent(self, name=f"{claim.id}[{node_suffix(tier, reading)}]",
                                                 claim=claim, tier=tier, experiment=exp, claim_file=cf,
                                                 reading=reading)

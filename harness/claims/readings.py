@@ -164,8 +164,9 @@ def parse(t, exp, path) -> None:
         seen = []
         for i, v in enumerate(p.values):
             vf = f"{fld}values[{i}]"
-            _keys(v, {"value", "why", "primary", "smoke", "set"}, {"value", "why"}, path, where, vf + ".")
+            _keys(v, {"value", "why", "primary", "smoke", "set", "outside"}, {"value", "why"}, path, where, vf + ".")
             _typed(v["why"], str, path, where, vf + ".why")
+            _typed(v.get("outside", ""), str, path, where, vf + ".outside")
             for flag in ("primary", "smoke"):
                 _typed(v.get(flag, False), bool, path, where, f"{vf}.{flag}")
             _check_reading_value(p, exp, v["value"], path, where, vf + ".value")
@@ -223,10 +224,11 @@ def _check_primary_is_today(exp, path, where) -> None:
                                          f"({sorted(map(str, today))})")
 
 
-def select(exp, tier, selection, matched=None) -> list:
+def select(exp, tier, selection, matched=None, claim=None) -> list:
     """The readings of `exp` in `tier` that --readings selects: the primary always; every one with
     'all'; otherwise those whose changed values are all among the NAME=VALUE pairs (those pairs
-    are added to `matched`)."""
+    are added to `matched`). Given a claim, a reading that changes only an instrument the claim
+    does not read is left out where the reading it reduces to is selected (it would repeat it)."""
     out = []
     for r in exp.readings(tier):
         pairs = {f"{p}={format_value(v)}" for p, v in r.changed}
@@ -234,8 +236,24 @@ def select(exp, tier, selection, matched=None) -> list:
             out.append(r)
             if matched is not None:
                 matched |= pairs
-    return out
+    if claim is None:
+        return out
+    names, rep = {r.name for r in out}, repeated(claim.tiers[tier]["check"], exp, tier)
+    return [r for r in out if rep.get(r.name) not in names]
 
+
+def repeated(check: dict, exp, tier: str) -> dict:
+    """{reading: the reading it repeats} for a claim with this `check`: a reading that changes an
+    option of an instrument whose metrics the check does not read (e.g. movement's definition for
+    a test-accuracy claim) repeats the reading without that change."""
+    metric, out = check.get("metric"), {}
+    for r in exp.readings(tier) if metric is not None else ():
+        inst = exp.resolved(tier, r)["instruments"]
+        unread = {name for name, _ in r.changed if (t := exp.reading_params[name].target)[0] == "instruments"
+                  and metric not in INSTRUMENTS[t[1]].metrics(inst[t[1]])}
+        if unread:
+            out[r.name] = reading_name(tuple(c for c in r.changed if c[0] not in unread))
+    return out
 
 
 # ----------------------------------------------------------------------------------- judging
@@ -276,8 +294,9 @@ def classify(verdicts: dict) -> dict:
         cls, sentence = "some", f"{HOLDS_SOME} ({len(holding)} of {len(tried)}): {', '.join(holding)}{tail}"
     elif undecided:
         cls = UNDECIDED
-        sentence = (f"undecided: holds under {len(holding)}, fails under {len(failing)} of {len(tried)} readings "
-                    f"tried{tail}")
+        sentence = (f"holds under none of {len(tried)} readings tried, undecided: fails under {len(failing)}{tail}"
+                    if not holding else f"undecided: holds under {len(holding)}, fails under {len(failing)} of "
+                                        f"{len(tried)} readings tried{tail}")
     elif holding:
         cls, sentence = "every", f"{HOLDS_EVERY} ({len(tried)})"
     else:
@@ -297,28 +316,38 @@ def tolerance_units(result: dict):
     return None if t is None else t["z"]
 
 
-def fit(results: list) -> list:
+def fit(results: list, repeats: dict | None = None) -> list:
     """Readings of one experiment in one tier ranked by the sum of squared misses of its claims'
     paper values in tolerance units (`tolerance_units`). Readings missing a claim that others
-    have rank after the complete ones. Rows: reading, n, sum_sq, rms, passes, missing, primary."""
+    have rank after the complete ones; a claim `select` left out under a reading because it would
+    repeat another (`repeats`: {(file, id): {reading: the reading it repeats}}) counts as under that
+    one. Rows: reading, n, sum_sq, rms, passes, missing, primary, largest (its two largest terms,
+    (claim id, z))."""
     by = defaultdict(dict)
     for r in results:
         z = tolerance_units(r)
         if z is not None:
             by[reading_id(r)][(r["file"], r["id"])] = (z, r["verdict"])
+    for c, rep in (repeats or {}).items():  # a claim left out under a reading that would repeat another
+        for name, base in rep.items():  # counts as under that one
+            if name in by and c not in by[name] and c in by.get(base, {}):
+                by[name][c] = by[base][c]
     claims = set().union(*by.values()) if by else set()
     rows = []
     for reading, zs in by.items():
         sum_sq = sum(z * z for z, _ in zs.values())
         rows.append({"reading": reading, "n": len(zs), "sum_sq": sum_sq, "rms": math.sqrt(sum_sq / len(zs)),
                      "passes": sum(v == "pass" for _, v in zs.values()), "missing": len(claims - set(zs)),
-                     "primary": reading == PRIMARY})
+                     "primary": reading == PRIMARY,
+                     # its largest terms: (claim id, z), the claims that weigh most in the sum
+                     "largest": [(c[1], z) for c, (z, _) in sorted(zs.items(), key=lambda kv: -kv[1][0] ** 2)[:2]]})
     return sorted(rows, key=lambda r: (r["missing"], r["sum_sq"], r["reading"]))
 
 
-def table(results: list) -> dict:
+def table(results: list, repeats: dict | None = None) -> dict:
     """The readings part of the report: per claim (key FILE::ID[TIER]) a row per reading and its
-    classification; per section, the claims in each class; per experiment[tier], the fit."""
+    classification; per section, the claims in each class; per experiment[tier], the fit
+    (`repeats`: {(file, id, tier): {reading: the reading it repeats}}, see `fit`)."""
     claims, by_exp, walls = {}, defaultdict(list), {}
     for r in sorted(results, key=lambda r: reading_id(r) != PRIMARY):
         walls.update(r.get("run_wall_s") or {})  # (report.build gives the primary results without theirs)
@@ -341,7 +370,8 @@ def table(results: list) -> dict:
                          f"reading tried, {len(s['some'])} hold only under some, {len(s['none'])} fail under "
                          f"every reading tried" + (f", {len(s[UNDECIDED])} undecided (inconclusive under a reading)"
                                                    if s[UNDECIDED] else ""))
-    fits = {k: fit(v) for k, v in by_exp.items() if len({reading_id(r) for r in v}) > 1}
+    fits = {k: fit(v, {c[:2]: m for c, m in (repeats or {}).items() if c[2] == v[0]["tier"]})
+            for k, v in by_exp.items() if len({reading_id(r) for r in v}) > 1}
     for c in claims.values():
         rows = fits.get(f"{c['experiment']}[{c['tier']}]")
         c["best_fit"] = rows[0] if rows else None

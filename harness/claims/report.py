@@ -20,23 +20,25 @@ and units formatted in harness/claims/fmt.py, and readings judged in harness/cla
 from __future__ import annotations
 
 import copy
+import os
 import datetime
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import jinja2
+import markupsafe
 
 from ..runs.strict_json import dumps
 from . import prereg, readings, summary_md
 from .answer import answer, calibration
 from .findings import EVALUATED, VERDICTS, findings
-from .figures import _plot_text, forest_left_out, forest_rows, interval_names, merged, paper_points
+from .figures import _plot_text, bounds, forest_left_out, forest_rows, interval_names, merged, paper_points
 from .fmt import num
 from .kinds import kind
-from .plans import _load_claim_files, experiments, missing_total, pflop_text
+from .plans import _load_claim_files, duration, experiments, gpu_estimates, missing_total, pflop_text
 from .svg import COLOURS, MARKER_WORDS, forest_svg, plot_svg
-from .trained import TRAINED_FIELDS, environment, provenance, trained_where
+from .trained import TRAINED_FIELDS, environment, provenance, short_commit, trained_where
 from .words import annotate
 
 
@@ -99,9 +101,11 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         runs.update({k: v for k, v in (r.get("run_provenance") or {}).items() if v or k not in runs})
     files = _load_claim_files(results)
     exps = experiments(results, files, {k: sum(v.values()) for k, v in per_experiment.items() if v})
+    cal_runs = defaultdict(lambda: {"walls": {}, "prov": {}})  # per calibration file: its runs, once each
     for r in calib:
         r["anchor"] = slug("cal", Path(r["file"]).stem, r["id"], r["tier"])
-        r.pop("run_wall_s", None), r.pop("run_provenance", None)
+        cal_runs[r["file"]]["walls"].update(r.pop("run_wall_s", None) or {})
+        cal_runs[r["file"]]["prov"].update({k: v for k, v in (r.pop("run_provenance", None) or {}).items() if v})
         r["training_free"] = False
         annotate(r, (r.get("plot") or {}).get("model"))
     for r in results:
@@ -139,6 +143,9 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
     for key, p in plots.items():
         mine = [r for r in results if f"{r['experiment']}[{r['tier']}]" == key]
         p["paper"] = paper_points(p, mine)
+        p["bounds"] = bounds(p, mine)
+        p["runs"] = sum(pt["n"] for s in p["series"] if s["metric"] == p["y"][0] for pt in s["points"]) + \
+            sum(a["n"] for a in p["apart"] if a["metric"] == p["y"][0])  # the runs the figure plots
         p.update(_plot_text(p, mine[0]))
     for sec in sections:
         sec["counts"] = dict(sec["counts"])
@@ -155,7 +162,10 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         plan = e["plan"] or {}
         for x in plan.get("readings", []):
             x["tried"] = e["tried"].get(x["name"])
-    readings_doc = readings.table(results + reading_results)
+    readings_doc = readings.table(results + reading_results, {
+        (r["file"], r["id"], r["tier"]): readings.repeated(r["check"], files[r["file"]].experiments[r["experiment"]],
+                                                           r["tier"])
+        for r in results if files.get(r["file"]) and r["experiment"] in files[r["file"]].experiments})
     forest = forest_rows(results)
     anchors = {}
     for sec in sections:
@@ -166,6 +176,16 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         if e["missing"] and "pflop" in e["missing"]:
             e["missing"]["pflop_text"] = pflop_text(e["missing"]["pflop"])
     waiting = [e for e in exps.values() if e["verdicts"].get("not run")]
+    missing = missing_total(exps, files)
+    estimates = gpu_estimates(exps, {f"{k[0]}[{k[1]}]": v.get(readings.PRIMARY, ())
+                                     for k, v in devices.items()})
+    for k, est in estimates.items():
+        exps[k]["gpu_estimate"] = est
+    if waiting and all(e.get("gpu_estimate") for e in waiting) and \
+            len({e["gpu_estimate"]["rate"] for e in waiting}) == 1:  # one measured rate: the total at it
+        e0 = waiting[0]
+        missing["estimate"] = {**e0["gpu_estimate"],
+                               "s": missing["pflop"] / e0["missing"]["pflop"] * e0["gpu_estimate"]["s"]}
     # training time: every run on the page once, the other readings' runs included
     walls = dict(recorded)
     for r in reading_results:
@@ -181,12 +201,13 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
             "training_seconds": {k: sum(v.values()) for k, v in per_experiment.items() if v},
             "training_seconds_total": sum(walls.values()),
             "training_seconds_primary": sum(recorded.values()),
-            "missing_total": missing_total(exps, files),
+            "missing_total": missing,
             "claims": results, "plots": plots, "forest": forest,
             "forest_left_out": forest_left_out(results, forest),
             "forest_interval": interval_names([row["interval"] for row in forest if row["interval"]]),
-            "experiments": exps, "findings": findings(sections, exps, readings_doc, missing_total(exps, files)),
-            "answer": answer(sections, readings_doc), "calibration": calibration(calib),
+            "experiments": exps, "findings": findings(sections, exps, readings_doc, missing),
+            "answer": answer(sections, readings_doc, exps, cal := calibration(calib, {f: {"runs": len(c["walls"]), "seconds": sum(c["walls"].values()),
+                                       "provenance": provenance(c["prov"])} for f, c in cal_runs.items()})), "calibration": cal,
             "waiting": waiting, "markers": MARKER_WORDS,
             "trained_where": trained_where(sections), "provenance_fields": list(TRAINED_FIELDS),
             "data_provenance": "shared/data/PROVENANCE.md",
@@ -210,12 +231,19 @@ def headline(doc: dict) -> str:
     return out
 
 
-def render(doc: dict) -> str:
+def render(doc: dict, base: str = "") -> str:
+    """The page; `base`: the path from the page's folder to the project root, for links to claim
+    files and parts ("" where the page is not written inside the project)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              undefined=jinja2.StrictUndefined)
     env.filters["num"] = num
     env.filters["slug"] = lambda s: slug(s)
+    env.filters["duration"] = duration
+    env.filters["commit"] = short_commit
+    # a reading's name ("epochs=30,input_norm=standard") may break after its commas, never mid-token
+    env.filters["wbr"] = lambda s: markupsafe.Markup(str(markupsafe.escape(s)).replace(",", ",<wbr>"))
+    env.filters["pflop"] = pflop_text
     env.globals["kind"] = kind
     svgs = {k: plot_svg(p, slug("fig", k)) for k, p in doc["plots"].items()}
     svgs_narrow = {k: plot_svg(p, slug("fig", k) + "-phone", narrow=True) for k, p in doc["plots"].items()}
@@ -224,7 +252,7 @@ def render(doc: dict) -> str:
     narrow = forest_svg(doc["forest"], "fig-forest-phone", title, narrow=True) if doc["forest"] else None
     return env.get_template("report.html.j2").render(doc=doc, svgs=svgs, svgs_narrow=svgs_narrow, forest=forest,
                                                      forest_narrow=narrow,
-                                                     headline=headline(doc))
+                                                     headline=headline(doc), base=base)
 
 
 def write(results: list, out_dir, wall_s: float, device: str = "cpu") -> tuple:
@@ -236,7 +264,9 @@ def write(results: list, out_dir, wall_s: float, device: str = "cpu") -> tuple:
     slim = {**doc, "sections": [{**sec, "groups": [{**g, "claims": [r["anchor"] for r in g["claims"]]}
                                                    for g in sec["groups"]]} for sec in doc["sections"]]}
     json_path.write_text(dumps(slim, indent=1))
-    html_path.write_text(render(doc))
+    root = Path.cwd().resolve()
+    base = Path(os.path.relpath(root, out.resolve())).as_posix() + "/" if root in out.resolve().parents else ""
+    html_path.write_text(render(doc, base))
     summary_md.write(doc, out)  # SUMMARY.md beside it (and the CI job summary where there is one)
     return json_path, html_path
 

@@ -49,7 +49,8 @@ validation) are harness/claims/kinds/. Schema (see claims/*.toml for real ones):
     values = [                          # two or more; exactly one primary; `why` required
       {value = 60, primary = true, why = "the low end of the stated range"},
       {value = 80, why = "the high end", smoke = true},  # smoke = true: also run in the smoke tier
-    ]
+      {value = 20, why = "...", outside = "the stated 60-80 epochs (IV-D)"},  # outside: a value beyond
+    ]                                   #   what the paper states, and what it states (the report says so)
     # A custom parameter (no run setting of its own) sets tier-body tables instead:
     #   values = [{value = "table", primary = true, why = "..."},
     #             {value = "linear", why = "...", set = {configs = [{batch_size = 32, lr = 0.0025}]}}]

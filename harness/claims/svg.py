@@ -22,6 +22,12 @@ MARKER_WORDS = {"pass": "● disc", "fail": "✖ cross", "inconclusive": "◆ di
                 "error": "■ square"}
 
 
+# per plotted metric (in plot.y order), its marker and line style, so that train and test do not
+# rest on colour alone
+METRIC_STYLES = (("o", "-"), ("s", "--"), ("^", ":"), ("v", "-."))
+LINE_WORDS = ("circles, solid", "squares, dashed", "triangles, dotted", "down-triangles, dash-dot")
+
+
 def axis_label(metrics: list) -> str:
     labels = [metric_label(m) for m in metrics]
     units = {u for _, u in labels}
@@ -146,16 +152,18 @@ def _plot_svg(plot: dict, uid: str, narrow: bool) -> str:
     for s in plot["series"]:
         pts = s["points"]
         err = [[p["mean"] - p["lo"] for p in pts], [p["hi"] - p["mean"] for p in pts]]
+        mk, ls = METRIC_STYLES[plot["y"].index(s["metric"]) % len(METRIC_STYLES)]
         on(s["metric"]).errorbar([xpos(s["name"], s["metric"], p["x"]) for p in pts], [p["mean"] for p in pts],
-                                 yerr=err, marker="o", ms=4, capsize=3, color=colour[s["name"]],
-                                 label=s["name"] + (" (right axis)" if s["metric"] in right else ""),
-                                 linestyle="--" if s["metric"] in right else "-")
+                                 yerr=err, marker=mk, ms=4, capsize=3, color=colour[s["name"]],
+                                 label=s["name"] + (" (right axis)" if s["metric"] in right else ""), linestyle=ls)
         if s["metric"] not in right:
             ys += [p["lo"] for p in pts] + [p["hi"] for p in pts]
-        for p in pts:  # each seed, small and faint beside its mean
+        for p in pts:  # each seed, small and faint, spread beside its mean (clear of the error bar)
             vals = p.get("values") or []
-            on(s["metric"]).plot([xpos(s["name"], s["metric"], p["x"])] * len(vals), vals, linestyle="none", marker=".",
-                    ms=3, alpha=0.45, color=colour[s["name"]])
+            at = xpos(s["name"], s["metric"], p["x"])
+            offs = [step * (0.45 + 0.5 * i / max(len(vals) - 1, 1)) for i in range(len(vals))]
+            on(s["metric"]).plot([at * math.exp(o) if plot["logx"] else at + o for o in offs], vals,
+                                 linestyle="none", marker=".", ms=3, alpha=0.55, color=colour[s["name"]])
     for a in plot["apart"]:
         ax2.errorbar([apart_labels.index(a["label"]) + offset(a["metric"])], [a["mean"]],
                      yerr=[[a["mean"] - a["lo"]], [a["hi"] - a["mean"]]], marker="s", ms=5, capsize=3,
@@ -176,6 +184,12 @@ def _plot_svg(plot: dict, uid: str, narrow: bool) -> str:
         target.plot([at], [pp["value"]], linestyle="none", marker="D", ms=7, mfc="none", mec=c, mew=1.5,
                     label=None if pp["metric"] in paper_metrics else f"paper: {metric_label(pp['metric'])[0]}")
         paper_metrics.append(pp["metric"])
+    for b in plot.get("bounds", []):  # a claim's bound over several configurations: a dotted line
+        c = metric_colour[b["metric"]]
+        on(b["metric"]).plot(b["x"], [b["value"]] * 2, linestyle=(0, (1, 1.5)), lw=2, color=c,
+                             label=f"{b['claim']}: {b['side']} {b['value']:g}")
+        if b["metric"] not in right:
+            ys.append(b["value"])
     if plot["logx"]:
         ax.set_xscale("log")
         xs = sorted({p["x"] for s in plot["series"] for p in s["points"]})
@@ -185,7 +199,7 @@ def _plot_svg(plot: dict, uid: str, narrow: bool) -> str:
     ax.set_xlabel(AXES.get(plot["x"], plot["x"]) + width)
     ax.set_ylabel(axis_label([m for m in plot["y"] if m not in right]))
     if axr is not None:
-        axr.set_ylabel(axis_label(right) + " (dashed)")
+        axr.set_ylabel(axis_label(right) + " (" + LINE_WORDS[plot["y"].index(right[0]) % len(LINE_WORDS)].split(", ")[1] + ")")
     ax.grid(alpha=0.3)
     if plot["logy"]:
         _log_y(ax, ys)

@@ -6,6 +6,12 @@ import platform
 
 from ..runs import provenance as run_provenance
 
+
+def short_commit(c: str) -> str:
+    """A commit as the report shows it: 10 hex digits, its -dirty mark kept."""
+    return c[:10] + ("-dirty" if c.endswith("-dirty") else "")
+
+
 PROVENANCE_FIELDS = ("device", "torch", "cuda", "commit")  # the report warns where an experiment's runs differ in these
 
 
@@ -75,7 +81,7 @@ def trained_where(sections: list) -> list:
                 setups.append({"values": {f: "none" for f in TRAINED_FIELDS}, "runs": pv["without"], "dates": [],
                                "sources": []})
             for i, c in enumerate(setups):
-                vals = {f: "not recorded" if v == "none" else (v[:10] if f == "commit" else v)
+                vals = {f: "not recorded" if v == "none" else (short_commit(v) if f == "commit" else v)
                         for f, v in c["values"].items()}
                 rows.append({"experiment": g["experiment"], "anchor": g["anchor"], "runs": c["runs"], "fields": vals,
                              "sources": c["sources"], "first": i == 0, "span": len(setups),

@@ -39,7 +39,7 @@ def deviation_text(r: dict) -> str:
     d = pos["delta"] if pos["delta"] is not None else pos["outside"]
     dec = None if float(m["value"]).is_integer() and float(d).is_integer() else decimals_for(m["value"])
     size = with_unit(("+" if d > 0 else "") + num(d, dec) if d else "0", unit)
-    if pos["delta"] is None:
+    if pos["delta"] is None:  # to the band's edge, unlike vs_paper's difference to the paper's value
         text = "inside the band" if not d else size + (" below the band" if d < 0 else " above the band")
     else:
         text = size + (f" ({100 * pos['rel']:+.1f}%)" if pos["rel"] is not None and d else "")
@@ -48,7 +48,7 @@ def deviation_text(r: dict) -> str:
     t = tolerance_position(r)  # the forest's unit, also for a one-sided band around the paper's value
     if t is not None:
         text += f", {t['z']:+.2f} tol"
-    return text
+    return text.replace("-", "−")  # minus signs, as vs_paper writes them
 
 
 def paper_text(r: dict) -> str:
@@ -66,8 +66,8 @@ def vs_paper(r: dict) -> dict | None:
             or not kind(r["check"]).band or not math.isfinite(m.get("value", math.nan)):
         return None
     d = m["value"] - pv
-    if r["unit"] == "%":
-        text = f"{d:+.1f} pp".replace("-", "−")
+    if r["unit"] == "%":  # to the measured value's precision (99.31 against 100: -0.69 pp)
+        text = f"{d:+.{min(decimals_for(m['value']), 2)}f} pp".replace("-", "−")
     elif pv:
         text = f"{100 * d / abs(pv):+.0f}%".replace("-", "−")
     else:

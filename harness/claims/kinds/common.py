@@ -9,7 +9,7 @@ import math
 
 from ...runs.expand import matches
 from .. import stats
-from ..fmt import num, with_unit
+from ..fmt import given, num, with_unit
 
 
 class SelectionError(ValueError):
@@ -295,15 +295,16 @@ class Kind:
         e, unit = r["expect"], r["unit"]
         u = "" if unit == "×" else unit
         lo, hi = _band(e)
-        if "target" in e:
+        if "target" in e:  # the claim file's numbers as it gives them; a band derived from them to 4 digits
             t = e["target"]
             if lo == hi:
-                return f"exactly {with_unit(num(t), u)}"
+                return f"exactly {with_unit(given(t), u)}"
             if "rel_tol" in e and "abs_tol" not in e:
-                return f"{with_unit(num(t), u)} ± {100 * e['rel_tol']:g}% (from {num(lo)} to {num(hi)})"
-            return f"{with_unit(num(t), u)} ± {with_unit(num(hi - t), 'pp' if u == '%' else u)}"
+                return f"{with_unit(given(t), u)} ± {100 * e['rel_tol']:g}% (from {num(lo)} to {num(hi)})"
+            tol = given(e["abs_tol"]) if "abs_tol" in e and "rel_tol" not in e else num(hi - t)
+            return f"{with_unit(given(t), u)} ± {with_unit(tol, 'pp' if u == '%' else u)}"
         if math.isinf(lo):
-            return f"at most {with_unit(num(hi), u)}"
+            return f"at most {with_unit(given(hi), u)}"
         if math.isinf(hi):
-            return f"at least {with_unit(num(lo), u)}"
-        return f"from {num(lo)} to {with_unit(num(hi), u)}"
+            return f"at least {with_unit(given(lo), u)}"
+        return f"from {given(lo)} to {with_unit(given(hi), u)}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import stats
-from ..fmt import metric_label, num, with_unit
+from ..fmt import decimals_for, metric_label, num, with_unit
 from .common import Kind, SelectionError, _max_needed, _sd, _undecided, _values, outcome
 
 
@@ -72,10 +72,12 @@ class Monotonic(Kind):
                        "at least 2 seeds per configuration are needed")
             elif needed is not None:
                 why += f"; about {needed} seeds per configuration would likely decide {'them' if len(cand) > 1 else 'it'}"
+        dec = decimals_for(max([abs(worst_point)] + ([abs(c) for c in est.ci if c == c] if steps else [])), 4)
         detail = (f"{metric} means over {over} {xs}: {[round(m, 4) for m in means]}; smallest step in the "
-                  f"{expect['direction']} direction {worst_point:.4g}"
-                  + (f" (95% CI [{est.ci[0]:.4g}, {est.ci[1]:.4g}])" if steps and all(c == c for c in est.ci) else "")
-                  + "; expected every step " + ("> 0 (strict)" if strict else f">= -{slack:g}"))
+                  f"{expect['direction']} direction {num(worst_point, dec)}"  # the step and its CI at one precision
+                  + (f" (95% CI [{num(est.ci[0], dec)}, {num(est.ci[1], dec)}])" if steps and all(c == c for c in est.ci)
+                     else "")
+                  + "; expected every step " + ("> 0 (strict)" if strict else f"≥ −{slack:g}"))
         return outcome(verdict, est, miss, needed, why, detail)
 
     def describe(self, check, expect):
