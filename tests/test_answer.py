@@ -154,6 +154,35 @@ def test_calibration_opens_the_report_apart_from_the_papers_counts(base, tmp_pat
     assert md.index("## Does the paper reproduce?") < md.index("See [Calibration](#calibration)") < md.index("## Calibration")
 
 
+def test_scaled_tier_is_answered_apart_from_the_papers_verdicts(base):
+    """A scaled claim (the paper's statement at a smaller scale) never enters the paper's sentence,
+    counts, sections or headline tally: it has its own block, line and section, labelled."""
+    paper = _headlined(base[0])
+    alone = report.build(paper, 1.0)
+    extra = copy.deepcopy(next(r for r in paper if r["id"] == "bs64"))
+    extra.update(tier="scaled", verdict="fail", headline=True)
+    doc = report.build(paper + [extra], 1.0)
+    assert doc["n_claims"] == alone["n_claims"] == len(base[0])
+    assert doc["totals"] == alone["totals"] and all(c["tier"] != "scaled" for c in doc["claims"])
+    assert [s["counts"] for s in doc["sections"]] == [s["counts"] for s in alone["sections"]]
+    assert doc["answer"]["sentence"] == alone["answer"]["sentence"].replace(
+        "headline claims reproduce", "headline claims reproduce at the paper's scale")
+    sc = doc["scaled"]
+    assert sc["counts"] == {"fail": 1} and sc["sections"][0]["claims"][0]["id"] == "bs64"
+    line = doc["answer"]["lines"][0]
+    assert line["anchor"] == "scaled" and line["text"].startswith("At reduced scale")
+    assert "0 of 1 measured hold and 1 does not" in line["text"] and "not the paper's verdicts" in line["text"]
+    v = {s["name"]: s for s in doc["answer"]["sections"]}
+    assert "at reduced scale" in v["V-E"]["why"] and "scaled tier" in v["V-E"]["why"]
+    html = report.render(doc)
+    assert html.index('id="findings"') < html.index('id="scaled"')
+    assert 'href="#scaled">Scaled tier' in html[html.index('id="contents"'):]
+    assert html.count('id="sweep-bs64-smoke"') == 1  # the paper's card; the scaled row has its own anchor
+    md = summary_md.markdown(doc)
+    assert md.index("## Does the paper reproduce?") < md.index("## Scaled tier (not the paper's verdicts)")
+    assert report.build(paper, 1.0)["scaled"] is None
+
+
 def test_calibration_declared_but_not_run_is_one_line(base, tmp_path):
     doc = report.build(_with_calibration(base, tmp_path, "train"), 1.0)
     assert doc["calibration"]["sentence"].endswith("are declared, and none has run yet.") or \

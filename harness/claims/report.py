@@ -30,7 +30,7 @@ import jinja2
 import markupsafe
 
 from ..runs.strict_json import dumps
-from . import prereg, readings, summary_md
+from . import prereg, readings, scaled, summary_md
 from .answer import answer, calibration
 from .findings import EVALUATED, VERDICTS, findings
 from .figures import _plot_text, bounds, forest_left_out, forest_rows, interval_names, merged, paper_points
@@ -70,6 +70,11 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
     calib = [r for r in results if r.get("source")]
     results = [r for r in results if not r.get("source")]
     reading_results = [r for r in reading_results if not r.get("source")]
+    # the scaled tier (the paper's GPU sections at a CPU's scale) is answered apart too: its
+    # verdicts never enter the paper's sentence, counts or sections (harness/claims/scaled.py)
+    scaled_claims = [r for r in results if r["tier"] == scaled.TIER]
+    results = [r for r in results if r["tier"] != scaled.TIER]
+    reading_results = [r for r in reading_results if r["tier"] != scaled.TIER]
     first = {}  # an experiment's place in its file: its first claim's
     for r in results:
         k = (r["file"], r["tier"], r["experiment"])
@@ -84,7 +89,7 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         for p in (r.get("run_provenance") or {}).values():
             devices[(r["experiment"], r["tier"])][readings.reading_id(r)].add((p or {}).get("device") or "not recorded")
     recorded, per_experiment, prov = {}, defaultdict(dict), defaultdict(dict)
-    for r in results + calib:  # was the band set before the runs it judges? (from the git history)
+    for r in results + calib + scaled_claims:  # was the band set before the runs it judges? (from the git history)
         r["prereg"] = prereg.status(r["file"], r["id"], r["tier"],
                                     [(p or {}).get("commit") for p in (r.get("run_provenance") or {}).values()])
     for r in results:
@@ -99,7 +104,14 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
         runs = prov[(r["experiment"], r["tier"])]
         runs.update({k: runs.get(k) for k in (r.get("run_wall_s") or {})})
         runs.update({k: v for k, v in (r.get("run_provenance") or {}).items() if v or k not in runs})
-    files = _load_claim_files(results)
+    files = _load_claim_files(results + scaled_claims)
+    scaled_runs = {"walls": {}, "prov": {}}
+    for r in scaled_claims:
+        r["anchor"] = slug("scaled", Path(r["file"]).stem, r["id"])
+        scaled_runs["walls"].update(r.pop("run_wall_s", None) or {})
+        scaled_runs["prov"].update({k: v for k, v in (r.pop("run_provenance", None) or {}).items() if v})
+        r["training_free"] = False
+        annotate(r, (r.get("plot") or {}).get("model"))
     exps = experiments(results, files, {k: sum(v.values()) for k, v in per_experiment.items() if v})
     cal_runs = defaultdict(lambda: {"walls": {}, "prov": {}})  # per calibration file: its runs, once each
     for r in calib:
@@ -191,7 +203,7 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
     for r in reading_results:
         walls.update(r.get("run_wall_s") or {})
         per_experiment[f"{r['experiment']}[{r['tier']}]"].update(r.get("run_wall_s") or {})
-    return {"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    return _with_scaled({"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "environment": environment(device), "wall_s": wall_s, "tiers": tiers,
             "verdicts": list(VERDICTS), "colours": COLOURS,
             "totals": dict(totals), "evaluated": evaluated, "n_claims": len(results),
@@ -208,13 +220,32 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
             "experiments": exps, "findings": findings(sections, exps, readings_doc, missing),
             "answer": answer(sections, readings_doc, exps, cal := calibration(calib, {f: {"runs": len(c["walls"]), "seconds": sum(c["walls"].values()),
                                        "provenance": provenance(c["prov"])} for f, c in cal_runs.items()})), "calibration": cal,
+            "scaled": scaled.block(scaled_claims, files, results, {"runs": len(scaled_runs["walls"]),
+                                                                  "seconds": sum(scaled_runs["walls"].values()),
+                                                                  "provenance": provenance(scaled_runs["prov"])}),
             "waiting": waiting, "markers": MARKER_WORDS,
             "trained_where": trained_where(sections), "provenance_fields": list(TRAINED_FIELDS),
             "data_provenance": "shared/data/PROVENANCE.md",
             "readings": readings_doc,
             # checks of claims under other readings than the primary (pytest --readings)
             "reading_totals": dict(Counter(r["verdict"] for r in reading_results)),
-            "not_in_session": sum(r.get("in_session") is False for r in results)}
+            "not_in_session": sum(r.get("in_session") is False for r in results)})
+
+
+def _with_scaled(doc: dict) -> dict:
+    """The scaled tier's line joins the answer (before the calibration's) and its verdicts the
+    section lines of the sections it covers, each labelled with its scale."""
+    sc = doc.get("scaled")
+    if sc:
+        if doc["answer"].get("sentence"):  # the paper's tally is at its own scale; the scaled line follows
+            doc["answer"]["sentence"] = doc["answer"]["sentence"].replace(
+                "headline claims reproduce", "headline claims reproduce at the paper's scale", 1)
+        doc["answer"]["lines"].insert(0, {"text": sc["answer_line"], "anchor": "scaled", "link": "Scaled tier"})
+        for line in doc["answer"]["sections"]:
+            note = sc["notes"].get(line["name"])
+            if note:
+                line["why"] = line["why"].rstrip(".") + "; " + note + "."
+    return doc
 
 
 def headline(doc: dict) -> str:

@@ -70,6 +70,18 @@ def markdown(doc: dict, html_name: str = "report.html", base: str = ".") -> str:
         out.append(f"| total | {sum(e['verdicts']['not run'] for e in waiting)} | {m_all.get('runs')} (each once) | "
                    f"{pflop_text(m_all.get('pflop', 0.0))}"
                    + (f", about {duration(m_all['estimate']['s'])} (estimate)" if m_all.get("estimate") else "") + " | |")
+    sc = doc.get("scaled")
+    if sc:
+        out += ["", "## Scaled tier (not the paper's verdicts)", "", sc["sentence"], ""]
+        for x in sc["headlines"]:
+            out.append(f"- Headline “{x['statement']}” (not run at the paper's scale): **{x['verdict']}**"
+                       + (f" at this scale, measured {x['measured']} against {x['expected']}" if x["measured"] != "—" else "")
+                       + (f"; {x['related']}" if x.get("related") else "") + ".")
+        out += ["", "| claim | section | scale | expected | measured | verdict |", "|---|---|---|---|---|---|"]
+        for sec in sc["sections"]:
+            out += [f"| {_cell(c['statement'])} (`{c['id']}`) | {_cell(sec['name'])} | {_cell(sec['where'])} "
+                    f"| {_cell(c['expected'])} | {_cell(c['measured'])}{' ' + _cell(c['ci']) if c['ci'] else ''} "
+                    f"| {c['verdict']} |" for c in sec["claims"]]
     if cal:
         out += ["", "## Calibration", "", cal["sentence"]]
     out += ["", f"The full report: `{html_name}` beside this file (a repository page shows it as source: open it "
