@@ -39,8 +39,8 @@ from ..execute import executors, planner
 from ..procedures import DataError
 from ..runs import expand, progress
 from ..runs.context import Context
-from . import checks, readings, report, spec
-from .results import claim_result, file_label, with_primaries
+from . import checks, final_pass, readings, report, spec
+from .results import claim_result, family_key, file_label, with_primaries
 
 
 def _progress(msg):
@@ -62,6 +62,8 @@ class SessionState:
     inline: progress.InlineTracker | None = None  # progress of the inline executor (-v only)
     plan: list | None = None  # pending training groups (controller only, after collection)
     report_paths: tuple | None = None  # (results.json, report.html) once written
+    reports: dict = dataclasses.field(default_factory=dict)  # results.family_key -> its claim's TestReport
+    restated: list = dataclasses.field(default_factory=list)  # claims the final pass decided anew (final_pass.run)
 
 
 STATE = pytest.StashKey[SessionState]()
@@ -241,20 +243,27 @@ class ClaimItem(pytest.Item):
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, ClaimFailed):
-            r = excinfo.value.result
-            lines = [f"claim {r['id']} [{node_suffix(r['tier'], self.reading)}] {r['verdict'].upper()}: {r['statement']}",
-                     f"  paper:    {r['paper']}",
-                     f"  measured: {r['detail']}",
-                     f"  expected: {json.dumps({k: v for k, v in r['expect'].items() if k != 'why'})}",
-                     f"  why:      {r['why']}"]
-            lines += [f"  paper disagreement: {d}" for d in r["disagreements"]]
-            return "\n".join(lines)
+            return failure_text(excinfo.value.result)
         if isinstance(excinfo.value, (DataError, spec.SpecError, NotTrained)):
             return f"{self.claim.file}: claim {self.claim.id!r}: {excinfo.value}"
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):
         return self.path, None, f"{self.claim.id}[{node_suffix(self.tier, self.reading)}]"
+
+
+def failure_text(r: dict) -> str:
+    """What a failed claim shows: its verdict and statement, the paper's words, measured against
+    expected, and why the tolerance."""
+    reading = readings.reading_id(r)
+    suffix = r["tier"] if reading == readings.PRIMARY else f"{r['tier']}|{reading}"
+    lines = [f"claim {r['id']} [{suffix}] {r['verdict'].upper()}: {r['statement']}",
+             f"  paper:    {r['paper']}",
+             f"  measured: {r['detail']}",
+             f"  expected: {json.dumps({k: v for k, v in r['expect'].items() if k != 'why'})}",
+             f"  why:      {r['why']}"]
+    lines += [f"  paper disagreement: {d}" for d in r["disagreements"]]
+    return "\n".join(lines)
 
 
 class _Collector:
@@ -268,7 +277,9 @@ class _Collector:
         if report.when == "call":
             for name, value in report.user_properties:
                 if name == "harness_claim":
-                    state(self.config).results.append(json.loads(value))
+                    result = json.loads(value)
+                    state(self.config).results.append(result)
+                    state(self.config).reports[family_key(result)] = report
 
 
 def _executor_option(config):
@@ -480,6 +491,7 @@ def pytest_terminal_summary(terminalreporter, config):
         for rep in inconclusive:
             result = json.loads(dict(rep.user_properties)["harness_claim"])
             terminalreporter.write_line(f"INCONCLUSIVE {rep.nodeid}: {result['detail']}")
+    final_pass.summary(terminalreporter, state(config).restated)
     paths = state(config).report_paths
     if paths:
         terminalreporter.write_line(f"reproduction report: {paths[1]}  (results: {paths[0]})")
@@ -493,7 +505,9 @@ def pytest_sessionfinish(session, exitstatus):
     ctx = st.ctx
     # a claim checked only under other readings: its primary, for the report, from the cache
     judge = Context(device=ctx.device, data_dir=ctx.data_dir, cache_root=str(ctx.cache.root), allow_train=False)
-    results = with_primaries(st.results, judge)
+    # family claims (Welch) judged again now that every selected claim has run
+    results, st.restated = final_pass.run(session, st.results, st.reports, judge, failure_text)
+    results = with_primaries(results, judge)
     st.report_paths = report.write(results, config.getoption("--report"), wall_s=time.time() - st.start,
                                    device=ctx.device)
 

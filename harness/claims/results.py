@@ -74,37 +74,46 @@ def claim_result(claim, tier, exp, cf, ctx, reading=None) -> dict:
     return {**base, **out}
 
 
-def _adjusted_p(claim, tier, ctx, p) -> float:
+def _adjusted_p(claim, tier, ctx, p) -> stats.FamilyP | None:
     """Holm's adjusted p of a Welch claim whose raw p is `p`, within its family: every Welch claim
     declared in `tier` in the claim files beside it, whichever a command selected. The other
     members' p come from the run cache under their primary reading, read only (nothing trains
-    for them); a member whose runs are not cached is unknown, which stats.holm counts
-    conservatively (the known p-values get the largest multipliers, so a decision taken now
-    stands once the family is complete)."""
+    for them). A member whose runs are not cached is unknown: the adjusted p is then bounded from
+    both sides (stats.holm_range: the unknowns' p at 0 and at 1), and the claim is decided only
+    where the whole range decides (kinds/welch.py), so that no decision taken with part of the
+    family turns once it is complete."""
     judge = getattr(ctx, "_family_judge", None)
-    if judge is None:  # one read-only context per session: its tables are memoised
+    if judge is None:  # one read-only context per session: its tables and the p it found are memoised
         judge = ctx._family_judge = Context(device=ctx.device, data_dir=ctx.data_dir,
                                             cache_root=str(ctx.cache.root), allow_train=False)
-        judge._files = {}
-    ps, mine = [], None
+        judge._files, judge._ps = {}, {}
+    ps, mine, own = [], None, (Path(claim.file).resolve(), claim.id)
     for path in sorted(Path(claim.file).parent.glob("*.toml")):
         if path not in judge._files:
-            judge._files[path] = spec.load(path)
-        for c in judge._files[path].claims:
+            judge._files[path] = (path.resolve(), spec.load(path))
+        resolved, cf = judge._files[path]
+        for c in cf.claims:
             t = c.tiers.get(tier)
             if not t or t["check"]["type"] != claim.tiers[tier]["check"]["type"]:
                 continue
-            if Path(c.file).resolve() == Path(claim.file).resolve() and c.id == claim.id:
+            if (resolved, c.id) == own:
                 mine = len(ps)
                 ps.append(p)
                 continue
-            try:
-                other = checks.evaluate(t["check"], t["expect"],
-                                        procedures.rows(c.experiment, tier, judge, reads=checks.reads(t["check"])))
-                ps.append(None if other["verdict"] == "diverged" else other["measured"]["p"])
-            except (NotCached, DataError, checks.SelectionError, DamagedEntry):
-                ps.append(None)
-    return stats.holm(ps)[mine] if mine is not None else p
+            if (resolved, c.id, tier) not in judge._ps:  # (a p once found stands: runs are not taken out of a cache)
+                try:
+                    other = checks.evaluate(t["check"], t["expect"], procedures.rows(c.experiment, tier, judge,
+                                                                                     reads=checks.reads(t["check"])))
+                    if other["verdict"] != "diverged":
+                        judge._ps[resolved, c.id, tier] = other["measured"]["p"]
+                except (NotCached, DataError, checks.SelectionError, DamagedEntry):
+                    pass
+            ps.append(judge._ps.get((resolved, c.id, tier)))
+    if mine is None or p is None or p != p:  # (no p of its own, a group of one seed: no test to adjust)
+        return None
+    low, high = stats.holm_range(ps)[mine]
+    missing = sum(q is None or q != q for q in ps)
+    return stats.FamilyP(low, high, missing, len(ps))
 
 
 def _with_data(row):
@@ -151,4 +160,31 @@ def with_primaries(results: list, ctx) -> list:
         if primary["verdict"] == "not run":
             primary["detail"] = f"not run in this session (only other readings were selected); {primary['detail']}"
         out.append({**primary, "in_session": False})
+    return out
+
+
+def family_key(r: dict) -> tuple:
+    """A result's identity within a session: (file, id, tier, reading)."""
+    return r["file"], r["id"], r["tier"], readings.reading_id(r)
+
+
+def decide_families(results: list, ctx) -> list:
+    """The final pass over a session's family claims (Welch: decided on a Holm-adjusted p): once
+    every claim selected has run, each family claim that has a measurement is judged again from
+    the run cache (read only: `ctx` may not train), so that a member that ran before the rest of its
+    family did is decided on the family as it now stands, as `python -m harness report` decides it
+    on the same cache. A result judged here carries "final_pass": True; the others are returned
+    as they were."""
+    out, files = [], {}
+    for r in results:
+        if r.get("measured") is None or not kind(r["check"]).family:
+            out.append(r)
+            continue
+        cf = files.get(r["file"]) or files.setdefault(r["file"], spec.load(r["file"]))
+        claim = next(c for c in cf.claims if c.id == r["id"])
+        exp = claim.experiment
+        reading = next(x for x in exp.readings(r["tier"]) if x.name == readings.reading_id(r))
+        again = claim_result(claim, r["tier"], exp, cf, ctx, reading)
+        out.append({**again, "experiment_seconds": r.get("experiment_seconds"), "final_pass": True,
+                    **({"in_session": r["in_session"]} if "in_session" in r else {})})
     return out

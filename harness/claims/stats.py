@@ -1,6 +1,7 @@
 """Statistics over seeds (Section IV-D / Appendix D): mean, std (ddof=1), 95% confidence intervals
 that hold at the few seeds a reproduction can afford, the two-tailed Welch t-test, Holm's
-step-down adjustment for a family of tests, and how many seeds would likely decide a claim.
+step-down adjustment for a family of tests (bounded where members are unknown), the difference a
+Welch test would detect with 80% power, and how many seeds would likely decide a claim.
 
 Intervals (nominal 95%; tests/test_coverage.py measures their coverage at n = 3, 5 and 10 on normal
 and skewed seed samples, against a percentile bootstrap, which under-covers badly at small n:
@@ -200,26 +201,74 @@ def loglog_slope(x, ys_by_seed: list) -> Estimate:
     return summarize(slopes(x, ys_by_seed))
 
 
-def holm(pvalues) -> list:
+def holm(pvalues, unknown: float = 1.0) -> list:
     """Holm's step-down adjusted p-values of a family of tests, in the given order.
 
     Entries may be None (or nan): members of the family not run yet. They still count in the
-    family's size m, and they are ranked as if their p-values were the largest (as if p = 1), so
-    every known p-value takes the largest multiplier it could get: the i-th smallest known one is
-    multiplied by m - i + 1. Whatever the unknown p-values turn out to be, the adjusted p-value of
-    a known member can then only go down, never up: a decision taken on it now (adjusted p <
-    alpha) stands once the family is complete. Adjusted p-values are capped at 1 and made
-    monotone in the raw ones (the running maximum of the step-down). Unknown entries come back as
-    they were given (None, or nan)."""
+    family's size m and are ranked as if their p-values were `unknown`. Holm's adjusted p of a
+    member never falls when another member's p rises (a larger p ranks later, and the multipliers
+    of the members it passes grow by one), so with `unknown` = 1 (the default) every known member
+    gets its largest possible adjusted p, and with `unknown` = 0 its smallest (Holm within the known
+    members alone): `holm_range` gives both. Adjusted p-values are capped at 1 and made monotone
+    in the raw ones (the running maximum of the step-down). Unknown entries come back as they
+    were given (None, or nan)."""
     ps = list(pvalues)
     m = len(ps)
-    known = [i for i, p in enumerate(ps) if p is not None and math.isfinite(p)]
+    known = [p is not None and math.isfinite(p) for p in ps]
+    filled = [float(p) if k else float(unknown) for p, k in zip(ps, known)]
     out = list(ps)
     running = 0.0
-    for rank, i in enumerate(sorted(known, key=lambda i: ps[i])):
-        running = max(running, min(1.0, (m - rank) * float(ps[i])))
-        out[i] = running
+    for rank, i in enumerate(sorted(range(m), key=lambda i: (filled[i], not known[i]))):
+        running = max(running, min(1.0, (m - rank) * filled[i]))
+        if known[i]:
+            out[i] = running
     return out
+
+
+@dataclass
+class FamilyP:
+    """A family member's Holm-adjusted p, bounded: `low` and `high` (equal when the family is
+    complete), with `missing` of the family's `size` members unknown (holm_range)."""
+    low: float
+    high: float
+    missing: int = 0
+    size: int = 1
+
+
+def holm_range(pvalues) -> list:
+    """(lowest, highest) Holm-adjusted p of every member, whatever the unknown members' p-values
+    (None or nan) turn out to be: the unknowns at 0 and at 1 (see holm). Both are equal when the
+    family is complete; (None, None) for an unknown member."""
+    lo, hi = holm(pvalues, unknown=0.0), holm(pvalues, unknown=1.0)
+    return [(a, b) if p is not None and math.isfinite(p) else (None, None)
+            for p, a, b in zip(pvalues, lo, hi)]
+
+
+POWER = 0.8  # the power at which detectable_difference is stated
+
+
+def detectable_difference(sd_a, n_a, sd_b, n_b, alpha=0.05, power=POWER) -> float:
+    """The smallest true difference of means that a two-sided Welch t-test at level `alpha` would
+    detect with probability `power`, were the groups' standard deviations the observed ones:
+
+        delta = lambda * sqrt(sd_a^2 / n_a + sd_b^2 / n_b),
+
+    lambda the noncentrality at which a noncentral t with the Welch-Satterthwaite df nu exceeds
+    the test's critical value t_{1-alpha/2, nu} with probability `power` (scipy.special.nctdtrinc;
+    the opposite tail, below -t, is left out: at 80% power it adds under 1e-3, so delta errs at
+    most that little high). The textbook shortcut (t_{1-alpha/2, nu} + t_{power, nu}) times the
+    standard error is 1-2% lower at nu = 3-4 (a power of 78-79% there). Decided on a
+    Holm-adjusted p, a member of a family needs a larger difference still: this is the least.
+    nan where a group has fewer than 2 seeds; 0 where both groups are constant."""
+    va, vb = float(sd_a) ** 2 / n_a if n_a >= 2 else math.nan, float(sd_b) ** 2 / n_b if n_b >= 2 else math.nan
+    if not (math.isfinite(va) and math.isfinite(vb)):
+        return math.nan
+    se2 = va + vb
+    if se2 == 0:
+        return 0.0
+    df = float(welch_df(va, vb, n_a, n_b))
+    crit = float(special.stdtrit(df, 1 - alpha / 2))
+    return float(special.nctdtrinc(df, 1 - power, crit)) * math.sqrt(se2)
 
 
 def seeds_needed(std, distance, confidence=CONFIDENCE, cap=SEEDS_CAP):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import stats
 from ..fmt import estimate_text, metric_label, num, with_unit
 from .common import Kind, _fmt, _values, where_text
@@ -31,20 +33,36 @@ class Welch(Kind):
         w = stats.welch(a, b)
         diff = stats.difference(a, b)
         alpha = expect.get("alpha", 0.05)
-        p = w["p"] if adjusted_p is None else float(adjusted_p)
-        significant = p < alpha
+        fam = adjusted_p if isinstance(adjusted_p, stats.FamilyP) or adjusted_p is None \
+            else stats.FamilyP(float(adjusted_p), float(adjusted_p))
+        lo, hi = (w["p"], w["p"]) if fam is None else (fam.low, fam.high)
         direction = expect.get("direction", "greater")
         right_way = diff.value > 0 if direction == "greater" else diff.value < 0
-        ok = (significant and right_way) if expect["significant"] else not significant
-        miss = 0.0 if ok else abs(p - alpha)
-        p_text = f"p = {w['p']:.3g}" + ("" if adjusted_p is None else f", adjusted p = {p:.3g}")
+        # decided only where every p the family's unknown members allow decides alike
+        if expect["significant"]:
+            verdict = "pass" if right_way and hi < alpha else "fail" if not right_way or lo >= alpha else "inconclusive"
+        else:
+            verdict = "pass" if lo >= alpha else "fail" if hi < alpha else "inconclusive"
+        miss = abs(hi - alpha) if verdict == "fail" else 0.0
+        p_text = f"p = {w['p']:.3g}" + ("" if fam is None else f", adjusted p = {_p_range(lo, hi)}")
         detail = (f"{metric}: mean(a) - mean(b) = {_fmt(diff)}, Welch t = {w['t']:.3g}, {p_text}; "
                   f"expected " + (f"p < {alpha:g} with a {direction} than b" if expect["significant"]
                                   else f"p >= {alpha:g} (no significant difference)")
-                  + ("" if adjusted_p is None else " (on the adjusted p)"))
-        measured = {**diff.to_dict(), **w, "p_adjusted": None if adjusted_p is None else p}
-        return {"verdict": "pass" if ok else "fail", "measured": measured, "miss": miss,
-                "seeds_needed": None, "detail": detail}
+                  + ("" if fam is None else " (on the adjusted p)"))
+        if verdict == "inconclusive":
+            detail += "; " + (_incomplete(fam, alpha) if fam is not None and fam.missing
+                              else "inconclusive: no p-value (a group has fewer than 2 seeds)")
+        na, nb = len(a), len(b)
+        sd = [float(np.std(x, ddof=1)) if len(x) > 1 else math.nan for x in (a, b)]
+        detectable = stats.detectable_difference(sd[0], na, sd[1], nb, alpha)
+        measured = {**diff.to_dict(), **w, "p_adjusted": None if fam is None else hi,
+                    "p_adjusted_low": None if fam is None else lo,
+                    "family_missing": None if fam is None else fam.missing,
+                    "family_size": None if fam is None else fam.size,
+                    "n_a": na, "n_b": nb, "detectable": detectable, "detectable_power": stats.POWER}
+        if verdict != "inconclusive" and hi >= alpha and math.isfinite(detectable):
+            detail += "; " + _unnoticed(measured, "")
+        return {"verdict": verdict, "measured": measured, "miss": miss, "seeds_needed": None, "detail": detail}
 
     def describe(self, check, expect):
         alpha = expect.get("alpha", 0.05)
@@ -67,11 +85,19 @@ class Welch(Kind):
             return f"no Welch test (fewer than 2 seeds): {name} {a} minus {b} = {with_unit(num(d), unit)}"
         # the decision is taken on the Holm-adjusted p where there is one: quote that one
         pv = m["p"] if m.get("p_adjusted") is None else m["p_adjusted"]
+        low = pv if m.get("p_adjusted_low") is None else m["p_adjusted_low"]
         p = f"p = {num(m['p'], digits=2)}" if m.get("p_adjusted") is None else \
             f"Holm-adjusted p = {num(pv, digits=2)}"
+        if low < alpha <= pv:
+            return (f"family incomplete ({m['family_missing']} of its {m['family_size']} Welch claims not run): "
+                    f"Holm-adjusted p between {num(low, digits=2)} and {num(pv, digits=2)}, on both sides of "
+                    f"{alpha:g}; {name} differs by {size} between {a} and {b}")
+        if low != pv:
+            p = f"Holm-adjusted p {num(low, digits=2)} to {num(pv, digits=2)}, {m['family_missing']} of the family not run"
         if pv >= alpha:
             return (f"not significant ({p} ≥ {alpha:g}): {name} differs by {size} between {a} and {b}"
-                    + (f", 95% CI of a − b {ci}" if ci else ""))
+                    + (f", 95% CI of a − b {ci}" if ci else "")
+                    + (f"; {_unnoticed(m, unit)}" if math.isfinite(m.get("detectable", math.nan)) else ""))
         wanted = expect.get("direction", "greater")
         right = (d > 0) == (wanted == "greater")
         head = "significant" if right else "significant, opposite direction"
@@ -84,8 +110,18 @@ class Welch(Kind):
         note = f"({where_text(c['a'])}) − ({where_text(c['b'])})"
         m = r["measured"]
         if m.get("p_adjusted") is not None:
-            return note + f", adjusted p = {num(m['p_adjusted'], digits=2)}"
-        return note + (f", p = {num(m['p'], digits=2)}" if m.get("p") is not None else "")
+            low = m.get("p_adjusted_low")
+            note += (f", adjusted p = {num(m['p_adjusted'], digits=2)}" if low is None or low == m["p_adjusted"]
+                     else f", adjusted p {num(low, digits=2)} to {num(m['p_adjusted'], digits=2)} (family incomplete)")
+        elif m.get("p") is not None:
+            note += f", p = {num(m['p'], digits=2)}"
+        pv = m["p"] if m.get("p_adjusted") is None else m["p_adjusted"]
+        low = pv if m.get("p_adjusted_low") is None else m["p_adjusted_low"]
+        if low >= r["expect"].get("alpha", 0.05) and math.isfinite(m.get("detectable", math.nan)):
+            n = m["n_a"] if m["n_a"] == m["n_b"] else f"{m['n_a']}/{m['n_b']}"
+            note += (f"; undetected below {with_unit(num(m['detectable'], digits=2), r['unit'])} "
+                     f"at {n} seeds ({m['detectable_power']:.0%} power)")
+        return note
 
     def expected_text(self, r):
         c, e = r["check"], r["expect"]
@@ -99,3 +135,23 @@ class Welch(Kind):
 
 
 KIND = Welch()
+
+
+def _p_range(lo, hi) -> str:
+    return f"{hi:.3g}" if lo == hi else f"{lo:.3g} to {hi:.3g}"
+
+
+def _incomplete(fam, alpha) -> str:
+    """Why a family member is undecided: its family's unknown members."""
+    return (f"family incomplete: {fam.missing} of the {fam.size} Welch claims of its family have no p-value "
+            f"yet (not run), so its Holm-adjusted p lies between {fam.low:.3g} and {fam.high:.3g}, on both sides "
+            f"of {alpha:g}; running the whole family decides it")
+
+
+def _unnoticed(m, unit) -> str:
+    """The difference the test would have detected with 80% power at the observed spread and
+    seeds (stats.detectable_difference): 'a difference under 3.1 pp could go unnoticed with 5 seeds'."""
+    n = f"{m['n_a']}" if m["n_a"] == m["n_b"] else f"{m['n_a']} and {m['n_b']}"
+    size = with_unit(num(m["detectable"], digits=2), unit)
+    return (f"a difference under {size} could go unnoticed with {n} seeds "
+            f"({m['detectable_power']:.0%} power at {size})")
