@@ -102,8 +102,8 @@ def _adjusted_p(claim, tier, ctx, p) -> stats.FamilyP | None:
                 continue
             if (resolved, c.id, tier) not in judge._ps:  # (a p once found stands: runs are not taken out of a cache)
                 try:
-                    other = checks.evaluate(t["check"], t["expect"], procedures.rows(c.experiment, tier, judge,
-                                                                                     reads=checks.reads(t["check"])))
+                    other = checks.evaluate(t["check"], t["expect"], procedures.rows(
+                        c.experiment, tier, judge, reads=checks.reads(t["check"])))
                     if other["verdict"] != "diverged":
                         judge._ps[resolved, c.id, tier] = other["measured"]["p"]
                 except (NotCached, DataError, checks.SelectionError, DamagedEntry):
