@@ -74,7 +74,7 @@ class FakeCache:
             self.marks.mkdir(parents=True, exist_ok=True)
             (self.marks / name).touch()
 
-    def rows(self, exp, tier, ctx, reading=None):
+    def rows(self, exp, tier, ctx, reading=None, reads=None):  # as procedures.rows
         if not self.has(exp.name):
             if not ctx.allow_train:
                 raise NotCached(f"{exp.name} is not cached")

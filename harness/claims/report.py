@@ -72,7 +72,8 @@ def build(results: list, wall_s: float, device: str = "cpu") -> dict:
     reading_results = [r for r in reading_results if not r.get("source")]
     # the scaled tier (the paper's GPU sections at a CPU's scale) is answered apart too: its
     # verdicts never enter the paper's sentence, counts or sections (harness/claims/scaled.py)
-    scaled_claims = [r for r in results if r["tier"] == scaled.TIER]
+    scaled_claims = sorted((r for r in results if r["tier"] == scaled.TIER),
+                           key=lambda r: (section_key(r["section"]), r["file"], not r.get("headline"), r.get("order", 0)))
     results = [r for r in results if r["tier"] != scaled.TIER]
     reading_results = [r for r in reading_results if r["tier"] != scaled.TIER]
     first = {}  # an experiment's place in its file: its first claim's
