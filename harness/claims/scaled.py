@@ -14,7 +14,6 @@ from collections import Counter
 from .findings import EVALUATED
 
 TIER = "scaled"
-MISS = ("fail", "diverged")
 
 
 def compute_share(exp) -> float | None:
