@@ -244,6 +244,12 @@ def test_numbers_deltas_and_welch_in_words(rendered):
     doc, html, _ = rendered
     assert fmt.num(10020874.0) == "10,020,874" and fmt.num(94.454) == "94.45"
     assert fmt.num(3.31e-4, digits=2) == "3.3×10⁻⁴"
+    # an estimate in the decimals its interval supports (the half-width to two significant digits)
+    est = lambda v, lo, hi: fmt.estimate_text({"value": v, "ci": (lo, hi), "n": 5})  # noqa: E731
+    assert est(63.46, 61.72, 65.30) == {"value": "63.5", "ci": "[61.7, 65.3]", "n": 5}
+    assert est(21.1, 21.05, 21.15) == {"value": "21.10", "ci": "[21.05, 21.15]", "n": 5}
+    assert est(99.99, 99.97, 100.0)["ci"] == "[99.97, 100.00]"  # never past four significant digits
+    assert est(0.0068, 0.001, 0.02)["ci"] == "[0.0010, 0.0200]"
     assert "e+0" not in html and "e-0" not in html
     counted = next(c for c in doc["claims"] if c["id"] == "counted-claim")
     assert counted["measured_text"] == {"value": "10,020,874", "ci": "", "n": 3}  # no degenerate CI

@@ -64,11 +64,16 @@ def with_unit(s: str, unit: str) -> str:
 
 
 def estimate_text(m: dict, unit: str = "") -> dict:
-    """{'value', 'ci', 'n'} strings of a measured estimate, the CI bounds in the value's decimals;
-    the CI only where it is not degenerate (n > 1 and the bounds differ)."""
+    """{'value', 'ci', 'n'} strings of a measured estimate, the value and its CI bounds in one
+    number of decimals: as many as give the interval's half-width two significant digits (the
+    estimate is known no better: 63.5 [61.7, 65.3], not 63.46 [61.72, 65.30]), never more than
+    the value's four significant digits; minus signs, not hyphens; the CI only where it is not
+    degenerate (n > 1 and the bounds differ)."""
     v, (lo, hi), n = m["value"], m["ci"], m["n"]
     d = None if float(v).is_integer() or not 1e-3 <= abs(v) < 1e6 else decimals_for(v)
     ci = ""
     if n > 1 and all(map(math.isfinite, (lo, hi))) and lo != hi:
-        ci = f"[{num(lo, d)}, {num(hi, d)}]"
-    return {"value": with_unit(num(v, d), unit), "ci": ci, "n": n}
+        if d is not None:
+            d = min(d, decimals_for((hi - lo) / 2, 2))
+        ci = f"[{num(lo, d)}, {num(hi, d)}]".replace("-", "−")
+    return {"value": with_unit(num(v, d), unit).replace("-", "−"), "ci": ci, "n": n}

@@ -61,7 +61,7 @@ class Welch(Kind):
                     "family_size": None if fam is None else fam.size,
                     "n_a": na, "n_b": nb, "detectable": detectable, "detectable_power": stats.POWER}
         if verdict != "inconclusive" and hi >= alpha and math.isfinite(detectable):
-            detail += "; " + _unnoticed(measured, "")
+            detail += "; " + _unnoticed(measured, self.unit(check, metric_label(metric)[1]))
         return {"verdict": verdict, "measured": measured, "miss": miss, "seeds_needed": None, "detail": detail}
 
     def describe(self, check, expect):
@@ -78,8 +78,8 @@ class Welch(Kind):
         a, b = where_text(check["a"]), where_text(check["b"])
         d = m["value"]
         alpha = expect.get("alpha", 0.05)
-        size = with_unit(num(abs(d), digits=3), unit)
-        ci = estimate_text(m, unit)["ci"]
+        est = estimate_text(m, unit)  # the difference and its CI in the decimals the CI supports
+        size, ci = est["value"].lstrip("−"), est["ci"]
         higher, lower = (a, b) if d > 0 else (b, a)
         if not math.isfinite(m.get("p", math.nan)):
             return f"no Welch test (fewer than 2 seeds): {name} {a} minus {b} = {with_unit(num(d), unit)}"
