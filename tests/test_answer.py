@@ -298,11 +298,14 @@ def test_a_failing_headline_says_what_was_measured_where_it_holds_and_the_papers
     # no other reading run: the trend measured, and the paper's own numbers at the configurations compared
     cnn = _claim("p", "test_acc", {}, "fail", -5.57, None, unit="pp")
     cnn["check"] = {"type": "welch", "metric": "test_acc", "a": {"width": 4}, "b": {"width": 8}}
+    # its own figure holds the two widths it compares; the sweep is in a sibling claim's figure
     cnn["plot"] = {"x": "width", "series": [{"metric": "test_acc", "points": [
-        {"x": 4, "mean": 58.2}, {"x": 8, "mean": 63.8}, {"x": 96, "mean": 76.6}]}]}
+        {"x": 4, "mean": 58.2}, {"x": 8, "mean": 63.8}]}]}
+    sweep = _claim("s", "test_acc", {}, "pass", 1.0, None, plot={"x": "width", "series": [
+        {"metric": "test_acc", "points": [{"x": 8, "mean": 63.8}, {"x": 96, "mean": 76.6}]}]})
     train8 = _claim("t8", "train_acc", {"width": 8}, "fail", 93.9, 45.8)
     e = {"declared": {"epochs": {}}, "plan": {"readings": [{}] * 29}}
-    text = misses.miss_text(cnn, [cnn, train8], {"claims": {}}, e)
+    text = misses.miss_text(cnn, [cnn, sweep, train8], {"claims": {}}, e)
     assert text.startswith("test accuracy rises with width, 58.2 % at 4 to 76.6 % at 96, with no peak "
                            "(the paper leaves epochs open; of 29 other readings declared, none has run)")
     assert "the paper's own numbers at width 8: train accuracy 45.8 % (measured 93.9 %): its models fit less" in text

@@ -46,7 +46,23 @@ def _trend(plot: dict | None, metric: str) -> str | None:
     return f"{label} peaks at {axis} {num(top[0])} ({with_unit(num(top[1], digits=3), unit)}), {ends}"
 
 
-def measured(r: dict) -> str:
+def _experiment_plot(r: dict, claims: list, metric: str) -> dict | None:
+    """The claim's figure data with the points of `metric` that its experiment's other claims (same
+    tier) plot added: a claim's own figure holds only the configurations it reads (two widths for
+    a comparison), the others together the whole sweep (the same runs, so the same means)."""
+    plot = r.get("plot")
+    if not plot:
+        return None
+    pts = {}
+    for x in [r] + [x for x in claims if x.get("experiment") == r.get("experiment") and x.get("tier") == r.get("tier")]:
+        if (x.get("plot") or {}).get("x") == plot.get("x"):
+            for s in x["plot"].get("series", []):
+                if s.get("metric") == metric:
+                    pts.update({p["x"]: p for p in s.get("points", [])})
+    return {**plot, "series": [{"metric": metric, "points": [pts[k] for k in sorted(pts)]}]}
+
+
+def measured(r: dict, claims: list = ()) -> str:
     """What was measured for the claim, with the paper's value where it has one."""
     mt, vs, check = r.get("measured_text") or {}, r.get("vs_paper"), r["check"]
     label = metric_label(check.get("metric", ""))[0]
@@ -54,7 +70,7 @@ def measured(r: dict) -> str:
         worst = " at worst" if (r.get("explanation") or "").startswith("worst") else ""
         return (f"{label} at {_configs(check.get('where') or {})}: {mt['value']}{worst}, not the paper's "
                 f"{r['paper_text']} ({vs['text']})")
-    trend = _trend(r.get("plot"), check.get("metric"))
+    trend = _trend(_experiment_plot(r, claims, check.get("metric")), check.get("metric"))
     if trend:
         return trend
     return f"{label}: {mt.get('value', '—')} {mt.get('ci', '')}".strip()
@@ -113,7 +129,7 @@ def beside_paper(r: dict, claims: list) -> str:
 def miss_text(r: dict, claims: list, readings_doc: dict, e: dict) -> str:
     """One failing headline claim: what was measured; the readings; the paper's own numbers where
     no other reading was run."""
-    text = measured(r)
+    text = measured(r, claims)
     readings_said, ran = held_under(r, readings_doc, e)
     if readings_said:
         text += f", {readings_said}" if readings_said.startswith("under") else f" ({readings_said})"
