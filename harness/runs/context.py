@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..paper import data as data_mod
-from ..paper.train import RunConfig
+from ..paper.config import RunConfig
 from . import cache as cache_mod
 from .expand import training_cost
 
