@@ -9,9 +9,9 @@ REV (default HEAD): its whole harness/paper package (`git archive REV harness/pa
 temporary folder) is imported as a package of its own, `_paper_before` (the paper's modules import
 only one another, relatively; tests/test_layout.py), so that every module of REV's training runs,
 however the package is split into files; RunConfig is taken from its config.py, or from its
-train.py where it has none (REVs before issue 46). The cases cover the eager
-and the grouped trainer, SGD and Adam, masks, MNIST MLPs and CIFAR-10 CNNs, and the measurements
-inside the loop (a validation split, sharpness cold and warm, a count of steps, test_every). Exit 1 when a weight
+train.py where it has none (REVs before issue 46). The cases cover the eager and the grouped
+trainer, SGD and Adam, masks, MNIST MLPs and CIFAR-10 CNNs, and the measurements inside the loop (a
+validation split, sharpness cold and warm, a count of steps, test_every). Exit 1 when a weight
 differs by more than `tol` of its tensor's scale, a metric by more than `tol` relative (accuracies
 by more than one sample), or a history's keys differ; a case whose weights, final metrics and
 histories are the same bit for bit says "bit-identical". Used to show that a speed change to the

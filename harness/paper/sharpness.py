@@ -50,11 +50,12 @@ def top_eigenvalue(model, x, y, loss: str = "ce", iters: int = 20, chunk: int = 
 
 class Sharpness:
     """The training loop's sharpness measurements, model by model (diverged ones skipped), at the
-    step boundaries `due` says. `template`: a model to load one grouped model's state into
-    (networks.Grouped); None measures an Eager network's own model (on a copy)."""
+    step boundaries `due` says. `grouped_model`: a model of a networks.Grouped network, copied to
+    load each model's state into; None measures an Eager network's own model (on a copy)."""
 
-    def __init__(self, cfg, x, y, n_models: int, total_steps: int, template=None):
-        self.cfg, self.total_steps, self.template = cfg, total_steps, template
+    def __init__(self, cfg, x, y, n_models: int, total_steps: int, grouped_model=None):
+        self.cfg, self.total_steps = cfg, total_steps
+        self.template = None if grouped_model is None else copy.deepcopy(grouped_model).to(cfg.device)
         rows = slice(0, cfg.sharpness_samples or None)
         self.x, self.y = x[rows], y[rows]
         self.vectors = [None] * n_models  # per model: the last top-eigenvector estimate (sharpness_warm)

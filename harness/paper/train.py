@@ -20,7 +20,6 @@ checkpoint, and adds its `final` metrics). What the loop has done so far, per mo
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -89,18 +88,19 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def _fit(cfgs, split, masks, init_states, net_class, progress, checkpoint=None, graphed=False) -> list:
+    """Train the runs `cfgs` as one network of `net_class` (Eager: one run): set up, resume from the
+    checkpoint where one was saved, then epoch by epoch a step per mini-batch, the measurements due
+    after each step, the epoch's records, a checkpoint and the progress; then the final metrics."""
     cfg, n_models, device = cfgs[0], len(cfgs), torch.device(cfgs[0].device)
     start = time.perf_counter()
     models_ = [_initial_model(c, state) for c, state in zip(cfgs, init_states)]
     net, masks = _network(net_class, models_, masks, device)
-    x, y, watch = _training_rows(cfg, split, n_models)
+    x, y, held = _training_rows(cfg, split)
     n, bs = len(x), cfg.batch_size or len(x)
     per_epoch = steps_per_epoch(n, cfg.batch_size)
     n_epochs = math.ceil(cfg.steps / per_epoch) if cfg.steps else cfg.epochs
     total_steps = cfg.steps or per_epoch * cfg.epochs
-    if cfg.sharpness_every:  # (a grouped model is measured on a model its state is loaded into)
-        watch.append(Sharpness(cfg, x, y, n_models, total_steps,
-                               copy.deepcopy(models_[0]).to(device) if net_class is Grouped else None))
+    watch = _measurements(cfg, x, y, held, n_models, total_steps, models_[0] if net_class is Grouped else None)
     opt = optimise.optimizer(cfg, list(net.params.values()), device)
     sched = optimise.schedule(cfg, opt)  # over the epochs, stepped at each epoch end; over `steps`, each step
     orders = [torch.Generator().manual_seed(derive_seed(c.seed, "batch-order")) for c in cfgs]
@@ -242,17 +242,29 @@ def _network(net_class, models_, masks, device) -> tuple:
     return net, packed
 
 
-def _training_rows(cfg, split, n_models: int) -> tuple:
-    """The rows the run trains on (x, y), and its measurements at step boundaries: the validation
-    split held out of them (val_size), where set."""
+def _training_rows(cfg, split) -> tuple:
+    """The rows the run trains on, x and y, and the validation split held out of them (val_size):
+    (x_val, y_val), else None."""
     if (cfg.train_subset or cfg.test_subset) and getattr(split, "subset", "stratified") != cfg.subset:
         raise ValueError(f"the run asks for subset {cfg.subset!r} rows, the split given has "
                          f"{getattr(split, 'subset', 'stratified')!r} ones: load it with data.split_for(cfg)")
     x, y = split.x_train, split.y_train
     if not cfg.val_size:
-        return x, y, []
+        return x, y, None
     x, y, x_val, y_val = hold_out(cfg, x, y)
-    return x, y, [Validation(cfg, x_val, y_val, n_models)]
+    return x, y, (x_val, y_val)
+
+
+def _measurements(cfg, x, y, held, n_models: int, total_steps: int, grouped_model) -> list:
+    """The measurements the run's settings take at step boundaries, in the order they are taken:
+    the validation split's, then the sharpness (of a grouped network's models on a copy of
+    `grouped_model` each is loaded into)."""
+    out = []
+    if cfg.val_size:
+        out.append(Validation(cfg, *held, n_models))
+    if cfg.sharpness_every:
+        out.append(Sharpness(cfg, x, y, n_models, total_steps, grouped_model))
+    return out
 
 
 def _batches(perm, bs: int):
