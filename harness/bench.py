@@ -126,7 +126,7 @@ def step_seconds(family, width, batch, seeds, optimizer, device, steps=5) -> dic
     """What the training loop runs for one shape, timed: "step", seconds of one optimiser step of
     `seeds` models together (Grouped, or Eager for one model; on CUDA replayed as a CUDA graph
     where graphs.graphable allows, as `--cuda-graphs auto` does with --gpu), and "eval", seconds
-    to evaluate one sample for all of them (train._evaluate's chunks of 1000)."""
+    to evaluate one sample for all of them (losses.evaluate's chunks of 1000)."""
     device = torch.device(device)
     cfg = RunConfig(dataset="bench", model=family, width=width, batch_size=batch, optimizer=optimizer)
     xb, yb = _batch(family, batch, seeds, device)
@@ -167,7 +167,7 @@ def wall_seconds(cfgs, seeds, device, timings) -> float:
 
 def main(device="cpu", seeds=5, steps=30, quick=False, compile=False, cudnn_benchmark=False, nchw=False) -> list:
     """`cudnn_benchmark`: let cuDNN time its algorithms (torch.backends.cudnn.benchmark) for every
-    path; `nchw`: every path without channels-last activations (see train.has_conv). A CNN case
+    path; `nchw`: every path without channels-last activations (see models.has_conv). A CNN case
     also times the eager path in NCHW (column "nchw", its ratio to the eager path's default
     layout, channels-last), unless `nchw`."""
     device = torch.device(device)

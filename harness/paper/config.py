@@ -31,7 +31,7 @@ train.py's docstring, and leaves every existing run key unchanged):
   once successive estimates agree within it; `sharpness_warm` starts each from the model's previous
   top eigenvector, cheaper and more converged) at step 0, every k steps and at the end,
   recorded as "sharpness": [[step, value], ...] in the epoch records and summarised in the final
-  metrics (sharpness_summary). Full-batch gradient descent, as Cohen et al.: batch_size 0,
+  metrics (sharpness.py: summary). Full-batch gradient descent, as Cohen et al.: batch_size 0,
   momentum 0, schedule "constant" (one step per epoch).
 - `subset` "first": train_subset / test_subset are the first rows of the file (Cohen et al.'s
   cifar10-5k) instead of a stratified draw; with input_norm "feature" (CIFAR-10: every pixel x
