@@ -107,6 +107,12 @@ def test_no_import_circle():
     assert _circles(_graph()) == []
 
 
+def test_no_module_is_over_400_lines():
+    """A module a newcomer can read end to end: one job, at most about 400 lines (issue 46)."""
+    long = {str(p.relative_to(HARNESS)): n for p in HARNESS.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+
+
 def test_the_circle_check_catches_a_circle():
     """The checker itself: two modules importing each other (train.py and measure.py did, before
     issue 46), through a third too; a module that only imports them is in no circle."""
