@@ -20,8 +20,8 @@ from .models import cpu_state, has_conv, to_channels_last
 class Eager:
     """One model, called directly: the plain one-at-a-time PyTorch path. Tensors carry a leading
     model axis of size 1 so that the training loop is the same for both paths. A convolutional
-    model's weights and activations are channels-last unless `channels_last` is False (has_conv);
-    its states (`states`) are in the standard layout all the same."""
+    model's weights and activations are channels-last unless `channels_last` is False
+    (models.has_conv); its states (`states`) are in the standard layout all the same."""
 
     kind = "single"
 
@@ -73,8 +73,8 @@ class Grouped:
     it came out transposed and was copied back at every step: a grouped MLP of width 256 ran a
     third slower).
     SGD and Adam act elementwise on the stacked parameters, so each model's update is the one it
-    would get alone (tests/test_grouped.py). `channels_last` (default: on; see has_conv) lays the
-    activations out channels-last.
+    would get alone (tests/test_grouped.py). `channels_last` (default: on; see models.has_conv) lays
+    the activations out channels-last.
 
     This replaced a torch.func vmap version of the same S models: issue 11's measurements on one
     H100 had a hand-written network of this form (grouped convolutions, S*c-channel BatchNorm,
