@@ -46,7 +46,7 @@ from . import row
 from ..paper.data import DATASETS, DataError
 from ..paper.models import MODELS
 from ..paper.config import RunConfig
-from ..paper.sharpness import SHARPNESS_KEYS  # metrics of run settings (validation, sharpness)
+from ..paper.sharpness import SHARPNESS_KEYS  # the final metrics of run settings: sharpness, validation
 from ..paper.validation import VAL_KEYS
 from .instruments import INSTRUMENT_DEFAULTS, INSTRUMENTS, measurement_options, perturb_metric
 
