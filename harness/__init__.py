@@ -1,6 +1,7 @@
 """Reproduction harness for 'Implicit Regularization and Generalization in Overparameterized
 Neural Networks'. Five rooms, each a package whose docstring says what it owns and may import.
-Every import points down this list, never up (tests/test_layout.py checks it):
+Every import points down this list, never up, and no module imports one that imports it back
+(tests/test_layout.py checks both):
 
   claims/      the engine, claims as tests: claim files parsed and validated (spec, schema,
                readings), checks and their statistics, a claim's result, the pytest plugin and the
@@ -14,8 +15,9 @@ Every import points down this list, never up (tests/test_layout.py checks it):
   runs/        where and how a run is made and kept, whatever the paper: expansion into runs (and a
                ticket chain's plan), run keys, the run cache, checkpoints, exports, the context,
                the inline executor, progress, provenance.
-  paper/       this paper's ML only: datasets, the MLP and CNN, the training protocol, the
-               instruments' mathematics, pruning.
+  paper/       this paper's ML only: datasets, the MLP and CNN, the training protocol (a run's
+               config, the networks, optimiser and step, the loop and the measurements it takes
+               at step boundaries), the instruments' mathematics, pruning.
 
 Plus the command line (__main__.py) and the speed benchmarks (bench.py), above all five.
 """

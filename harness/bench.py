@@ -1,7 +1,7 @@
 """Speed benchmarks, each a ratio against a baseline measured in the same run.
 
 1. The training step (`main`): the eager one-at-a-time path against the grouped path (S
-seeds as one grouped network, train.Grouped) and, on CUDA, the grouped step captured as a CUDA
+seeds as one grouped network, networks.Grouped) and, on CUDA, the grouped step captured as a CUDA
 graph and replayed (the fast path), measured in the same process on the same device.
 
     python -m harness bench [--device cuda] [--seeds 5] [--steps 30] [--compile] [--cudnn-benchmark] [--nchw]
@@ -29,8 +29,10 @@ import time
 
 import torch
 
-from .paper import data, models
-from .paper.train import Eager, GraphedStep, Grouped, RunConfig, _optimizer, graphable, step
+from .paper import data, models, optimise
+from .paper.config import RunConfig
+from .paper.graphs import GraphedStep, graphable
+from .paper.networks import Eager, Grouped
 from .runs.expand import training_cost
 from .runs.provenance import device_name
 
@@ -46,15 +48,15 @@ def _sync(device):
 
 
 def _time(net, cfg, xb, yb, steps, device, graphed=False) -> float:
-    opt = _optimizer(cfg, list(net.params.values()), device)
+    opt = optimise.optimizer(cfg, list(net.params.values()), device)
     if graphed:  # the batch is already static: the captured step reads it in place
-        run = GraphedStep(lambda idx: step(net, opt, xb, yb, {}), (1,), device)
+        run = GraphedStep(lambda idx: optimise.step(net, opt, xb, yb, {}), (1,), device)
         dummy = torch.zeros(1, dtype=torch.long, device=device)
         one = lambda: run(dummy)  # noqa: E731
         for _ in range(run.warmup + 1):  # warm-up steps, then capture and one replay
             one()
     else:
-        one = lambda: step(net, opt, xb, yb, {})  # noqa: E731
+        one = lambda: optimise.step(net, opt, xb, yb, {})  # noqa: E731
         one()  # warm-up (allocations, kernel selection)
     _sync(device)
     t = time.perf_counter()
@@ -123,8 +125,8 @@ def bench_case(family, width, batch, seeds, steps, device, compile=False, channe
 def step_seconds(family, width, batch, seeds, optimizer, device, steps=5) -> dict:
     """What the training loop runs for one shape, timed: "step", seconds of one optimiser step of
     `seeds` models together (Grouped, or Eager for one model; on CUDA replayed as a CUDA graph
-    where train.graphable allows, as `--cuda-graphs auto` does with --gpu), and "eval", seconds
-    to evaluate one sample for all of them (train._evaluate's chunks of 1000)."""
+    where graphs.graphable allows, as `--cuda-graphs auto` does with --gpu), and "eval", seconds
+    to evaluate one sample for all of them (losses.evaluate's chunks of 1000)."""
     device = torch.device(device)
     cfg = RunConfig(dataset="bench", model=family, width=width, batch_size=batch, optimizer=optimizer)
     xb, yb = _batch(family, batch, seeds, device)
@@ -165,7 +167,7 @@ def wall_seconds(cfgs, seeds, device, timings) -> float:
 
 def main(device="cpu", seeds=5, steps=30, quick=False, compile=False, cudnn_benchmark=False, nchw=False) -> list:
     """`cudnn_benchmark`: let cuDNN time its algorithms (torch.backends.cudnn.benchmark) for every
-    path; `nchw`: every path without channels-last activations (see train.has_conv). A CNN case
+    path; `nchw`: every path without channels-last activations (see models.has_conv). A CNN case
     also times the eager path in NCHW (column "nchw", its ratio to the eager path's default
     layout, channels-last), unless `nchw`."""
     device = torch.device(device)

@@ -63,12 +63,12 @@ def wait_for(path: Path, what: str, gone=None, seconds: float = 600.0) -> None:
 
 def masked_inits(cfgs, fraction):
     """Per run: a magnitude mask keeping `fraction` of its initial weights, and that init masked."""
-    from harness.paper import models, prune, train
+    from harness.paper import models, prune
     masks, inits = [], []
     for c in cfgs:
-        m = train.init_model(c)
+        m = models.init_model(c)
         mask = prune.magnitude_mask({k: w.detach() for k, w in models.prunable(m).items()}, fraction, current=None)
         masks.append(mask)
-        inits.append(prune.apply_mask(train.cpu_state(m), mask))
+        inits.append(prune.apply_mask(models.cpu_state(m), mask))
     return masks, inits
 

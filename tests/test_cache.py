@@ -7,7 +7,7 @@ import torch
 
 from harness.runs import cache
 from harness.runs.keys import legacy_run_key, run_key
-from harness.paper.train import RunConfig
+from harness.paper.config import RunConfig
 
 CFG = RunConfig(dataset="mnist", model="mlp", width=8)
 

@@ -15,16 +15,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.paper import data, measure, models, train
+from harness.paper import data, measure, models, optimise, sharpness, train
+from harness.paper.config import RunConfig, derive_seed
+from harness.paper.losses import per_sample_loss
+from harness.paper.networks import Eager, Grouped
 from harness.runs import keys as run_keys
 from harness.runs.checkpoint import Checkpoint
 from conftest import synthetic_split
 
-LENET = train.RunConfig(dataset="mnist", model="fc", width=300, hidden="300,100", init="glorot_normal",
+LENET = RunConfig(dataset="mnist", model="fc", width=300, hidden="300,100", init="glorot_normal",
                         optimizer="adam", lr=1.2e-3, batch_size=60, schedule="constant")
-FC_TANH = train.RunConfig(dataset="cifar10", model="fc", width=200, hidden="200,200", activation="tanh",
+FC_TANH = RunConfig(dataset="cifar10", model="fc", width=200, hidden="200,200", activation="tanh",
                           loss="mse", batch_size=0, momentum=0.0, schedule="constant", lr=0.01)
-TINY = train.RunConfig(dataset="mnist", model="fc", width=8, hidden="8,6", activation="tanh", lr=0.05,
+TINY = RunConfig(dataset="mnist", model="fc", width=8, hidden="8,6", activation="tanh", lr=0.05,
                        batch_size=16, schedule="constant", momentum=0.0)
 
 
@@ -70,9 +73,9 @@ def test_fc_prunable_weights_and_builders():
     torch.manual_seed(3)
     a = models.build("mlp", 8)
     torch.manual_seed(3)
-    b = models.for_config(train.RunConfig(dataset="mnist", model="mlp", width=8))
+    b = models.for_config(RunConfig(dataset="mnist", model="mlp", width=8))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert models.config_flops(train.RunConfig(dataset="cifar10", model="cnn", width=4)) == models.forward_flops("cnn", 4)
+    assert models.config_flops(RunConfig(dataset="cifar10", model="cnn", width=4)) == models.forward_flops("cnn", 4)
 
 
 def test_glorot_normal_init_has_the_stated_std_and_zero_biases():
@@ -94,7 +97,7 @@ def test_glorot_normal_init_has_the_stated_std_and_zero_biases():
     assert default.abs().max() <= 1 / math.sqrt(784) + 1e-7
     assert default.std().item() == pytest.approx(1 / math.sqrt(3 * 784), rel=0.01)
     # seeded: the same seed gives the same Glorot draw
-    a, b = train.init_model(LENET), train.init_model(LENET)
+    a, b = models.init_model(LENET), models.init_model(LENET)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
@@ -129,11 +132,11 @@ def test_glorot_on_a_convolution_uses_the_kernel_area():
 def test_options_are_validated_with_a_clear_error(fields, match):
     base = dict(dataset="mnist", model="mlp", width=8)
     with pytest.raises(ValueError, match=match):
-        train.RunConfig(**{**base, **fields})
+        RunConfig(**{**base, **fields})
 
 
 def test_default_options_leave_run_keys_unchanged_and_new_ones_change_them():
-    cfg = train.RunConfig(dataset="mnist", model="mlp", width=8)
+    cfg = RunConfig(dataset="mnist", model="mlp", width=8)
     assert run_keys.run_key(cfg) == "8ae7e4f59117040fb2f196ae"  # as tests/test_cache.py pins it
     assert run_keys.non_default_fields(cfg) == {"dataset": "mnist", "model": "mlp", "width": 8}
     keys = {run_keys.run_key(dataclasses.replace(cfg, **f)) for f in (
@@ -143,7 +146,7 @@ def test_default_options_leave_run_keys_unchanged_and_new_ones_change_them():
 
 
 def test_adam_is_pytorchs_default_adam_at_the_configured_lr():
-    opt = train._optimizer(LENET, [torch.nn.Parameter(torch.zeros(2))])
+    opt = optimise.optimizer(LENET, [torch.nn.Parameter(torch.zeros(2))])
     assert isinstance(opt, torch.optim.Adam)
     d = opt.defaults
     assert (d["lr"], d["betas"], d["eps"], d["weight_decay"], d["amsgrad"]) == (1.2e-3, (0.9, 0.999), 1e-8, 0.0, False)
@@ -155,15 +158,15 @@ def test_mse_loss_on_a_tiny_batch_by_hand():
     out = torch.tensor([[0.5, -1.0, 2.0], [0.0, 0.0, 0.0]])
     y = torch.tensor([2, 0])
     # 0.5 * (0.5^2 + 1^2 + (2 - 1)^2) = 1.125 ; 0.5 * (0 - 1)^2 = 0.5
-    assert train.per_sample_loss(out, y, "mse").tolist() == [1.125, 0.5]
-    assert train.per_sample_loss(out, y, "ce").tolist() == pytest.approx(F.cross_entropy(out, y, reduction="none").tolist())
+    assert per_sample_loss(out, y, "mse").tolist() == [1.125, 0.5]
+    assert per_sample_loss(out, y, "ce").tolist() == pytest.approx(F.cross_entropy(out, y, reduction="none").tolist())
     # in the training step: a model whose outputs are its bias, the loss of the step
-    net = train.Eager([torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))], "cpu")
+    net = Eager([torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))], "cpu")
     with torch.no_grad():
         net.params["1.weight"].zero_()
         net.params["1.bias"].copy_(torch.tensor([0.5, -1.0, 2.0]))
     opt = torch.optim.SGD(net.params.values(), lr=0.0)
-    _, losses = train.step(net, opt, torch.zeros(1, 2, 4), torch.tensor([[2, 0]]), {}, loss="mse")
+    _, losses = optimise.step(net, opt, torch.zeros(1, 2, 4), torch.tensor([[2, 0]]), {}, loss="mse")
     # row 1 (class 2): 0.5 * (0.25 + 1 + 1) = 1.125; row 2 (class 0): 0.5 * (0.25 + 1 + 4) = 2.625
     assert losses.item() == pytest.approx((1.125 + 2.625) / 2, rel=1e-7)
 
@@ -172,7 +175,7 @@ def test_mse_run_reports_the_mse_of_its_final_weights():
     split = synthetic_split(n=64, n_test=32)
     cfg = dataclasses.replace(TINY, loss="mse", epochs=2)
     r = train.train(cfg, split)
-    model = train.model_from_state(cfg, r.thetaT).eval()
+    model = models.model_from_state(cfg, r.thetaT).eval()
     with torch.no_grad():
         for xs, ys, key in ((split.x_train, split.y_train, "train"), (split.x_test, split.y_test, "test")):
             out = model(xs).double()
@@ -203,17 +206,17 @@ def test_cosine_schedule_runs_over_the_steps():
     split = synthetic_split(n=100, n_test=16)
     cfg = dataclasses.replace(TINY, steps=10, schedule="cosine")
     seen = []
-    real = train._optimizer
+    real = optimise.optimizer
 
     def spy(*a, **k):
         opt = real(*a, **k)
         seen.append(opt)
         return opt
-    train._optimizer = spy
+    optimise.optimizer = spy
     try:
         train.train(cfg, split)
     finally:
-        train._optimizer = real
+        optimise.optimizer = real
     lr = seen[0].param_groups[0]["lr"]
     # after 10 of T_max = 10 steps, cosine annealing reaches 0
     assert float(lr) == pytest.approx(0.0, abs=1e-9)
@@ -224,8 +227,8 @@ def test_full_batch_gradient_descent_is_one_plain_step_per_epoch():
     cfg = dataclasses.replace(TINY, batch_size=0, momentum=0.0, schedule="constant", lr=0.1, loss="mse", steps=1)
     r = train.train(cfg, split)
     assert r.steps == 1
-    model = train.model_from_state(cfg, r.theta0)
-    loss = train.per_sample_loss(model(split.x_train), split.y_train, "mse").mean()
+    model = models.model_from_state(cfg, r.theta0)
+    loss = per_sample_loss(model(split.x_train), split.y_train, "mse").mean()
     grads = torch.autograd.grad(loss, list(model.parameters()))
     for (k, p), g in zip(model.named_parameters(), grads):
         _close(r.thetaT[k], p.detach() - 0.1 * g, k)
@@ -245,7 +248,7 @@ def test_full_batch_fc_tanh_on_5000_cifar_images_is_one_step_per_epoch(data_dir)
 # ------------------------------------------------------------------ validation and early stopping
 
 def _val_rows(cfg, split):
-    kept, held = data.holdout(len(split.x_train), cfg.val_size, train.derive_seed(cfg.subset_seed, "validation"))
+    kept, held = data.holdout(len(split.x_train), cfg.val_size, derive_seed(cfg.subset_seed, "validation"))
     return split.x_train[held], split.y_train[held], kept
 
 
@@ -287,7 +290,7 @@ def test_early_stopping_step_and_test_accuracy_equal_a_brute_force_recomputation
     brute = {}
     for t in range(0, 61, 5):
         weights = r.theta0 if t == 0 else train.train(dataclasses.replace(cfg, steps=t), split).thetaT
-        model = train.model_from_state(cfg, weights).eval()
+        model = models.model_from_state(cfg, weights).eval()
         with torch.no_grad():
             brute[t] = (F.cross_entropy(model(x_val), y_val).item(),
                         100.0 * (model(split.x_test).argmax(1) == split.y_test).double().mean().item())
@@ -300,7 +303,7 @@ def test_early_stopping_step_and_test_accuracy_equal_a_brute_force_recomputation
     assert r.final["early_stop_test_acc"] == pytest.approx(brute[best][1])
     assert r.final["val_loss"] == pytest.approx(brute[60][0], rel=1e-5)
     # the training rows are the 100 kept ones: the final training loss is theirs
-    model = train.model_from_state(cfg, r.thetaT).eval()
+    model = models.model_from_state(cfg, r.thetaT).eval()
     with torch.no_grad():
         own = F.cross_entropy(model(split.x_train[kept]), split.y_train[kept]).item()
     assert r.final["train_loss"] == pytest.approx(own, rel=1e-5)
@@ -316,7 +319,7 @@ def test_sharpness_during_training_equals_measure_on_the_weights_at_that_step():
     assert [p[0] for p in points] == [0, 3, 6]
     for t, value in points:
         weights = {0: r.theta0, 6: r.thetaT}.get(t) or train.train(dataclasses.replace(cfg, steps=t), split).thetaT
-        model = train.model_from_state(cfg, weights)
+        model = models.model_from_state(cfg, weights)
         ref = measure.hessian_top_eigenvalue(model, split.x_train, split.y_train, iters=15)["value"]
         assert value == pytest.approx(ref, rel=1e-5), t
     assert r.final["sharpness_final"] == points[-1][1]
@@ -343,9 +346,9 @@ def test_mse_sharpness_equals_the_top_eigenvalue_of_the_full_hessian():
     hessian = torch.autograd.functional.hessian(loss_of, flat0)
     eig = torch.linalg.eigvalsh(hessian)
     top = eig[eig.abs().argmax()].item()
-    got = train.sharpness(model, x, y, "mse", iters=300)
+    got = sharpness.top_eigenvalue(model, x, y, "mse", iters=300)
     assert got["value"] == pytest.approx(top, rel=1e-3)
-    assert train.sharpness(model, x, y, "ce", iters=20)["value"] == measure.hessian_top_eigenvalue(model, x, y, iters=20, chunk=1000)["value"]
+    assert sharpness.top_eigenvalue(model, x, y, "ce", iters=20)["value"] == measure.hessian_top_eigenvalue(model, x, y, iters=20, chunk=1000)["value"]
 
 
 def test_warm_started_sharpness_agrees_with_a_converged_cold_one():
@@ -360,12 +363,12 @@ def test_warm_started_sharpness_agrees_with_a_converged_cold_one():
     assert [p[0] for p in points] == [0, 5, 10, 15, 20]
     for t, value in points[1:]:
         weights = r.thetaT if t == 20 else train.train(dataclasses.replace(cfg, steps=t, sharpness_every=0), split).thetaT
-        model = train.model_from_state(cfg, weights)
-        ref = train.sharpness(model, split.x_train, split.y_train, "mse", iters=300)["value"]
+        model = models.model_from_state(cfg, weights)
+        ref = sharpness.top_eigenvalue(model, split.x_train, split.y_train, "mse", iters=300)["value"]
         assert value == pytest.approx(ref, rel=1e-2), t
     # the same with cross-entropy, the warm path's own Hessian-vector products against measure's
-    model = train.model_from_state(cfg, r.thetaT)
-    warm = train.sharpness(model, split.x_train, split.y_train, "ce", iters=300,
+    model = models.model_from_state(cfg, r.thetaT)
+    warm = sharpness.top_eigenvalue(model, split.x_train, split.y_train, "ce", iters=300,
                            start=torch.randn(sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(0)))
     cold = measure.hessian_top_eigenvalue(model, split.x_train, split.y_train, iters=300)
     assert warm["value"] == pytest.approx(cold["value"], rel=1e-5) and warm["iterations"] == cold["iterations"]
@@ -373,13 +376,13 @@ def test_warm_started_sharpness_agrees_with_a_converged_cold_one():
 
 def test_sharpness_summary_by_hand():
     points = [(0, 5.0), (10, 12.0), (50, 21.0), (90, 19.0), (100, 20.5)]
-    s = train.sharpness_summary(points, lr=0.1, total_steps=100)  # 2 / lr = 20
+    s = sharpness.summary(points, lr=0.1, total_steps=100)  # 2 / lr = 20
     assert s["sharpness_final"] == 20.5 and s["sharpness_max"] == 21.0 and s["eos_step"] == 50
     assert s["sharpness_ratio_0.1"] == 12.0 / 20 and s["sharpness_ratio_0.5"] == 21.0 / 20
     assert s["sharpness_ratio_1"] == 20.5 / 20 and s["sharpness_ratio_max"] == 21.0 / 20
     assert s["sharpness_ratio_post_median"] == 20.5 / 20  # median of 21, 19, 20.5
-    assert math.isnan(train.sharpness_summary(points[:2], 0.1, 100)["eos_step"])
-    assert math.isnan(train.sharpness_summary(points[:2], 0.1, 100)["sharpness_ratio_post_median"])
+    assert math.isnan(sharpness.summary(points[:2], 0.1, 100)["eos_step"])
+    assert math.isnan(sharpness.summary(points[:2], 0.1, 100)["sharpness_ratio_post_median"])
 
 
 # ------------------------------------------------------------------ grouped == one at a time
@@ -411,16 +414,16 @@ def test_grouped_step_with_tanh_and_mse_equals_the_separate_models():
     for s in range(n):
         torch.manual_seed(s)
         separate.append(models.for_config(cfg))
-    grouped = train.Grouped(copy.deepcopy(separate), "cpu")
-    eager = [train.Eager([m], "cpu") for m in separate]
-    opt_g = train._optimizer(cfg, list(grouped.params.values()))
-    opts = [train._optimizer(cfg, list(e.params.values())) for e in eager]
+    grouped = Grouped(copy.deepcopy(separate), "cpu")
+    eager = [Eager([m], "cpu") for m in separate]
+    opt_g = optimise.optimizer(cfg, list(grouped.params.values()))
+    opts = [optimise.optimizer(cfg, list(e.params.values())) for e in eager]
     gen = torch.Generator().manual_seed(1)
     for _ in range(2):
         xb, yb = torch.randn(n, b, 1, 28, 28, generator=gen), torch.randint(0, 10, (n, b), generator=gen)
-        out_g, loss_g = train.step(grouped, opt_g, xb, yb, {}, loss="mse")
+        out_g, loss_g = optimise.step(grouped, opt_g, xb, yb, {}, loss="mse")
         for i, (e, o) in enumerate(zip(eager, opts)):
-            out, loss = train.step(e, o, xb[i:i + 1], yb[i:i + 1], {}, loss="mse")
+            out, loss = optimise.step(e, o, xb[i:i + 1], yb[i:i + 1], {}, loss="mse")
             _close(out_g[i], out[0], "outputs")
             _close(loss_g[i], loss[0], "loss")
             for k, p in e.params.items():

@@ -256,7 +256,7 @@ def test_an_interrupted_submitit_job_requeues_and_resumes_from_its_checkpoint(tm
 
 def test_epoch_reporter_and_display_with_a_fake_clock():
     from harness.runs import progress
-    from harness.paper.train import RunConfig
+    from harness.paper.config import RunConfig
     t = [0.0]
     clock = lambda: t[0]  # noqa: E731
     jobs = [inline.Job(RunConfig("mnist", "mlp", 8, train_subset=256, epochs=4, seed=s)) for s in (0, 1)]
@@ -316,7 +316,7 @@ def test_the_local_executor_keeps_the_time_budget_and_its_claims_are_not_run(pro
 def test_progress_of_a_run_of_fixed_steps_counts_the_epochs_they_span():
     """A run set by `steps` reports its epochs out of the epochs those steps span (full batch: one
     step an epoch; LeNet's 50,000 steps of 60 on 55,000 rows: 917 steps an epoch, 55 epochs)."""
-    from harness.paper.train import RunConfig
+    from harness.paper.config import RunConfig
     from harness.runs import progress
     from harness.runs.inline import Job
     for cfg, epochs in ((RunConfig(dataset="cifar10", model="fc", width=200, hidden="200,200", batch_size=0,

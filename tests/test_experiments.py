@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from harness.paper import models, prune
+from harness.paper.config import RunConfig
 from harness.claims import spec
 from harness import procedures
 from harness.runs.context import Context
@@ -116,9 +117,9 @@ def test_training_runs_and_costs_of_a_ticket_chain(tmp_path):
 def test_training_cost_counts_the_evaluation_passes_the_run_makes(monkeypatch, data_dir):
     """By hand, for a small MNIST run with a validation split and the test set every other epoch;
     and the evaluated samples counted in the training loop itself agree."""
-    from harness.paper import data, train
-    cfg = train.RunConfig(dataset="mnist", model="mlp", width=8, train_subset=1000, test_subset=500, epochs=3,
-                          batch_size=100, test_every=2, val_size=100, eval_every=4, lr=0.05)
+    from harness.paper import data, losses, train
+    cfg = RunConfig(dataset="mnist", model="mlp", width=8, train_subset=1000, test_subset=500, epochs=3,
+                    batch_size=100, test_every=2, val_size=100, eval_every=4, lr=0.05)
     f = 2 * (784 * 8 + 8 * 8 + 8 * 8 + 8 * 10)  # one forward pass of one sample
     n = 1000 - 100  # training rows left beside the validation split: 9 steps an epoch, 27 in all
     trained = 3 * n * 3  # 3 epochs, forward + backward (3x a forward pass)
@@ -129,8 +130,8 @@ def test_training_cost_counts_the_evaluation_passes_the_run_makes(monkeypatch, d
     assert cost["steps"] == 27 and cost["eval_samples"] == tests + val + final
     assert cost["flops"] == pytest.approx(f * (trained + tests + val + final), rel=1e-12)
     evaluated = []
-    real = train._evaluate
-    monkeypatch.setattr(train, "_evaluate", lambda net, x, y, **k: evaluated.append(len(x)) or real(net, x, y, **k))
+    real = losses.evaluate
+    monkeypatch.setattr(losses, "evaluate", lambda net, x, y, **k: evaluated.append(len(x)) or real(net, x, y, **k))
     train.train(cfg, data.split_for(cfg, data_dir))
     assert sum(evaluated) == cost["eval_samples"]
     # no validation split, test set at the end only: the final train and test passes alone

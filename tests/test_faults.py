@@ -19,6 +19,7 @@ from harness import __main__ as cli
 from harness.runs import cache, checkpoint
 from harness.claims import checks, report, spec, stats
 from harness.paper import data, train
+from harness.paper.config import RunConfig
 from harness import procedures
 from harness.runs.context import Context
 from harness.runs.context import NotCached
@@ -106,7 +107,7 @@ def test_a_garbage_tensors_pt_is_set_aside_and_its_run_retrained(tmp_path, data_
 
 
 def test_a_garbage_checkpoint_is_set_aside_and_training_starts_over(tmp_path):
-    cfg = train.RunConfig(dataset="mnist", model="mlp", width=4, epochs=2, batch_size=64)
+    cfg = RunConfig(dataset="mnist", model="mlp", width=4, epochs=2, batch_size=64)
     split = synthetic_split(n=128)
     plain = train.train(cfg, split)
     ck = tmp_path / "checkpoints" / "group.pt"

@@ -1,4 +1,4 @@
-"""The captured training step (train.GraphedStep) and the fused SGD it relies on.
+"""The captured training step (GraphedStep) and the fused SGD it relies on.
 
 On a CPU the step is called directly, so these tests check the bookkeeping around it (static
 index buffer, in-place accumulators, the ragged last batch, the tensor learning rate). The tests
@@ -9,7 +9,9 @@ import dataclasses
 import pytest
 import torch
 
-from harness.paper import train
+from harness.paper import optimise, train
+from harness.paper.config import RunConfig
+from harness.paper.graphs import GraphedStep
 from harness.runs import checkpoint
 from conftest import masked_inits, synthetic_split
 
@@ -24,7 +26,7 @@ def _graph_probe(device):
     def fn(idx):
         python_calls.append(1)
         acc.add_(x[idx].sum())
-    g = train.GraphedStep(fn, (4,), device, warmup=2)
+    g = GraphedStep(fn, (4,), device, warmup=2)
     expected = 0.0
     for k in range(6):
         idx = torch.arange(k, k + 4, device=device)
@@ -50,11 +52,11 @@ def test_fused_sgd_with_tensor_lr_is_torch_sgd():
     """The fused, tensor-lr SGD is PyTorch's SGD with momentum: same trajectory under the cosine
     schedule up to float rounding (the lr tensor is float32; the schedule's values then differ
     from the float64 ones by <= 4e-7 relative)."""
-    cfg = train.RunConfig(dataset="x", model="mlp", width=8, lr=0.05, epochs=6)
+    cfg = RunConfig(dataset="x", model="mlp", width=8, lr=0.05, epochs=6)
     torch.manual_seed(0)
     a = torch.nn.Parameter(torch.randn(50))
     b = torch.nn.Parameter(a.detach().clone())
-    opt_a = train._optimizer(cfg, [a])
+    opt_a = optimise.optimizer(cfg, [a])
     opt_b = torch.optim.SGD([b], lr=0.05, momentum=0.9, weight_decay=0.0, foreach=False)
     sa = torch.optim.lr_scheduler.CosineAnnealingLR(opt_a, T_max=6)
     sb = torch.optim.lr_scheduler.CosineAnnealingLR(opt_b, T_max=6)
@@ -81,7 +83,7 @@ def _masked_cnn_group(device, n=100):
     split = synthetic_split(n=n, shape=(3, 32, 32), n_test=32)
     split = dataclasses.replace(split, **{f: getattr(split, f).to(device)
                                           for f in ("x_train", "y_train", "x_test", "y_test")})
-    cfg = train.RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=3, lr=0.001, device=device)
+    cfg = RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=3, lr=0.001, device=device)
     cfgs = [dataclasses.replace(cfg, seed=s) for s in range(3)]
     masks, inits = masked_inits(cfgs, 0.5)
     return cfgs, split, masks, inits

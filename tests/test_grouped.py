@@ -1,4 +1,4 @@
-"""The grouped network (train.Grouped: S seeds of one configuration as one module) against the S
+"""The grouped network (Grouped: S seeds of one configuration as one module) against the S
 separate models it stands for, and seed-grouped training (train.train_seeds) against one-at-a-time
 training (train.train).
 
@@ -16,7 +16,9 @@ import dataclasses
 import pytest
 import torch
 
-from harness.paper import measure, models, train
+from harness.paper import measure, models, optimise, train
+from harness.paper.config import RunConfig
+from harness.paper.networks import Eager, Grouped
 from harness.runs import checkpoint
 from conftest import masked_inits, synthetic_split
 
@@ -79,9 +81,9 @@ def test_grouped_steps_equal_the_separate_models(family, width, optimizer, maske
     back per seed, updated weights and running statistics; then eval-mode outputs."""
     n, b = 3, 6
     separate = _seeded_models(family, width, n)
-    grouped = train.Grouped(copy.deepcopy(separate), "cpu")
-    eager = [train.Eager([m], "cpu") for m in separate]
-    cfg = train.RunConfig(dataset="x", model=family, width=width, optimizer=optimizer,
+    grouped = Grouped(copy.deepcopy(separate), "cpu")
+    eager = [Eager([m], "cpu") for m in separate]
+    cfg = RunConfig(dataset="x", model=family, width=width, optimizer=optimizer,
                           lr=0.05 if optimizer == "sgd" else 1e-2)
     masks = [{}] * n
     if masked:
@@ -93,16 +95,16 @@ def test_grouped_steps_equal_the_separate_models(family, width, optimizer, maske
                 for k, m in mk.items():
                     e.params[k].mul_(m)
         grouped.load_states([e.states()[0] for e in eager])
-    packed = train.Grouped.pack(masks) if masked else {}
-    opt_g = train._optimizer(cfg, list(grouped.params.values()))
-    opts = [train._optimizer(cfg, list(e.params.values())) for e in eager]
+    packed = Grouped.pack(masks) if masked else {}
+    opt_g = optimise.optimizer(cfg, list(grouped.params.values()))
+    opts = [optimise.optimizer(cfg, list(e.params.values())) for e in eager]
     gen = torch.Generator().manual_seed(1)
     for _ in range(2):
         xb = torch.randn(n, b, *SHAPES[family], generator=gen)
         yb = torch.randint(0, 10, (n, b), generator=gen)
-        out_g, loss_g = train.step(grouped, opt_g, xb, yb, packed)
+        out_g, loss_g = optimise.step(grouped, opt_g, xb, yb, packed)
         for i, (e, o, mk) in enumerate(zip(eager, opts, masks)):
-            out, loss = train.step(e, o, xb[i:i + 1], yb[i:i + 1], mk)
+            out, loss = optimise.step(e, o, xb[i:i + 1], yb[i:i + 1], mk)
             _close(out_g[i], out[0], "outputs")
             _close(loss_g[i], loss[0], "loss")
             for k, p in e.params.items():
@@ -153,16 +155,16 @@ def _layouts_agree(nets, x):
 
 
 def test_channels_last_layout_computes_the_same():
-    nets = [train.Grouped(_seeded_models("cnn", 2, 2), "cpu", channels_last=c) for c in (False, True)]
+    nets = [Grouped(_seeded_models("cnn", 2, 2), "cpu", channels_last=c) for c in (False, True)]
     _layouts_agree(nets, torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
     for k, b in nets[0].buffers.items():
         _close(nets[1].buffers[k], b, k)
 
 
 def test_eager_channels_last_computes_the_same_and_states_are_standard_layout():
-    nets = [train.Eager(_seeded_models("cnn", 2, 1), "cpu", channels_last=c) for c in (False, True)]
-    assert nets[1].channels_last and train.Eager(_seeded_models("cnn", 2, 1), "cpu").channels_last
-    assert not train.Eager(_seeded_models("mlp", 8, 1), "cpu").channels_last  # no convolution
+    nets = [Eager(_seeded_models("cnn", 2, 1), "cpu", channels_last=c) for c in (False, True)]
+    assert nets[1].channels_last and Eager(_seeded_models("cnn", 2, 1), "cpu").channels_last
+    assert not Eager(_seeded_models("mlp", 8, 1), "cpu").channels_last  # no convolution
     x = torch.randn(1, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     _layouts_agree(nets, x)
     assert nets[1].params["features.0.weight"].is_contiguous(memory_format=torch.channels_last)
@@ -178,20 +180,20 @@ def test_states_round_trip_bit_exact():
     for m in separate:  # non-trivial buffers
         m.features[1].running_mean.uniform_()
         m.features[1].num_batches_tracked += 5
-    states = [train.cpu_state(m) for m in separate]
-    grouped = train.Grouped(separate, "cpu")
+    states = [models.cpu_state(m) for m in separate]
+    grouped = Grouped(separate, "cpu")
     out = grouped.states()
     for a, b in zip(out, states):
         assert list(a) == list(b)
         assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in b)
-    other = train.Grouped(_seeded_models("cnn", 2, 3)[::-1], "cpu")
+    other = Grouped(_seeded_models("cnn", 2, 3)[::-1], "cpu")
     other.load_states(out)
     assert all(torch.equal(a[k], b[k]) for a, b in zip(other.states(), states) for k in b)
 
 
 def test_unknown_layers_are_refused():
     with pytest.raises(TypeError, match="no grouped form"):
-        train.Grouped([torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GELU())], "cpu")
+        Grouped([torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GELU())], "cpu")
 
 
 def _compare(grouped, single):
@@ -212,7 +214,7 @@ def _compare(grouped, single):
 ])
 def test_grouped_run_equals_one_at_a_time(model, width, shape, optimizer):
     split = synthetic_split(n=96, shape=shape, n_test=32)
-    cfg = train.RunConfig(dataset="x", model=model, width=width, batch_size=16, epochs=2,
+    cfg = RunConfig(dataset="x", model=model, width=width, batch_size=16, epochs=2,
                           optimizer=optimizer, lr=0.01 if optimizer == "sgd" else 1e-3)
     cfgs = [dataclasses.replace(cfg, seed=s) for s in range(3)]
     grouped = train.train_seeds(cfgs, split)
@@ -229,7 +231,7 @@ def test_grouped_batchnorm1d_run_equals_one_at_a_time():
     feeding a BatchNorm has an exact gradient of zero, whose rounding noise Adam would scale up to
     full steps (as it would a CNN's convolution bias), differing between summation orders."""
     split = synthetic_split(n=96, shape=(1, 28, 28), n_test=32)
-    cfg = train.RunConfig(dataset="mnist", model="fc", width=8, hidden="8,8", batchnorm=True, batch_size=16,
+    cfg = RunConfig(dataset="mnist", model="fc", width=8, hidden="8,8", batchnorm=True, batch_size=16,
                           epochs=2, optimizer="sgd", lr=0.01)
     cfgs = [dataclasses.replace(cfg, seed=s) for s in range(3)]
     grouped = train.train_seeds(cfgs, split)
@@ -243,7 +245,7 @@ def test_grouped_run_with_masks_and_rewound_inits():
     # lr 0.001: a 30%-remaining CNN of width 2 has channels pruned to zero, whose BatchNorm divides
     # rounding noise by sqrt(eps) and makes larger steps chaotic (seen: 1e-7 -> 7e-4 in 6 steps).
     split = synthetic_split(n=100, shape=(3, 32, 32), n_test=32)
-    cfg = train.RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=3, lr=0.001)
+    cfg = RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=3, lr=0.001)
     cfgs = [dataclasses.replace(cfg, seed=s) for s in range(3)]
     masks, inits = masked_inits(cfgs, 0.3)
     grouped = train.train_seeds(cfgs, split, masks=masks, init_states=inits)
@@ -257,11 +259,11 @@ def test_grouped_run_with_masks_and_rewound_inits():
 
 def test_instruments_per_model_agree_after_grouped_training():
     split = synthetic_split(n=96, shape=(3, 32, 32), n_test=32)
-    cfg = train.RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=2, lr=0.01)
+    cfg = RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=2, lr=0.01)
     cfgs = [dataclasses.replace(cfg, seed=s) for s in range(3)]
     x, y = split.x_train[:32], split.y_train[:32]
     for b, s, c in zip(train.train_seeds(cfgs, split), [train.train(c, split) for c in cfgs], cfgs):
-        mb, ms = train.model_from_state(c, b.thetaT), train.model_from_state(c, s.thetaT)
+        mb, ms = models.model_from_state(c, b.thetaT), models.model_from_state(c, s.thetaT)
         hb = measure.hessian_top_eigenvalue(mb, x, y, iters=10)["value"]
         hs = measure.hessian_top_eigenvalue(ms, x, y, iters=10)["value"]
         assert hb == pytest.approx(hs, rel=1e-3)
@@ -272,11 +274,11 @@ def test_instruments_per_model_agree_after_grouped_training():
 
 def test_one_diverging_model_does_not_touch_the_others():
     split = synthetic_split(n=64)
-    cfg = train.RunConfig(dataset="x", model="mlp", width=8, batch_size=16, epochs=3, lr=0.05)
+    cfg = RunConfig(dataset="x", model="mlp", width=8, batch_size=16, epochs=3, lr=0.05)
     bad = dataclasses.replace(cfg, seed=1)
     cfgs = [cfg, bad]
     # a rewound init with a huge weight makes seed 1 diverge
-    state = train.cpu_state(train.init_model(bad))
+    state = models.cpu_state(models.init_model(bad))
     state["net.1.weight"] = state["net.1.weight"] * 1e30
     res = train.train_seeds(cfgs, split, init_states=[None, state])
     assert res[1].diverged and not res[0].diverged
@@ -285,14 +287,14 @@ def test_one_diverging_model_does_not_touch_the_others():
 
 
 def test_groups_must_differ_only_in_seed():
-    cfg = train.RunConfig(dataset="x", model="mlp", width=8)
+    cfg = RunConfig(dataset="x", model="mlp", width=8)
     with pytest.raises(ValueError, match="differ in more than the seed"):
         train.train_seeds([cfg, dataclasses.replace(cfg, lr=0.5)], synthetic_split(n=32))
 
 
 def test_a_killed_masked_grouped_run_resumes_bit_identical(tmp_path):
     split = synthetic_split(n=100, shape=(3, 32, 32), n_test=32)
-    cfg = train.RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=3, lr=0.001)
+    cfg = RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=3, lr=0.001)
     cfgs = [dataclasses.replace(cfg, seed=s) for s in range(2)]
     masks, inits = masked_inits(cfgs, 0.5)
     full = train.train_seeds(cfgs, split, masks=masks, init_states=inits)
@@ -314,7 +316,7 @@ def test_a_checkpoint_of_another_trainer_is_removed_not_resumed(tmp_path):
     """A mid-run checkpoint of the vmap trainer this one replaced (no "trainer" field, several
     models) is warned about and removed; the run starts over and equals an uninterrupted one."""
     split = synthetic_split(n=64)
-    cfgs = [train.RunConfig(dataset="x", model="mlp", width=8, batch_size=16, epochs=2, seed=s) for s in range(2)]
+    cfgs = [RunConfig(dataset="x", model="mlp", width=8, batch_size=16, epochs=2, seed=s) for s in range(2)]
     full = train.train_seeds(cfgs, split)
     ck = checkpoint.Checkpoint(tmp_path / "ck.pt", every=0)
     ck.save({"states": [full[0].thetaT, full[1].thetaT], "optimizer": {}, "epoch": 1})
@@ -340,7 +342,7 @@ def test_bench_times_every_path_on_the_cpu(capsys):
 
 def test_wall_estimate_is_steps_times_step_time_plus_evaluation(capsys):
     from harness import bench
-    cfg = train.RunConfig(dataset="mnist", model="mlp", width=8, batch_size=128, epochs=2,
+    cfg = RunConfig(dataset="mnist", model="mlp", width=8, batch_size=128, epochs=2,
                           train_subset=1000, test_subset=500)
     cfgs = [dataclasses.replace(cfg, seed=s) for s in range(5)]
     timings = {("mlp", 8, 128, 5, "sgd"): {"step": 0.01, "eval": 1e-5}}

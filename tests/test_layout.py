@@ -1,7 +1,8 @@
 """The layout's import rules (harness/__init__.py): the rooms stand in one order, paper (ML only) <-
 runs <- procedures <- execute <- claims <- the command line and the benchmarks, and every import
 points down it, never up; the claims engine reaches the paper's ML only through the registries of
-procedures and instruments."""
+procedures and instruments; and no module imports, directly or through others, a module that
+imports it (no import circle, inside a room or across rooms; an import inside a function counts)."""
 import ast
 from pathlib import Path
 
@@ -55,6 +56,32 @@ def _all_modules() -> dict:
     return out
 
 
+def _graph() -> dict:
+    """Every harness module, as a dotted name (a package as its own: harness.procedures), -> the
+    harness modules it imports."""
+    out = {}
+    for p in HARNESS.rglob("*.py"):
+        parts = p.relative_to(HARNESS.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = _imports(p)
+    return out
+
+
+def _circles(graph: dict) -> list:
+    """The import circles of `graph` (module -> the modules it imports): each group of modules that
+    reach one another through imports, as a sorted list."""
+    def reachable(start):
+        seen, todo = set(), list(graph.get(start, ()))
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo.extend(graph.get(m, ()))
+        return seen
+
+    reach = {m: reachable(m) for m in graph}
+    return sorted({tuple(sorted(n for n in reach[m] if m in reach.get(n, ()))) for m in graph if m in reach[m]})
+
+
 def test_every_room_is_known_and_every_module_in_one():
     rooms = {p.name for p in HARNESS.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert rooms == set(ROOMS), rooms
@@ -74,6 +101,23 @@ def test_the_engine_reaches_the_paper_only_through_the_registries():
 def test_the_papers_ml_modules_import_no_other_room():
     for name, imports in _modules("paper").items():
         assert all(m.startswith("harness.paper") for m in imports), (name, imports)
+
+
+def test_no_import_circle():
+    assert _circles(_graph()) == []
+
+
+def test_no_module_is_over_400_lines():
+    """A module a newcomer can read end to end: one job, at most about 400 lines (issue 46)."""
+    long = {str(p.relative_to(HARNESS)): n for p in HARNESS.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+
+
+def test_the_circle_check_catches_a_circle():
+    """The checker itself: two modules importing each other (train.py and measure.py did, before
+    issue 46), through a third too; a module that only imports them is in no circle."""
+    graph = {"a": {"b"}, "b": {"a"}, "c": {"a", "d"}, "d": {"e"}, "e": {"c"}, "f": {"a"}}
+    assert _circles(graph) == [("a", "b"), ("c", "d", "e")]
 
 
 def test_the_rule_catches_an_arrow_up():

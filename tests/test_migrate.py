@@ -14,7 +14,7 @@ from harness import __main__ as cli
 from harness.runs import cache, exports, migrate
 from harness.runs.keys import legacy_run_key, run_key
 from harness.claims import spec
-from harness.paper.train import RunConfig
+from harness.paper.config import RunConfig
 from harness.runs.expand import expand
 from harness.procedures import instruments
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from harness.paper import models, train
+from harness.paper import models
+from harness.paper.config import RunConfig
 
 
 @pytest.mark.parametrize("family,width", [(f, w) for f, d in models.PAPER_PARAM_COUNTS.items() for w in d])
@@ -47,7 +48,7 @@ def test_forward_flops_match_torch_flop_counter(family, width, shape):
 def test_keskar_f1_parameter_count():
     """F1 (Keskar et al. 2017, App. B.1): 784 -> 5 x [Linear 512, BatchNorm, ReLU] -> 10. Weights and
     biases 784*512 + 512 + 4 * (512*512 + 512) + 512*10 + 10, and each BatchNorm's scale and shift."""
-    cfg = train.RunConfig(dataset="mnist", model="fc", width=512, hidden="512,512,512,512,512", batchnorm=True)
+    cfg = RunConfig(dataset="mnist", model="fc", width=512, hidden="512,512,512,512,512", batchnorm=True)
     model = models.for_config(cfg)
     assert models.count_params(model) == 784 * 512 + 512 + 4 * (512 * 512 + 512) + 512 * 10 + 10 + 5 * 2 * 512
     assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()) == 5

@@ -15,6 +15,7 @@ from harness import __main__ as cli
 from harness.runs import cache, checkpoint, exports, provenance
 from harness.claims import spec
 from harness.paper import train
+from harness.paper.config import RunConfig
 from harness import procedures
 from harness.runs.context import Context
 from harness.runs.context import NotCached
@@ -63,7 +64,7 @@ def test_runs_and_measurements_record_what_produced_them(tmp_path, data_dir, mon
 
 def test_a_run_stopped_by_its_deadline_resumes_bit_identical_and_counts_all_its_time(tmp_path):
     s = synthetic_split()
-    cfg = dataclasses.replace(train.RunConfig(dataset="mnist", model="mlp", width=16, batch_size=32, lr=0.05),
+    cfg = dataclasses.replace(RunConfig(dataset="mnist", model="mlp", width=16, batch_size=32, lr=0.05),
                               epochs=3)
     full = train.train(cfg, s)
     ck = checkpoint.Checkpoint(tmp_path / "ck.pt", every=1e9, deadline=time.monotonic() - 1)
@@ -90,7 +91,7 @@ def test_a_group_is_not_started_when_its_estimate_exceeds_what_is_left(tmp_path,
     now = [1000.0]  # the budget's clock, faked: what is left does not shrink while the test runs
     monkeypatch.setattr(context, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
     ctx = Context(cache_root=str(tmp_path), deadline=now[0] + 100)
-    cfgs = [train.RunConfig(dataset="mnist", model="mlp", width=64, epochs=10)] * 2
+    cfgs = [RunConfig(dataset="mnist", model="mlp", width=64, epochs=10)] * 2
     flops = sum(training_cost(c)["flops"] for c in cfgs)
     ctx.check_budget(cfgs, "g")  # no speed measured yet for the family: it starts
     ctx._speed["mlp"] = [50.0, flops]  # measured: these runs take 50 s

@@ -350,7 +350,7 @@ def test_experiments_that_share_runs_form_one_xdist_group(pytester):
     """Two experiments (in two files) that share a run are one xdist group, so the run trains in
     one worker; an experiment sharing nothing keeps its own group. The merged group's cost counts
     the shared run once, and within it the costlier experiment goes first."""
-    from harness.claims import plugin
+    from harness.claims import plugin, xdist_order
     d = pytester.path / "claims"
     d.mkdir()
     for name, widths in (("a", "[8]"), ("b", "[8, 32]"), ("c", "[16]")):
@@ -374,7 +374,7 @@ def test_experiments_that_share_runs_form_one_xdist_group(pytester):
             expect = {{min = 1, max = 1, why = "w: it reads every configuration of its experiment"}}
             """))
     items = pytester.inline_genitems("claims", "-m", "smoke")[0]
-    groups = plugin._run_groups(items)
+    groups = xdist_order.run_groups(items)
     by_file = {i.nodeid.split("::")[0]: groups[i] for i in items}
     assert by_file["claims/a.toml"][0] == by_file["claims/b.toml"][0] == "claims/a.toml:e:smoke+claims/b.toml:e:smoke"
     assert by_file["claims/c.toml"][0] == "claims/c.toml:e:smoke"

@@ -1,10 +1,12 @@
-"""Lottery-ticket masks (harness/prune.py) and their use in training (harness/train.py)."""
+"""Lottery-ticket masks (harness/paper/prune.py) and their use in training (harness/paper/train.py)."""
 import pytest
 import torch
 
 from harness.paper import models, prune
 from harness.paper.data import Split
-from harness.paper.train import RunConfig, init_model, train
+from harness.paper.config import RunConfig
+from harness.paper.models import init_model
+from harness.paper.train import train
 
 
 def _cnn_weights():

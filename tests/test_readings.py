@@ -14,7 +14,7 @@ from harness.runs.keys import run_key
 from harness.paper import data
 from harness.claims import report, spec
 from harness.__main__ import main, plan_readings
-from harness.claims.plugin import node_suffix
+from harness.claims.items import node_suffix
 from harness.runs.expand import expand
 from harness.paper import measure
 from harness.procedures import instruments

@@ -1,5 +1,5 @@
 """--seed-batching auto (Context.batch_seeds None): which configurations train their seeds together."""
-from harness.paper.train import RunConfig
+from harness.paper.config import RunConfig
 from harness.runs.context import Context
 
 

@@ -3,12 +3,14 @@ import math
 
 import torch
 
-from harness.paper import train
+from harness.paper import optimise, train
+from harness.paper.config import RunConfig
+from harness.paper.networks import Eager
 from harness.paper.data import load_split
 from harness.runs import checkpoint
 from conftest import synthetic_split
 
-CFG = train.RunConfig(dataset="mnist", model="mlp", width=16, batch_size=32, epochs=2, lr=0.05)
+CFG = RunConfig(dataset="mnist", model="mlp", width=16, batch_size=32, epochs=2, lr=0.05)
 
 
 def test_same_seed_gives_bit_identical_metrics_and_weights():
@@ -42,7 +44,7 @@ def test_test_every_leaves_weights_and_final_metrics_bit_identical():
     BatchNorm statistics and the final metrics are the same bit for bit (eager MLP, grouped CNN)."""
     s = synthetic_split()
     for cfg, fit in ((dataclasses.replace(CFG, epochs=3), lambda c: [train.train(c, s)]),
-                     (train.RunConfig(dataset="cifar10", model="cnn", width=2, batch_size=16, epochs=3, lr=0.05),
+                     (RunConfig(dataset="cifar10", model="cnn", width=2, batch_size=16, epochs=3, lr=0.05),
                       lambda c: train.train_seeds([c, dataclasses.replace(c, seed=1)], synthetic_split(n=64, shape=(3, 32, 32))))):
         every = fit(cfg)
         for k, tested in ((0, []), (2, [2])):
@@ -78,7 +80,7 @@ def test_masks_hold_after_training_with_momentum():
 
 def test_tiny_mlp_reaches_100_percent_train_accuracy_on_256_mnist_samples(data_dir):
     s = load_split("mnist", 256, 256, root=data_dir)
-    cfg = train.RunConfig(dataset="mnist", model="mlp", width=256, train_subset=256, batch_size=32,
+    cfg = RunConfig(dataset="mnist", model="mlp", width=256, train_subset=256, batch_size=32,
                           epochs=30, lr=0.05)
     r = train.train(cfg, s)
     assert r.final["train_acc"] == 100.0, r.final
@@ -115,7 +117,7 @@ def test_a_killed_run_resumes_bit_identical(tmp_path):
 
 def test_a_killed_seed_batched_cnn_group_resumes_bit_identical(tmp_path):
     s = synthetic_split(n=64, shape=(3, 32, 32), n_test=16)
-    cfgs = [train.RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=4, lr=0.01,
+    cfgs = [RunConfig(dataset="x", model="cnn", width=2, batch_size=16, epochs=4, lr=0.01,
                             optimizer="adam", seed=k) for k in range(2)]
     full = train.train_seeds(cfgs, s)
     resumed = _interrupt_then_resume(tmp_path, lambda p, ck: train.train_seeds(cfgs, s, progress=p, checkpoint=ck))
@@ -129,19 +131,19 @@ def test_eager_in_place_relu_trains_the_same_weights_as_the_model_as_built():
     an MLP give the same weights, bit for bit, as the modules as built (ReLU not in place)."""
     from harness.paper import models
     for family, shape in (("cnn", (3, 32, 32)), ("mlp", (784,))):
-        cfg = train.RunConfig(model=family, width=4, lr=0.05, batch_size=8, dataset="cifar10" if family == "cnn" else "mnist")
+        cfg = RunConfig(model=family, width=4, lr=0.05, batch_size=8, dataset="cifar10" if family == "cnn" else "mnist")
         g = torch.Generator().manual_seed(0)
         x, y = torch.randn(1, 8, *shape, generator=g), torch.randint(0, 10, (1, 8), generator=g)
         weights = []
         for in_place in (True, False):
             torch.manual_seed(0)
-            net = train.Eager([models.build(family, 4)], "cpu")
+            net = Eager([models.build(family, 4)], "cpu")
             relus = [m for m in net.model.modules() if isinstance(m, torch.nn.ReLU)]
             assert relus and all(m.inplace for m in relus)
             for m in relus:
                 m.inplace = in_place
-            opt = train._optimizer(cfg, list(net.params.values()))
+            opt = optimise.optimizer(cfg, list(net.params.values()))
             for _ in range(3):
-                train.step(net, opt, x, y, {})
+                optimise.step(net, opt, x, y, {})
             weights.append(net.states()[0])
         assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), family

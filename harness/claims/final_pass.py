@@ -17,7 +17,7 @@ from .results import decide_families, family_key
 
 def category(result: dict) -> tuple:
     """(the terminal reporter's category, the report's outcome) of a claim's result, as the claim
-    item reports it (plugin.ClaimItem.runtest): a fail under another reading than the primary is
+    item reports it (items.ClaimItem.runtest): a fail under another reading than the primary is
     an xfail, 'not run' a skip."""
     v, primary = result["verdict"], readings.reading_id(result) == readings.PRIMARY
     if v == "inconclusive":
@@ -35,7 +35,7 @@ def run(session, results: list, reports: dict, ctx, failure_text) -> tuple:
     """Judge the family claims of `results` again (read-only `ctx`), restate the pytest report
     (`reports`: family_key -> TestReport) of every claim whose verdict changed, and return (the new
     results, the restated [(node id, old verdict, new result)]). `failure_text(result)` is the
-    text a failed claim shows (plugin.ClaimItem.repr_failure's)."""
+    text a failed claim shows (items.ClaimItem.repr_failure's)."""
     new = decide_families(results, ctx)
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
     restated = []

@@ -52,7 +52,7 @@ def _counts_text(c: Counter, ev: int) -> str:
 
 def block(claims: list, files: dict, paper_claims: list, runs: dict | None = None) -> dict | None:
     """The scaled tier's block from its claim records (`claims`), the loaded claim files
-    (`files`: {file: spec.ClaimFile}), the paper-scale records (`paper_claims`: the headlines
+    (`files`: {file: parsed.ClaimFile}), the paper-scale records (`paper_claims`: the headlines
     the scaled statements answer for) and its runs ({'runs', 'seconds', 'provenance'}); None
     without scaled claims."""
     if not claims:

@@ -48,8 +48,8 @@ class Group:
     keys: tuple  # cache keys of every run the group trains (a ticket chain: all its rounds)
     steps: int  # estimated optimiser steps, summed over runs
     flops: float  # estimated training FLOPs
-    exp: object = None  # the spec.Experiment of a ticket chain (walked to train it); None: seed group
-    reading: object = None  # the spec.Reading the ticket chain is walked under (None: the primary)
+    exp: object = None  # the parsed.Experiment of a ticket chain (walked to train it); None: seed group
+    reading: object = None  # the readings.Reading the ticket chain is walked under (None: the primary)
 
     @property
     def kind(self) -> str:
@@ -73,7 +73,7 @@ def _cost(cfgs) -> tuple:
 
 
 def groups(selection, device: str) -> list[Group]:
-    """Every training group of the selected (spec.Experiment, tier[, spec.Reading[, reads]])
+    """Every training group of the selected (parsed.Experiment, tier[, readings.Reading[, reads]])
     items (no reading, or None: the primary; no reads, or None: every configuration, else the
     check selectors of the claims that read it), deduplicated by run key, whether cached or not."""
     out, owner = [], {}  # owner: run key -> index of the group that trains it

@@ -290,6 +290,6 @@ def load_split(name: str, train_subset: int | None = None, test_subset: int | No
 
 
 def split_for(cfg, root=None) -> Split:
-    """The split a run's configuration (train.RunConfig) trains on."""
+    """The split a run's configuration (config.RunConfig) trains on."""
     return load_split(cfg.dataset, cfg.train_subset, cfg.test_subset, cfg.subset_seed, root, cfg.device,
                       cfg.input_norm, cfg.subset)

@@ -55,7 +55,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .train import derive_seed, has_conv, to_channels_last
+from .config import derive_seed
+from .models import has_conv, to_channels_last
 
 DEFAULT_SIGMAS = (1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2)
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -72,7 +73,7 @@ def _dtype(dtype) -> torch.dtype:
 
 def _eval_copy(model, dtype=None):
     """A deep copy in eval mode (optionally converted to `dtype`), with gradients enabled; a
-    convolutional model's copy computes channels-last, as training does (train.has_conv: the
+    convolutional model's copy computes channels-last, as training does (models.has_conv: the
     same values up to float rounding, in less time). Give it inputs through `_inputs`."""
     work = copy.deepcopy(model)
     if dtype is not None:

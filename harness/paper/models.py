@@ -21,6 +21,10 @@ alone does not know the hidden sizes or the input size.
 Initialisation (`initialise`): "default" (PyTorch's, as built) or "glorot_normal": every Linear
 and Conv2d weight drawn from N(0, 2 / (fan_in + fan_out)) (Glorot & Bengio 2010, Gaussian form;
 fan = features, times the kernel area for a convolution), biases zero.
+
+A run's model (`init_model`, seeded from its configuration; `model_from_state`, from saved
+weights), its state on the CPU (`cpu_state`), and the layout it computes in: a model with a
+convolution runs channels-last (`has_conv`, `to_channels_last`).
 """
 from __future__ import annotations
 
@@ -141,7 +145,7 @@ def build(family: str, width: int, hidden=(), activation: str = "relu", in_featu
 
 
 def architecture(cfg) -> dict:
-    """The keyword arguments of `build` that a run's configuration (train.RunConfig) sets beyond
+    """The keyword arguments of `build` that a run's configuration (config.RunConfig) sets beyond
     family and width: hidden sizes, activation, input size (from the dataset) and initialisation."""
     from .data import input_size
     arch = {"activation": cfg.activation, "init": cfg.init}
@@ -209,3 +213,36 @@ def prunable(model: nn.Module, include_output: bool = True) -> dict[str, nn.Para
         names = names[:-1]
     params = dict(model.named_parameters())
     return {f"{n}.weight": params[f"{n}.weight"] for n in names}
+
+
+def init_model(cfg) -> nn.Module:
+    """The model a run (config.RunConfig) trains, initialised from its seed (init_seed where set)
+    on the CPU, so that the same seed gives the same initialisation on any device."""
+    torch.manual_seed(cfg.seed if cfg.init_seed < 0 else cfg.init_seed)
+    return for_config(cfg)
+
+
+def model_from_state(cfg, state: dict, device=None) -> nn.Module:
+    """The model of a run (config.RunConfig) with the weights and buffers `state`, on `device`."""
+    model = for_config(cfg)
+    model.load_state_dict(state)
+    return model.to(device or cfg.device)
+
+
+def cpu_state(model) -> dict:
+    """The model's state on the CPU, every tensor in the standard (contiguous) layout whatever
+    layout the model computes in (see has_conv)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def has_conv(model) -> bool:
+    """Whether the model has a convolution: its activations then run channels-last (NHWC) on every
+    device and path (networks.Eager and Grouped, the instruments' copies). Measured on a 2-core CPU (one torch
+    thread, README's bench paragraph) and on an H100 (Grouped, issue 11): the same arithmetic in
+    less time; weights agree with the NCHW layout's up to float rounding (tests/test_grouped.py)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A 4-d batch [b, c, h, w] laid out channels-last (other tensors as they are)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x

@@ -45,7 +45,9 @@ from . import row
 # What a claim file may name (harness/claims/schema.py validates against these).
 from ..paper.data import DATASETS, DataError
 from ..paper.models import MODELS
-from ..paper.train import SHARPNESS_KEYS, VAL_KEYS, RunConfig  # metrics of run settings (validation, sharpness)
+from ..paper.config import RunConfig
+from ..paper.sharpness import SHARPNESS_KEYS  # the final metrics of run settings: sharpness, validation
+from ..paper.validation import VAL_KEYS
 from .instruments import INSTRUMENT_DEFAULTS, INSTRUMENTS, measurement_options, perturb_metric
 
 __all__ = ["PROCEDURES", "rows", "train_group",  # the procedures

@@ -23,7 +23,7 @@ import torch
 
 from ..paper import data as data_mod
 from ..paper import measure, models
-from ..paper.train import model_from_state
+from ..paper.models import model_from_state
 from ..runs.strict_json import number
 
 

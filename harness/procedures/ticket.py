@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 
 from ..paper import models, prune
-from ..paper.train import cpu_state, init_model
+from ..paper.models import cpu_state, init_model
 from ..runs.context import NotCached
 from ..runs.expand import ticket_chain
 from ..runs.inline import RUN_FIELDS, Job, cached, train_group

@@ -7,6 +7,6 @@ runs are made in (context.py); the inline executor, which trains or reuses a gro
 caches measurements (inline.py); live progress (progress.py) and what produced each run
 (provenance.py).
 
-May import: harness.paper (to train a configuration: train.py, data.py, models.py). Never the
-rooms above it: harness.procedures, harness.execute, harness.claims.
+May import: harness.paper (to train a configuration: config.py, train.py, data.py, models.py).
+Never the rooms above it: harness.procedures, harness.execute, harness.claims.
 """

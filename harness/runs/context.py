@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..paper import data as data_mod
-from ..paper.train import RunConfig
+from ..paper.config import RunConfig
 from . import cache as cache_mod
 from .expand import training_cost
 
@@ -40,7 +40,7 @@ class Context:
     allow_train: bool = True
     batch_seeds: bool | None = False  # train the seeds of a configuration together (train.train_seeds);
     # None: where it pays (seeds_together)
-    cuda_graphs: bool = False  # replay the SGD step as a CUDA graph (train.GraphedStep)
+    cuda_graphs: bool = False  # replay the SGD step as a CUDA graph (graphs.GraphedStep)
     checkpoint_every: float = 60.0  # seconds between mid-run checkpoints (at epoch ends)
     deadline: float | None = None  # time.monotonic() by which training stops (see check_budget)
     log: object = None
@@ -62,8 +62,8 @@ class Context:
         a step's cost is largely per-step overhead, which grouping pays once for all seeds.
         Measured with one torch thread per process, as `-n 2` trains (ratios: grouped speed over
         eager speed per seed-step), on the 2-core EPYC on 2026-12-04, after the grouped linear
-        layers' weight gradients stopped being transposed at every step (train.Grouped). MLPs, 12
-        seeds (a script of train.step's calls, each path best of two): batch 32, width 8 5-6x,
+        layers' weight gradients stopped being transposed at every step (networks.Grouped). MLPs, 12
+        seeds (a script of optimise.step's calls, each path best of two): batch 32, width 8 5-6x,
         width 32 4.3x, width 128 (134,794 parameters, 8.6 MFLOP a mini-batch) 1.45x, width 256
         (335,114 parameters, 21 MFLOP) 0.90-0.94x; LeNet-300-100 at batch 60 (15 seeds, 266,610
         parameters, 32 MFLOP) 1.03x; batch 128 (5 seeds), width 64 (15 MFLOP) 1.35x, width 128

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from ..paper import data as data_mod
 from ..paper import models, prune
-from ..paper.train import RunConfig, steps_per_epoch
+from ..paper.config import RunConfig
+from ..paper.train import steps_per_epoch
 from .keys import run_key
 
 

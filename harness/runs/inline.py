@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..paper.train import OutOfTime, RunConfig, graphable, train, train_seeds
+from ..paper.config import RunConfig
+from ..paper.graphs import graphable
+from ..paper.train import OutOfTime, train, train_seeds
 from . import provenance
 from .checkpoint import Checkpoint
 from .context import Context, NotCached, OutOfBudget

@@ -18,7 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..paper.train import RunConfig
+from ..paper.config import RunConfig
 from .cache import RunCache, atomic_write
 from .keys import canonical, legacy_run_key, run_key
 from .strict_json import dumps
