@@ -373,6 +373,10 @@ def fit(args) -> int:
               f"{r['sum_sq']:>10.3g}{r['rms']:>8.3g}{r['passes']:>6}{r['missing']:>9}")
     if not rows:
         print("no reading has a claim with a numeric paper value in the cache")
+    elif any(r["missing"] for r in rows) and rows[0]["shared_n"]:
+        best = sorted(rows, key=lambda r: (r["shared_sum_sq"], r["reading"]))
+        print(f"On the {rows[0]['shared_n']} claims every reading has (some lack others): "
+              + ", ".join(f"{r['reading']} {r['shared_sum_sq']:.3g}" for r in best))
     print("The primary reading stays the one chosen from the paper's text (see the readings in the claim file).")
     return 0
 

@@ -377,3 +377,21 @@ def test_a_bound_over_several_configurations_is_drawn_as_a_line_and_train_and_te
     assert "train accuracy: circles, solid, test accuracy: squares, dashed" in legend
     assert "Dotted line: interp's bound, train accuracy ≥ 99.95 at every width from 32 to 64 (fail)" in legend
     assert "the shaded bar behind one: its claim's tolerance band" in legend
+
+
+def test_readings_lacking_claims_are_compared_with_the_primary_on_the_claims_they_share():
+    """dd_cnn's readings trained widths 4-16 only: they rank after the primary (which has the wide
+    claims too), and the line compares them on the claims every reading measured."""
+    from harness.claims.answer import reading_changes
+    rows = lambda v: [{"reading": "primary", "verdict": v[0]}, {"reading": "r1", "verdict": v[1]}]  # noqa: E731
+    doc = {"claims": {"claims/d.toml::c8[full]": {"experiment": "e", "tier": "full", "rows": rows(("fail", "pass"))},
+                      "claims/d.toml::c96[full]": {"experiment": "e", "tier": "full", "rows": rows(("fail", "fail"))}},
+           "fit": {"e[full]": [
+               {"reading": "primary", "primary": True, "n": 2, "sum_sq": 544.0, "missing": 0, "largest": [],
+                "shared_n": 1, "shared_sum_sq": 300.0},
+               {"reading": "r1", "primary": False, "n": 1, "sum_sq": 44.1, "missing": 1, "largest": [],
+                "shared_n": 1, "shared_sum_sq": 44.1}]}}
+    text = reading_changes([], doc, {"e[full]": {"outside": {"r1": "the stated range"}}})["e[full]"][0]
+    assert ("on the 1 claims with a paper value that every reading run measured, closest to the paper: r1 "
+            "(sum of squared misses in tolerance units 44.1, against 300 for the primary); "
+            "r1 lies outside the stated range") in text

@@ -291,6 +291,9 @@ def test_fit_ranks_by_squared_misses_in_tolerance_units():
     assert [(r["reading"], r["n"], r["missing"]) for r in rows] == [("r1", 2, 0), ("primary", 2, 0), ("r2", 1, 1)]
     assert rows[0]["sum_sq"] == pytest.approx(0.5) and rows[1]["sum_sq"] == pytest.approx(4.0)
     assert rows[1]["primary"] and rows[1]["passes"] == 1
+    # compared on the claims every reading has (claim a only), r2 is closest: 0 against 0.25 and 4
+    assert {r["reading"]: r["shared_sum_sq"] for r in rows} == pytest.approx({"r1": 0.25, "primary": 4.0, "r2": 0.0})
+    assert {r["shared_n"] for r in rows} == {1}
     # a min/max expectation: the tolerance is the distance from the paper value to the bound
     r = result("i", "primary", "fail", 99.0, 100.0, {"min": 99.95, "why": "w"})
     assert readings.tolerance_units(r) == pytest.approx(-20.0)

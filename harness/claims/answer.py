@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
+from .fmt import num
 from .misses import miss_text
 
 MISS = ("fail", "diverged")
@@ -130,6 +131,11 @@ def outside_words(reading: str, outside: dict) -> str:
     return "".join(f"; {pair} lies outside {outside[pair]}" for pair in reading.split(",") if pair in outside)
 
 
+def outside_of(exp_docs: dict | None, exp: str) -> dict:
+    """{reading pair: the paper's stated range it lies outside} of an experiment[tier]."""
+    return ((exp_docs or {}).get(exp) or {}).get("outside") or {}
+
+
 def reading_changes(claims: list, readings_doc: dict, exp_docs: dict | None = None) -> dict:
     """Per experiment[tier], the sentences on readings that were run and change a verdict: the
     readings under which claims failing under the primary pass, and the best fit to the paper."""
@@ -166,10 +172,18 @@ def reading_changes(claims: list, readings_doc: dict, exp_docs: dict | None = No
         text = (f"readings run for {exp.split('[')[0]} ({len(ran[exp])}): " + "; ".join(parts)
                 + f", against {p['pass']} of {sum(p[v] for v in EVALUATED)} under the primary")
         if fit and prim and not fit[0]["primary"]:
-            outside = ((exp_docs or {}).get(exp) or {}).get("outside") or {}
+            outside = outside_of(exp_docs, exp)
             text += (f"; best fit to the paper's numbers: {fit[0]['reading']}, sum of squared misses in tolerance "
                      f"units {fit_words(fit[0])}, against {fit_words(prim, failing[exp])} for the primary"
                      + outside_words(fit[0]["reading"], outside))
+        if fit and prim and any(f["missing"] for f in fit) and prim["shared_n"]:
+            # readings lacking claims rank after complete ones; compare all on the claims they share
+            near = min(fit, key=lambda f: (f["shared_sum_sq"], f["reading"]))
+            if not near["primary"]:
+                text += (f"; on the {prim['shared_n']} claims with a paper value that every reading run measured, "
+                         f"closest to the paper: {near['reading']} (sum of squared misses in tolerance units "
+                         f"{num(near['shared_sum_sq'], digits=3)}, against {num(prim['shared_sum_sq'], digits=3)} "
+                         f"for the primary)" + outside_words(near["reading"], outside_of(exp_docs, exp)))
         out[exp].append(text)
     return dict(out)
 

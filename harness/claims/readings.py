@@ -322,7 +322,8 @@ def fit(results: list, repeats: dict | None = None) -> list:
     have rank after the complete ones; a claim `select` left out under a reading because it would
     repeat another (`repeats`: {(file, id): {reading: the reading it repeats}}) counts as under that
     one. Rows: reading, n, sum_sq, rms, passes, missing, primary, largest (its two largest terms,
-    (claim id, z))."""
+    (claim id, z)), and shared_n, shared_sum_sq: the sum over only the claims every reading has,
+    which compares readings fairly where some lack claims (narrow widths trained, wide ones not)."""
     by = defaultdict(dict)
     for r in results:
         z = tolerance_units(r)
@@ -333,12 +334,14 @@ def fit(results: list, repeats: dict | None = None) -> list:
             if name in by and c not in by[name] and c in by.get(base, {}):
                 by[name][c] = by[base][c]
     claims = set().union(*by.values()) if by else set()
+    shared = set.intersection(*(set(zs) for zs in by.values())) if by else set()
     rows = []
     for reading, zs in by.items():
         sum_sq = sum(z * z for z, _ in zs.values())
         rows.append({"reading": reading, "n": len(zs), "sum_sq": sum_sq, "rms": math.sqrt(sum_sq / len(zs)),
                      "passes": sum(v == "pass" for _, v in zs.values()), "missing": len(claims - set(zs)),
-                     "primary": reading == PRIMARY,
+                     "primary": reading == PRIMARY, "shared_n": len(shared),
+                     "shared_sum_sq": sum(zs[c][0] ** 2 for c in shared),
                      # its largest terms: (claim id, z), the claims that weigh most in the sum
                      "largest": [(c[1], z) for c, (z, _) in sorted(zs.items(), key=lambda kv: -kv[1][0] ** 2)[:2]]})
     return sorted(rows, key=lambda r: (r["missing"], r["sum_sq"], r["reading"]))
