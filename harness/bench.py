@@ -24,6 +24,7 @@ another in this process, against the local executor's worker processes.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -122,15 +123,25 @@ def bench_case(family, width, batch, seeds, steps, device, compile=False, channe
             "graphed_ratio": eager / graphed, "compiled_ratio": eager / compiled, "peak_mib": mem}
 
 
-def step_seconds(family, width, batch, seeds, optimizer, device, steps=5) -> dict:
+def step_seconds(family, width, batch, seeds, optimizer, device, steps=5, arch=None) -> dict:
     """What the training loop runs for one shape, timed: "step", seconds of one optimiser step of
     `seeds` models together (Grouped, or Eager for one model; on CUDA replayed as a CUDA graph
     where graphs.graphable allows, as `--cuda-graphs auto` does with --gpu), and "eval", seconds
-    to evaluate one sample for all of them (losses.evaluate's chunks of 1000)."""
+    to evaluate one sample for all of them (losses.evaluate's chunks of 1000). `arch`: a run's
+    configuration whose architecture is timed (models.for_config: fc's hidden sizes, BatchNorm,
+    its dataset's input shape) in place of `family` at `width` on the bench's inputs."""
     device = torch.device(device)
-    cfg = RunConfig(dataset="bench", model=family, width=width, batch_size=batch, optimizer=optimizer)
-    xb, yb = _batch(family, batch, seeds, device)
-    net = (Grouped if seeds > 1 else Eager)(_built(family, width, seeds), device)
+    cfg = (RunConfig(dataset="bench", model=family, width=width, batch_size=batch, optimizer=optimizer)
+           if arch is None else dataclasses.replace(arch, batch_size=batch, optimizer=optimizer))
+    if arch is None:
+        xb, yb = _batch(family, batch, seeds, device)
+        built = _built(family, width, seeds)
+    else:
+        g = torch.Generator().manual_seed(0)
+        xb = torch.randn(seeds, batch, *data.DATASETS[arch.dataset].train_shape[1:], generator=g).to(device)
+        yb = torch.randint(0, 10, (seeds, batch), generator=g).to(device)
+        built = [models.for_config(arch) for _ in range(seeds)]
+    net = (Grouped if seeds > 1 else Eager)(built, device)
     graphed = device.type == "cuda" and graphable(cfg)
     train_s = _time(net, cfg, xb, yb, steps, device, graphed=graphed) / steps
     x = xb.flatten(0, 1)[:1000]
@@ -155,9 +166,12 @@ def wall_seconds(cfgs, seeds, device, timings) -> float:
     for c in cfgs:
         info = data.DATASETS[c.dataset]
         shape = (c.model, c.width, c.batch_size or c.train_subset or info.train_shape[0], seeds, c.optimizer)
+        arch = models.architecture(c) if c.model == "fc" else {}
+        if arch:  # fc: its hidden sizes and BatchNorm make the shape, not the width
+            shape += (c.hidden, c.batchnorm, c.dataset)
         if shape not in timings:
-            timings[shape] = step_seconds(*shape, device)
-            print(f"  measured {c.model} w={c.width} bs={shape[2]} x{seeds} {c.optimizer}: "
+            timings[shape] = step_seconds(*shape[:5], device, arch=c if arch else None)
+            print(f"  measured {c.model} {c.hidden if arch else f'w={c.width}'} bs={shape[2]} x{seeds} {c.optimizer}: "
                   f"{1e3 * timings[shape]['step']:.2f} ms/step", flush=True)
         t = timings[shape]
         cost = training_cost(c)

@@ -354,3 +354,15 @@ def test_wall_estimate_is_steps_times_step_time_plus_evaluation(capsys):
     t = timings[("mlp", 8, 40, 2, "sgd")]
     assert t["step"] > 0 and t["eval"] > 0
     assert "measured mlp w=8 bs=40 x2 sgd" in capsys.readouterr().out
+
+
+def test_wall_estimate_times_an_fc_network_by_its_hidden_sizes(capsys):
+    # fc's shape is its hidden sizes and BatchNorm (Keskar's F1), not its width: timed as built
+    from harness import bench
+    cfg = RunConfig(dataset="mnist", model="fc", width=16, hidden="16,16", batchnorm=True, optimizer="adam",
+                    lr=1e-3, batch_size=20, epochs=1, train_subset=40, test_subset=20)
+    timings = {}
+    assert bench.wall_seconds([dataclasses.replace(cfg, seed=s) for s in range(2)], 2, "cpu", timings) > 0
+    (shape, t), = timings.items()
+    assert shape[-3:] == ("16,16", True, "mnist") and t["step"] > 0 and t["eval"] > 0
+    assert "measured fc 16,16 bs=20 x2 adam" in capsys.readouterr().out
