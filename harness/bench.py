@@ -83,9 +83,9 @@ def _built(family, width, seeds):
     return out
 
 
-def _batch(family, batch, seeds, device):
+def _batch(family, batch, seeds, device, shape=None):
     g = torch.Generator().manual_seed(0)
-    return (torch.randn(seeds, batch, *SHAPES[family], generator=g).to(device),
+    return (torch.randn(seeds, batch, *(shape or SHAPES[family]), generator=g).to(device),
             torch.randint(0, 10, (seeds, batch), generator=g).to(device))
 
 
@@ -133,14 +133,8 @@ def step_seconds(family, width, batch, seeds, optimizer, device, steps=5, arch=N
     device = torch.device(device)
     cfg = (RunConfig(dataset="bench", model=family, width=width, batch_size=batch, optimizer=optimizer)
            if arch is None else dataclasses.replace(arch, batch_size=batch, optimizer=optimizer))
-    if arch is None:
-        xb, yb = _batch(family, batch, seeds, device)
-        built = _built(family, width, seeds)
-    else:
-        g = torch.Generator().manual_seed(0)
-        xb = torch.randn(seeds, batch, *data.DATASETS[arch.dataset].train_shape[1:], generator=g).to(device)
-        yb = torch.randint(0, 10, (seeds, batch), generator=g).to(device)
-        built = [models.for_config(arch) for _ in range(seeds)]
+    xb, yb = _batch(family, batch, seeds, device, None if arch is None else data.DATASETS[arch.dataset].train_shape[1:])
+    built = _built(family, width, seeds) if arch is None else [models.for_config(arch) for _ in range(seeds)]
     net = (Grouped if seeds > 1 else Eager)(built, device)
     graphed = device.type == "cuda" and graphable(cfg)
     train_s = _time(net, cfg, xb, yb, steps, device, graphed=graphed) / steps
@@ -166,12 +160,12 @@ def wall_seconds(cfgs, seeds, device, timings) -> float:
     for c in cfgs:
         info = data.DATASETS[c.dataset]
         shape = (c.model, c.width, c.batch_size or c.train_subset or info.train_shape[0], seeds, c.optimizer)
-        arch = models.architecture(c) if c.model == "fc" else {}
-        if arch:  # fc: its hidden sizes and BatchNorm make the shape, not the width
+        fc = c.model == "fc"
+        if fc:  # fc: its hidden sizes and BatchNorm make the shape, not the width
             shape += (c.hidden, c.batchnorm, c.dataset)
         if shape not in timings:
-            timings[shape] = step_seconds(*shape[:5], device, arch=c if arch else None)
-            print(f"  measured {c.model} {c.hidden if arch else f'w={c.width}'} bs={shape[2]} x{seeds} {c.optimizer}: "
+            timings[shape] = step_seconds(*shape[:5], device, arch=c if fc else None)
+            print(f"  measured {c.model} {c.hidden if fc else f'w={c.width}'} bs={shape[2]} x{seeds} {c.optimizer}: "
                   f"{1e3 * timings[shape]['step']:.2f} ms/step", flush=True)
         t = timings[shape]
         cost = training_cost(c)
