@@ -6,6 +6,7 @@ to train for the collected items (to_plan).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,31 @@ class ClaimsFile(pytest.File):
                     yield ClaimItem.from_parent(self, name=f"{claim.id}[{node_suffix(tier, reading)}]",
                                                 claim=claim, tier=tier, experiment=exp, claim_file=cf,
                                                 reading=reading)
+
+
+def node_ids_hint(args) -> str:
+    """For a node id FILE.toml::CLAIM[...] on the command line that pytest found nothing for: the
+    node ids that claim has (every tier and reading), or the file's claims where it has no such
+    claim. Empty where no argument names a claim."""
+    lines = []
+    for arg in args:
+        path, sep, node = arg.partition("::")
+        if not sep or not path.endswith(".toml") or not Path(path).is_file():
+            continue
+        claim_id = node.split("[")[0]
+        try:
+            cf = spec.load(path)
+        except spec.SpecError:
+            continue  # its collection error says why
+        claim = next((c for c in cf.claims if c.id == claim_id), None)
+        if claim is None:
+            lines.append(f"harness: {path} has no claim {claim_id!r}; its claims: {', '.join(c.id for c in cf.claims)}")
+            continue
+        ids = [f"{claim.id}[{node_suffix(tier, r)}]" for tier in claim.tiers
+               for r in readings.select(claim.experiment, tier, ["all"], claim=claim)]
+        lines.append(f"harness: the node ids of {path}::{claim.id} are {', '.join(ids)} (a reading's "
+                     "name leaves out the values it shares with the primary reading)")
+    return "\n".join(lines)
 
 
 def node_suffix(tier: str, reading) -> str:

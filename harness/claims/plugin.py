@@ -6,7 +6,8 @@ Readings (spec.py): by default each claim is checked under its experiment's prim
 `--readings all` also checks it under every reading its experiment declares for the tier, as
 `CLAIM_ID[TIER|READING]` (e.g. `movement-w32[full|epochs=20]`, marked `readings`); `--readings
 NAME=VALUE` (repeatable) selects the readings whose every changed value is among those given;
-a reading's node id given on the command line is found without the option.
+a reading's node id given on the command line is found without the option, and one that names
+no item gets pytest's "not found" with the node ids its claim has.
 The claim's verdict is the primary reading's: a claim that fails or diverges under another
 reading is reported as xfailed (an error still fails), and the report classifies the claim as
 holding under every reading tried, only under some, or under none.
@@ -41,7 +42,7 @@ from ..execute import executors, planner
 from ..runs import progress
 from ..runs.context import Context
 from . import final_pass, report, spec, terminal, xdist_order
-from .items import ClaimItem, ClaimsFile, failure_text, to_plan
+from .items import ClaimItem, ClaimsFile, failure_text, node_ids_hint, to_plan
 from .results import family_key, file_label, with_primaries
 from .session import STATE, SessionState, context, readings_selection, state
 
@@ -139,6 +140,18 @@ def _executor_option(config):
         value = config.getoption(f"--{name}")
         return value if value is not None else table.get(name.replace("-", "_"))
     return option
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session):
+    """pytest's "not found" for a claim's node id, with the node ids that claim has."""
+    try:
+        return (yield)
+    except pytest.UsageError as e:
+        hint = node_ids_hint(session.config.args) if any("not found" in str(a) for a in e.args) else ""
+        if hint:
+            raise pytest.UsageError(*e.args, hint) from None
+        raise
 
 
 @pytest.hookimpl(trylast=True)
