@@ -42,7 +42,8 @@ class ClaimsFile(pytest.File):
 def node_ids_hint(args) -> str:
     """For a node id FILE.toml::CLAIM[...] on the command line that pytest found nothing for: the
     node ids that claim has (every tier and reading), or the file's claims where it has no such
-    claim. Empty where no argument names a claim."""
+    claim. Arguments that name an existing node id (or a whole claim) get no line; empty where none
+    is left."""
     lines = []
     for arg in args:
         path, sep, node = arg.partition("::")
@@ -59,6 +60,8 @@ def node_ids_hint(args) -> str:
             continue
         ids = [f"{claim.id}[{node_suffix(tier, r)}]" for tier in claim.tiers
                for r in readings.select(claim.experiment, tier, ["all"], claim=claim)]
+        if node == claim_id or node in ids:
+            continue  # found: not the argument pytest complains about
         lines.append(f"harness: the node ids of {path}::{claim.id} are {', '.join(ids)} (a reading's "
                      "name leaves out the values it shares with the primary reading)")
     return "\n".join(lines)
