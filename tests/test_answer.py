@@ -395,3 +395,24 @@ def test_readings_lacking_claims_are_compared_with_the_primary_on_the_claims_the
     assert ("on the 1 claims with a paper value that every reading run measured, closest to the paper: r1 "
             "(sum of squared misses in tolerance units 44.1, against 300 for the primary); "
             "r1 lies outside the stated range") in text
+
+
+def test_the_primary_is_counted_on_the_claims_a_reading_measured():
+    """A reading run on some of an experiment's claims (dd_cnn's narrow widths) is set against the
+    primary on those claims, not on every claim some reading measured."""
+    from harness.claims.answer import reading_changes
+    rows = lambda *v: [{"reading": name, "verdict": x} for name, x in zip(("primary", "r1", "r2"), v)]  # noqa: E731
+    claims = {"c8": rows("fail", "pass", "fail"), "c16": rows("pass", "fail", "fail"),
+              "c96": rows("pass", "not run", "fail")}
+    doc = {"claims": {f"claims/d.toml::{k}[full]": {"experiment": "e", "tier": "full", "rows": v}
+                      for k, v in claims.items()}}
+    text = reading_changes([], doc)["e[full]"][0]
+    assert text == "readings run for e (2): under r1, 1 of 2 pass, against 1 of 2 under the primary"
+    doc["fit"] = {"e[full]": [{"reading": "r2", "primary": False}]}  # the best fit shown too, on 3 claims
+    assert reading_changes([], doc)["e[full]"][0] == (
+        "readings run for e (2): under r1, 1 of 2 pass, against 1 of 2 under the primary on the same "
+        "claims; under r2, 0 of 3 pass, against 2 of 3 under the primary on the same claims")
+    del doc["fit"]
+    claims["c96"] = rows("pass", "fail", "fail")  # r1 now measures all three, as the primary does
+    doc["claims"]["claims/d.toml::c96[full]"]["rows"] = claims["c96"]
+    assert reading_changes([], doc)["e[full]"][0].endswith("under r1, 1 of 3 pass, against 2 of 3 under the primary")

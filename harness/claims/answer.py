@@ -154,23 +154,31 @@ def reading_changes(claims: list, readings_doc: dict, exp_docs: dict | None = No
                 if prim and prim["verdict"] in MISS + ("inconclusive",) and row["verdict"] == "pass":
                     turned[exp][row["reading"]].append(key.split("::")[1].split("[")[0])
     counts = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))  # exp -> reading -> verdict -> n
+    verdicts = defaultdict(lambda: defaultdict(dict))  # exp -> reading -> claim key -> verdict
     for key, c in (readings_doc.get("claims") or {}).items():
         for row in c["rows"]:
             counts[f"{c['experiment']}[{c['tier']}]"][row["reading"]][row["verdict"]] += 1
+            verdicts[f"{c['experiment']}[{c['tier']}]"][row["reading"]][key] = row["verdict"]
     for exp, by in turned.items():
         fit = (readings_doc.get("fit") or {}).get(exp) or []
         prim = next((f for f in fit if f["primary"]), None)
         best = sorted(ran[exp], key=lambda name: (-counts[exp][name]["pass"], name))[0]
         shown = [best] + ([fit[0]["reading"]] if fit and not fit[0]["primary"] and fit[0]["reading"] != best else [])
+        # the primary is counted on the claims each shown reading measured (a reading may lack some)
+        measured = {name: {k for k, v in verdicts[exp][name].items() if v in EVALUATED} for name in shown}
+        same = len({frozenset(keys) for keys in measured.values()}) == 1
         parts = []
         for name in shown:
             c = counts[exp][name]
             n = sum(c[v] for v in EVALUATED)
+            on = [verdicts[exp]["primary"].get(k) for k in measured[name]]
+            against = (f"{on.count('pass')} of {sum(v in EVALUATED for v in on)} under the primary"
+                       + ("" if same else " on the same claims"))
             parts.append(f"under {name}, {c['pass']} of {n} pass" + (f" ({c['inconclusive']} inconclusive)"
-                                                                    if c["inconclusive"] else ""))
-        p = counts[exp]["primary"]
+                                                                    if c["inconclusive"] else "")
+                         + ("" if same else f", against {against}"))
         text = (f"readings run for {exp.split('[')[0]} ({len(ran[exp])}): " + "; ".join(parts)
-                + f", against {p['pass']} of {sum(p[v] for v in EVALUATED)} under the primary")
+                + (f", against {against}" if same else ""))
         if fit and prim and not fit[0]["primary"]:
             outside = outside_of(exp_docs, exp)
             text += (f"; best fit to the paper's numbers: {fit[0]['reading']}, sum of squared misses in tolerance "
