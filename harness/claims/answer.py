@@ -8,7 +8,7 @@ Generated from the verdicts; nothing here is written for one run's numbers."""
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from .fmt import num
 from .misses import miss_text
@@ -153,12 +153,11 @@ def reading_changes(claims: list, readings_doc: dict, exp_docs: dict | None = No
                 ran[exp].add(row["reading"])
                 if prim and prim["verdict"] in MISS + ("inconclusive",) and row["verdict"] == "pass":
                     turned[exp][row["reading"]].append(key.split("::")[1].split("[")[0])
-    counts = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))  # exp -> reading -> verdict -> n
     verdicts = defaultdict(lambda: defaultdict(dict))  # exp -> reading -> claim key -> verdict
     for key, c in (readings_doc.get("claims") or {}).items():
         for row in c["rows"]:
-            counts[f"{c['experiment']}[{c['tier']}]"][row["reading"]][row["verdict"]] += 1
             verdicts[f"{c['experiment']}[{c['tier']}]"][row["reading"]][key] = row["verdict"]
+    counts = {exp: {name: Counter(by.values()) for name, by in v.items()} for exp, v in verdicts.items()}
     for exp, by in turned.items():
         fit = (readings_doc.get("fit") or {}).get(exp) or []
         prim = next((f for f in fit if f["primary"]), None)
